@@ -13,9 +13,9 @@
 # Post-1.6.18 features (E, md x, mg C, ms s, ms N-append) are not here: real
 # memcached 1.6.18 rejects or ignores them, see test_meta_post1618.* below.
 #
-# The daemon launcher is private to the meta test files for now (the shared
-# tests/support launcher did not exist when this was written); the other
-# test_meta_* files import it from here.
+# Daemons come from the shared tests/support launcher when it is importable,
+# else from a small private fallback; the other test_meta_* files import
+# start_daemon/Conn/SERVER_NAMES from here.
 from __future__ import annotations
 
 import os
@@ -38,7 +38,16 @@ pytestmark = pytest.mark.timeout(60)
 
 # ---------------------------------------------------------------- launcher --
 
+try:  # the shared launcher (tests/support) when it exists
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from support import daemons as _shared
+except ImportError:  # pragma: no cover - early in the project
+    _shared = None
+
+
 def memcachepy_available() -> bool:
+    if _shared is not None:
+        return _shared.memcachepy_status()[0]
     try:
         import memcachepy._core  # noqa: F401
     except Exception:
@@ -49,41 +58,41 @@ def memcachepy_available() -> bool:
 @dataclass
 class Daemon:
     name: str
-    proc: subprocess.Popen
     port: int
-    portfile: str
+    _stop: Callable[[], object]
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
+        self._stop()
+
+
+def _private_start(name: str, extra: tuple[str, ...]) -> Daemon:
+    """Fallback launcher.  memcached 1.6.18 treats `-p 0` as "TCP disabled";
+    its ephemeral port is `-p -1` (t/issue_67.t)."""
+    fd, portfile = tempfile.mkstemp(prefix=f"meta-{name}-")
+    os.close(fd)
+    os.unlink(portfile)
+    env = dict(os.environ, MEMCACHED_PORT_FILENAME=portfile)
+    common = ["-u", "root", "-l", HOST, "-U", "0", *extra]
+    if name == "memcached":
+        argv = [MEMCACHED_BIN, *common, "-p", "-1"]
+    else:
+        argv = [sys.executable, "-m", "memcachepy", *common, "-p", "0"]
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL)
+
+    def stop() -> None:
+        if proc.poll() is None:
+            proc.terminate()
             try:
-                self.proc.wait(5)
+                proc.wait(5)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        for p in (self.portfile, self.portfile + ".lck"):
+                proc.kill()
+                proc.wait(5)
+        for p in (portfile, portfile + ".lck"):
             try:
                 os.unlink(p)
             except FileNotFoundError:
                 pass
 
-
-def start_daemon(name: str, extra: tuple[str, ...] = ()) -> Daemon:
-    """Start memcached or memcachepy on an ephemeral loopback port.
-
-    memcached 1.6.18 treats `-p 0` as "TCP disabled"; the ephemeral port is
-    `-p -1` (t/issue_67.t), so both daemons are started with `-p -1`.
-    """
-    fd, portfile = tempfile.mkstemp(prefix=f"meta-{name}-")
-    os.close(fd)
-    os.unlink(portfile)
-    env = dict(os.environ, MEMCACHED_PORT_FILENAME=portfile)
-    common = ["-u", "root", "-l", HOST, "-U", "0", "-p", "-1", *extra]
-    if name == "memcached":
-        argv = [MEMCACHED_BIN, *common]
-    else:
-        argv = [sys.executable, "-m", "memcachepy", *common]
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL)
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -92,16 +101,20 @@ def start_daemon(name: str, extra: tuple[str, ...] = ()) -> Daemon:
             with open(portfile) as f:
                 m = re.search(r"TCP INET: (\d+)", f.read())
             if m:
-                port = int(m.group(1))
-                # the file is renamed into place after listen(), but be safe
-                with socket.create_connection((HOST, port), timeout=2):
-                    pass
-                return Daemon(name, proc, port, portfile)
-        except (FileNotFoundError, ConnectionRefusedError):
+                return Daemon(name, int(m.group(1)), stop)
+        except FileNotFoundError:
             pass
         time.sleep(0.02)
-    proc.kill()
+    stop()
     raise RuntimeError(f"{name} did not report a port")
+
+
+def start_daemon(name: str, extra: tuple[str, ...] = ()) -> Daemon:
+    """Start memcached or memcachepy on an ephemeral loopback port."""
+    if _shared is not None:
+        d = _shared.start_daemon(name, extra)
+        return Daemon(name, d.port, d.stop)
+    return _private_start(name, extra)
 
 
 SERVER_NAMES = [
