@@ -586,6 +586,7 @@ TRANSCRIPTS: dict[str, list] = {
         (b"md k C999 k\r\nmd k C999 q\r\nmg k v\r\n", None),
         (b"md k C{c0} q\r\nmg k v\r\n", None),
         (b"md nope C1\r\n", None),
+        (b"ms k 1\r\nx\r\nmd k C0\r\nmg k\r\n", None),
     ],
     "md_invalidate": [
         (b"ms k 1 c T100\r\nx\r\n", None),
@@ -1171,6 +1172,7 @@ GOLDEN: dict[str, list[bytes]] = {
         b'EX kk\r\nEX\r\nVA 1\r\nx\r\n',
         b'EN\r\n',
         b'NF\r\n',
+        b'HD\r\nEX\r\nHD\r\n',
     ],
     'md_invalidate': [
         b'HD c<c0>\r\n',
