@@ -1,0 +1,256 @@
+# Correctness tests for the compiled load generator (memcachepy._loadgen, bench/_loadgen.pyx)
+# and its console entry (memcachepy/bench.py).
+#
+# A benchmark that miscounts is worse than none, so these check what the load generator
+# *reports* against what the server *saw*: request counts against `stats` deltas of real
+# memcached (cmd_get counts keys, cmd_set counts sets, get_hits counts hits), the hit ratio
+# after a prefill, a fixed rate being honoured, and sane latency percentiles. No timing
+# enters pass/fail beyond sanity bounds. When memcachepy._core is built, the counting test
+# also runs against memcachepy. The whole file runs in well under a minute.
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+pytestmark = pytest.mark.timeout(60)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+MEMCACHED = os.environ.get("MEMCACHED_BIN", "/usr/bin/memcached")
+
+# a missing build must fail loudly, not skip: `pip install -e .` builds bench/_loadgen.pyx
+from memcachepy import _loadgen as lg
+
+
+def _memcachepy_built() -> bool:
+    proc = subprocess.run([sys.executable, "-c", "import memcachepy._core"], cwd=REPO_ROOT,
+                          capture_output=True, timeout=60)
+    return proc.returncode == 0
+
+
+class Server:
+    """One daemon on 127.0.0.1 with an OS-chosen port, learnt from its port file."""
+
+    def __init__(self, kind: str, flags: list[str]) -> None:
+        self.workdir = tempfile.mkdtemp(prefix=f"lgtest-{kind}-")
+        port_file = os.path.join(self.workdir, "port")
+        root = ["-u", "root"] if os.geteuid() == 0 else []
+        if kind == "memcached":
+            # memcached binds no TCP port for `-p 0`; an interface port of 0 asks for any port
+            argv = [MEMCACHED, *root, "-l", "127.0.0.1:0", "-U", "0", "-p", "11211", *flags]
+        else:
+            argv = [sys.executable, "-m", "memcachepy", *root, "-l", "127.0.0.1", "-U", "0",
+                    "-p", "0", *flags]
+        self.proc = subprocess.Popen(argv, cwd=REPO_ROOT, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     env=dict(os.environ, MEMCACHED_PORT_FILENAME=port_file))
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                text = Path(port_file).read_text()
+                if "TCP INET: " in text:
+                    self.port = int(text.split("TCP INET: ")[1].split()[0])
+                    break
+            except OSError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"{kind} did not start")
+            time.sleep(0.02)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def stats(self) -> dict[str, int]:
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
+            s.sendall(b"stats\r\n")
+            buf = b""
+            while not buf.endswith(b"END\r\n"):
+                chunk = s.recv(65536)
+                assert chunk, "server closed the conn during stats"
+                buf += chunk
+        out = {}
+        for line in buf.decode().splitlines():
+            parts = line.split()
+            if len(parts) == 3 and parts[0] == "STAT" and parts[2].isdigit():
+                out[parts[1]] = int(parts[2])
+        return out
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+@pytest.fixture
+def memcached() -> Iterator[Server]:
+    if not os.access(MEMCACHED, os.X_OK):
+        pytest.skip("memcached is not installed")
+    s = Server("memcached", ["-t", "1", "-m", "64"])
+    yield s
+    s.stop()
+
+
+@pytest.fixture(params=["memcached", "memcachepy"])
+def any_server(request: pytest.FixtureRequest) -> Iterator[Server]:
+    if request.param == "memcachepy" and not _memcachepy_built():
+        pytest.skip("memcachepy._core is not built yet")
+    if request.param == "memcached" and not os.access(MEMCACHED, os.X_OK):
+        pytest.skip("memcached is not installed")
+    s = Server(request.param, ["-t", "1", "-m", "64"])
+    yield s
+    s.stop()
+
+
+def test_counts_match_server_stats(any_server: Server) -> None:
+    before = any_server.stats()
+    r = lg.run(port=any_server.port, connections=7, threads=2, depth=4, keyspace=3000,
+               value_size=100, get_ratio=3, set_ratio=1, multiget=3, requests=12001,
+               prefill=True)
+    after = any_server.stats()
+    t = r["totals"]
+    # request-count mode measures every request and issues exactly the number asked for
+    assert r["requests"] == 12001 == t["gets"] + t["sets"]
+    assert r["gets"] == t["gets"] and r["sets"] == t["sets"]
+    assert t["get_keys"] == 3 * t["gets"]
+    assert t["prefill_sets"] == 3000
+    assert t["errors"] == 0 and t["not_stored"] == 0
+    # a fixed 3:1 cycle per thread keeps the mix within one cycle per thread of exact
+    assert abs(t["gets"] - 3 * t["sets"]) <= 2 * 4
+    assert after["cmd_get"] - before["cmd_get"] == t["get_keys"]
+    assert after["cmd_set"] - before["cmd_set"] == t["sets"] + t["prefill_sets"]
+    assert after["get_hits"] - before["get_hits"] == t["hits"]
+    assert after["get_misses"] - before["get_misses"] == t["get_keys"] - t["hits"]
+
+
+def test_hit_ratio_after_prefill_is_one(memcached: Server) -> None:
+    r = lg.run(port=memcached.port, connections=4, depth=8, keyspace=5000, value_size=64,
+               get_ratio=1, set_ratio=0, requests=20000, prefill=True)
+    assert r["hit_ratio"] == 1.0
+    assert r["hits"] == r["get_keys"] == 20000
+    assert memcached.stats()["curr_items"] == 5000
+
+
+def test_hit_ratio_without_prefill_is_zero(memcached: Server) -> None:
+    r = lg.run(port=memcached.port, connections=4, keyspace=1000, get_ratio=1, set_ratio=0,
+               multiget=5, requests=2000, key_prefix="never-stored:")
+    assert r["hit_ratio"] == 0.0
+    assert r["misses"] == r["get_keys"] == 10000
+
+
+def test_sequential_keys_visit_whole_key_space(memcached: Server) -> None:
+    lg.run(port=memcached.port, connections=1, keyspace=500, get_ratio=0, set_ratio=1,
+           requests=500, key_pattern="sequential", key_prefix="seq:")
+    assert memcached.stats()["curr_items"] == 500
+
+
+def test_large_values_split_across_reads(memcached: Server) -> None:
+    # 300 KB values never fit one recv, so the reply parser must skip data across reads
+    r = lg.run(port=memcached.port, connections=3, depth=3, keyspace=20, value_size=300_000,
+               get_ratio=2, set_ratio=1, multiget=2, requests=300, prefill=True)
+    assert r["errors"] == 0
+    assert r["hit_ratio"] == 1.0
+    assert r["totals"]["sets"] == 100
+
+
+def test_fixed_rate_is_honoured(memcached: Server) -> None:
+    r = lg.run(port=memcached.port, connections=10, keyspace=1000, rate=4000.0, duration=2.0,
+               warmup=0.3, prefill=True, server_pid=memcached.pid)
+    assert r["elapsed_s"] == pytest.approx(2.0)
+    # 4000/s is a few percent of what memcached serves here, so it must be met closely
+    assert r["rps"] == pytest.approx(4000, rel=0.05)
+    assert r["errors"] == 0
+    cpu = r["server_cpu"]
+    assert cpu is not None and cpu["us_per_request"] > 0
+    assert 0 < cpu["utilisation"] < 0.9
+
+
+def test_fixed_rate_with_request_count(memcached: Server) -> None:
+    start = time.monotonic()
+    r = lg.run(port=memcached.port, connections=5, keyspace=100, rate=2000.0, requests=1000)
+    took = time.monotonic() - start
+    assert r["requests"] == 1000
+    assert 0.45 < took < 3.0           # 1000 requests at 2000/s is half a second
+    assert r["elapsed_s"] == pytest.approx(0.5, rel=0.1)
+
+
+def test_latency_percentiles_ordered(memcached: Server) -> None:
+    r = lg.run(port=memcached.port, connections=20, depth=2, keyspace=2000, duration=1.0,
+               warmup=0.2, prefill=True, server_pid=memcached.pid)
+    lat = r["latency_us"]
+    assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["p99.9"]
+    # percentiles are bucket midpoints (< 1.6 % wide), so allow that slack against the max
+    assert lat["p99.9"] <= lat["max"] * 1.02
+    assert 0 < lat["mean"] <= lat["max"]
+    assert lat["max"] < 1e6              # no reply took a second on loopback
+    # the duration window counts only what completed inside it
+    t = r["totals"]
+    assert 0 < r["requests"] < t["gets"] + t["sets"]
+    assert r["elapsed_s"] == pytest.approx(1.0)
+    assert r["server_cpu"]["utilisation"] <= 1.1   # memcached -t 1: one worker busy at most
+    assert r["client_cpu"]["us_per_request"] > 0
+
+
+def test_prefill_only(memcached: Server) -> None:
+    r = lg.run(port=memcached.port, connections=4, keyspace=2000, value_size=10,
+               duration=0.0, prefill=True)
+    assert r["requests"] == 0
+    assert r["totals"]["prefill_sets"] == 2000
+    assert memcached.stats()["curr_items"] == 2000
+
+
+def test_refused_connection_raises() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]     # bound, never listening: connect is refused
+        with pytest.raises(RuntimeError, match="connect"):
+            lg.run(port=port, connections=2, requests=10)
+
+
+def test_bad_arguments() -> None:
+    with pytest.raises(ValueError):
+        lg.run(port=1, connections=0, requests=1)
+    with pytest.raises(ValueError):
+        lg.run(port=1, get_ratio=0, set_ratio=0, requests=1)
+    with pytest.raises(ValueError):
+        lg.run(port=1, host="localhost", requests=1)
+
+
+def test_cli_json(memcached: Server) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "memcachepy.bench", "-p", str(memcached.port), "-n", "3000",
+         "-c", "5", "-d", "2", "--ratio", "1:1", "--prefill", "-k", "500", "--json",
+         "--server-pid", str(memcached.pid)],
+        capture_output=True, text=True, timeout=30, cwd=REPO_ROOT)
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(proc.stdout)
+    assert r["requests"] == 3000
+    assert r["gets"] == r["sets"] == 1500
+    assert r["config"]["ratio"] == "1:1"
+    # 3000 requests may take less than one clock tick of server CPU: only check the shape
+    assert r["server_cpu"]["us_per_request"] >= 0
+
+
+def test_cli_text_report(memcached: Server) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "memcachepy.bench", "-p", str(memcached.port), "-n", "500",
+         "-c", "2", "-g", "10", "-r", "1:0"],
+        capture_output=True, text=True, timeout=30, cwd=REPO_ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert "500 requests (500 gets for 5,000 keys, 0 sets)" in proc.stdout
+    assert "p99.9" in proc.stdout
