@@ -163,10 +163,17 @@ class Conn:
         return out
 
     def call(self, data: bytes) -> bytes:
-        """Send `data` + `mn`, return everything before the final MN."""
+        """Send `data` + `mn`, return everything before the final MN.
+
+        `mn` flushes, so a request that itself contains `mn` lines gets its
+        reply in pieces: wait for as many MN lines as were asked for."""
+        want = len(re.findall(rb"(?m)^mn(?: [^\r\n]*)?\r?$", data)) + 1
         self.send(data + b"mn\r\n")
-        out = self.read_until(b"MN\r\n")
-        return out[:-4]
+        out = b""
+        while True:
+            out += self.read_until(b"MN\r\n")
+            if (out.startswith(b"MN\r\n") + out.count(b"\r\nMN\r\n")) >= want:
+                return out[:-4]
 
     def read_for(self, seconds: float) -> bytes:
         self.sock.settimeout(seconds)
