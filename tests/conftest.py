@@ -1,0 +1,120 @@
+# Shared pytest fixtures for memcachepy's socket-level tests.
+#
+# Owns: daemon start/stop fixtures (real memcached and memcachepy), the differential "pair"
+# factory, the rules for when a test skips versus fails because a daemon is unavailable, and
+# a default per-test timeout so that a hung daemon fails a test instead of hanging CI.
+#
+#  * memcached missing  -> differential tests FAIL when $CI is set (the reference is part of
+#    the CI image, its absence is a broken environment), skip otherwise.
+#  * memcachepy._core not importable -> memcachepy-side tests skip with the reason.
+from __future__ import annotations
+
+import os
+import sys
+from typing import Callable, Iterator, Sequence
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from support.daemons import (  # noqa: E402
+    KIND_MEMCACHED, KIND_MEMCACHEPY, Daemon, memcached_available, memcachepy_status,
+    reap_all, start_daemons,
+)
+
+DEFAULT_TIMEOUT = 120  # seconds per test unless the test sets its own
+BOTH_KINDS = (KIND_MEMCACHED, KIND_MEMCACHEPY)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "memcachepy_only: needs the compiled memcachepy core")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not config.pluginmanager.hasplugin("timeout"):
+        return
+    for item in items:
+        if item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(DEFAULT_TIMEOUT))
+
+
+def require_memcached() -> None:
+    if memcached_available():
+        return
+    msg = "real memcached (/usr/bin/memcached) is not installed; apt-get install memcached"
+    if os.environ.get("CI"):
+        pytest.fail(msg + " (CI is set: the reference daemon is mandatory)")
+    pytest.skip(msg)
+
+
+def require_memcachepy() -> None:
+    ok, reason = memcachepy_status()
+    if not ok:
+        pytest.skip(reason)
+
+
+def require(kind: str) -> None:
+    if kind == KIND_MEMCACHED:
+        require_memcached()
+    else:
+        require_memcachepy()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _reap_daemons_at_exit() -> Iterator[None]:
+    yield
+    reap_all()
+
+
+StartFn = Callable[..., Daemon]
+
+
+@pytest.fixture
+def start_daemon() -> Iterator[StartFn]:
+    """Factory: start_daemon(kind, *flags) -> Daemon, stopped at teardown."""
+    started: list[Daemon] = []
+
+    def start(kind: str, *flags: str) -> Daemon:
+        require(kind)
+        d = start_daemons([(kind, flags)])[0]
+        started.append(d)
+        return d
+
+    yield start
+    for d in started:
+        d.stop(block=False)
+
+
+PairFn = Callable[[str, Sequence[str]], "tuple[Daemon, Daemon]"]
+
+
+@pytest.fixture
+def daemon_pair() -> Iterator[PairFn]:
+    """Factory: daemon_pair(sut_kind, flags) -> (reference memcached, system under test),
+    both started concurrently with identical flags.  sut_kind "memcached" gives the
+    memcached-vs-memcached sanity pairing that proves the normaliser is not too strict."""
+    started: list[Daemon] = []
+
+    def pair(sut_kind: str, flags: Sequence[str] = ()) -> tuple[Daemon, Daemon]:
+        require_memcached()
+        require(sut_kind)
+        ds = start_daemons([(KIND_MEMCACHED, flags), (sut_kind, flags)])
+        started.extend(ds)
+        return ds[0], ds[1]
+
+    yield pair
+    for d in started:
+        d.stop(block=False)
+
+
+@pytest.fixture(params=BOTH_KINDS)
+def kind(request: pytest.FixtureRequest) -> str:
+    """Parametrises a test over both daemons (each must meet the same expectations)."""
+    require(request.param)
+    return request.param
+
+
+@pytest.fixture(params=BOTH_KINDS, ids=["sanity-memcached", "memcachepy"])
+def sut_kind(request: pytest.FixtureRequest) -> str:
+    """The daemon compared against real memcached in differential tests."""
+    return request.param

@@ -1,0 +1,419 @@
+# Differential transcripts for the classic text protocol (issue 2).
+#
+# Each transcript is a named list of steps (see support/rawclient.py) sent over one fresh
+# connection to a fresh real memcached 1.6.18 and a fresh memcachepy started with identical
+# flags; every reply byte is collected and, after normalise() has erased what may legitimately
+# differ (CAS numbering, versions, clocks), compared byte for byte.  The "sanity-memcached"
+# parametrisation runs memcached against memcached: it proves each transcript is
+# deterministic and the normaliser is not hiding or inventing differences.
+#
+# Coverage follows shared/protocol-checklist.md §1 (framing, limits), §2 (exptime, CAS) and
+# §3 (every classic command, its noreply form and its error paths).
+from __future__ import annotations
+
+import re
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Sequence
+
+import pytest
+
+from support.daemons import KIND_MEMCACHED
+from support.normalise import lines, normalise
+from support.rawclient import Conn, Raw, Step, run_transcript
+
+CRLF = b"\r\n"
+K250 = b"k" * 250
+K251 = b"k" * 251
+# memcached 1.6.18 refuses -I below slab_chunk_max (512 KiB by default), so small item
+# limits always come with a matching slab_chunk_max (in bytes, as 1.6.18 reads it).
+I1K = ("-I", "1k", "-o", "slab_chunk_max=1024")
+I2K = ("-I", "2k", "-o", "slab_chunk_max=2048")
+FUTURE_ABS = str(int(time.time()) + 3600).encode()  # absolute exptime one hour ahead
+PAST_ABS = b"2592001"  # > 30 days, so absolute, and long before the daemon started
+
+
+@dataclass(frozen=True)
+class T:
+    name: str
+    steps: tuple[Step, ...]
+    flags: tuple[str, ...] = ()
+    mode: str = "sync"
+    exits: bool = False  # the transcript makes the daemon exit (shutdown with -A)
+
+
+TRANSCRIPTS: list[T] = []
+
+
+def t(name: str, *steps: Step, flags: Sequence[str] = (), mode: str = "sync",
+      exits: bool = False) -> None:
+    assert all(x.name != name for x in TRANSCRIPTS), name
+    TRANSCRIPTS.append(T(name, tuple(steps), tuple(flags), mode, exits))
+
+
+def st(cmd: str, key: bytes | str, value: bytes | str, flags: int | str = 0,
+       exptime: int | str = 0, extra: str = "") -> bytes:
+    """A storage command line plus its data block."""
+    if isinstance(key, str):
+        key = key.encode()
+    if isinstance(value, str):
+        value = value.encode()
+    line = b"%s %s %s %s %d" % (cmd.encode(), key, str(flags).encode(), str(exptime).encode(),
+                                len(value))
+    if extra:
+        line += b" " + extra.encode()
+    return line + CRLF + value + CRLF
+
+
+def s(key: str | bytes, value: str | bytes, flags: int | str = 0, exptime: int | str = 0,
+      extra: str = "") -> bytes:
+    return st("set", key, value, flags, exptime, extra)
+
+
+# ---------------------------------------------------------------- §1 framing, tokenising
+t("frame_bare_lf", b"set lf 0 0 1\nx\r\nget lf\n", b"gets lf\n")
+t("frame_data_contains_crlf", s("k", b"a\r\nb"), b"get k\r\n")
+t("frame_data_contains_command", s("k", b"get k\r\n"), b"get k\r\n")
+t("frame_tab_is_not_separator", b"set\ttab 0 0 1\r\nx\r\n", b"get\ta\r\n")
+t("frame_tab_inside_key", s(b"a\tb", "v"), b"get a\tb\r\n", b"get a\r\n")
+t("frame_control_char_key", s(b"a\x01b", "v"), b"get a\x01b\r\n")
+t("frame_leading_trailing_spaces", s("a", "1"), b"   get a\r\n", b"get a   \r\n",
+  b"  set   b  0  0  1  \r\nz\r\n", b"get    a     b\r\n")
+t("frame_command_case", s("a", "1"), b"GET a\r\n", b"Get a\r\n", b"SET a 0 0 1\r\nx\r\n",
+  b"Delete a\r\n", b"get a\r\n")
+t("frame_empty_lines", b"\r\n", b"\n", b"  \r\n", b"\r\n\r\nget a\r\n")
+t("frame_unknown_commands", b"foo\r\n", b"foo bar baz\r\n", b"gett a\r\n", b"sett a 0 0 1\r\n")
+t("frame_24_tokens_set", b"set a 0 0 1" + b" x" * 20 + b"\r\nv\r\n", b"get a\r\n")
+t("frame_24_tokens_get", s("a", "1"), b"get " + b" ".join(b"a%d" % i for i in range(30)) + b" a\r\n")
+t("frame_many_tokens_delete", s("a", "1"), b"delete a b c d e\r\n", b"delete a 0 noreply x\r\n",
+  b"get a\r\n")
+t("frame_many_tokens_incr", s("n", "1"), b"incr n 1 noreply x\r\n", b"incr n 1 2 3 4 5 6\r\n",
+  b"get n\r\n")
+t("frame_key_250", s(K250, "v"), b"get " + K250 + CRLF, b"gets " + K250 + CRLF,
+  b"touch " + K250 + b" 0\r\n", b"delete " + K250 + CRLF)
+t("frame_key_251_set", s(K251, "v"), b"get " + K251 + CRLF)
+t("frame_key_251_get", s("a", "1"), b"get a " + K251 + b" a\r\n", b"gets " + K251 + CRLF,
+  b"get a\r\n")
+t("frame_key_251_other_cmds", b"delete " + K251 + CRLF, b"incr " + K251 + b" 1\r\n",
+  b"decr " + K251 + b" 1\r\n", b"touch " + K251 + b" 0\r\n", b"gat 0 " + K251 + CRLF,
+  b"gats 0 a " + K251 + CRLF)
+t("frame_key_251_storage", st("add", K251, "v"), st("replace", K251, "v"),
+  st("append", K251, "v"), st("prepend", K251, "v"), b"cas " + K251 + b" 0 0 1 1\r\nv\r\n")
+t("frame_line_too_long_closes", s("a", "1"), Raw(b"x" * 3000), mode="eof")
+t("frame_line_too_long_set_closes", Raw(b"set a 0 0 1" + b" " * 2100), mode="eof")
+t("frame_long_line_with_newline_ok", b"set k 0 0 1" + b" " * 2100 + b"\r\nx\r\n", b"get k\r\n")
+t("frame_long_get_without_newline_kept", s("a", "1"), s("b", "2"),
+  Raw(b"get a " + b" ".join(b"miss%04d" % i for i in range(400))),
+  b" b\r\n")
+t("frame_long_gets_without_newline_kept", s("a", "1"),
+  Raw(b"gets " + b" ".join(b"miss%04d" % i for i in range(400))), b" a\r\n")
+t("frame_leading_spaces_long_get", s("a", "1"),
+  Raw(b" " * 50 + b"get " + b" ".join(b"z%04d" % i for i in range(500))), b" a\r\n")
+t("frame_huge_multiget", s("a", "1"), s("b", "22"),
+  b"get " + b" ".join(b"key%05d" % i for i in range(3000)) + b" a b a\r\n")
+t("frame_http_request_closes", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", mode="eof")
+t("frame_http_last_token_closes", s("a", "1"), b"foo bar HTTP/1.0\r\n", mode="eof")
+t("frame_http_known_command_not_closed", s("a", "1"), b"get a HTTP/1.0\r\n", b"get a\r\n")
+t("frame_split_command", Raw(b"se"), Raw(b"t a 0 0 5"), Raw(b"\r"), Raw(b"\nhel"), Raw(b"lo"),
+  Raw(b"\r"), b"\n", b"get a\r\n")
+t("frame_split_get", s("a", "1"), Raw(b"ge"), Raw(b"t"), Raw(b" a"), b"\r\n")
+t("frame_pipeline_mixed", s("a", "1") + b"get a\r\n" + st("add", "a", "2") + b"incr a 5\r\n"
+  + b"bogus\r\n" + b"gets a\r\n" + b"delete a\r\n" + b"get a\r\n")
+t("frame_many_small_pipelined", b"".join(s("p%d" % i, str(i)) for i in range(200))
+  + b"get " + b" ".join(b"p%d" % i for i in range(200)) + CRLF)
+t("frame_cr_only_is_not_terminator", Raw(b"get a\r"), Raw(b"get b\r"), b"\n")
+t("frame_nul_byte_in_command", s("a", "1"), b"get\x00a\r\n", b"get a\x00\r\n")
+t("frame_bget_alias", s("a", "1"), b"bget a\r\n")
+
+# ---------------------------------------------------------------- §1.15 numbers
+t("num_flags_max_u32", s("a", "v", flags=4294967295), b"get a\r\n")
+t("num_flags_truncated_2pow32", s("a", "v", flags=4294967296), b"gets a\r\n",
+  s("b", "v", flags=4294967297), b"get b\r\n")
+t("num_flags_negative", s("a", "v", flags=-1), b"get a\r\n")
+t("num_flags_garbage", s("a", "v", flags="12ab"), s("b", "v", flags="abc"),
+  s("c", "v", flags=""), b"get a b c\r\n")
+t("num_flags_plus_sign", s("a", "v", flags="+5"), b"get a\r\n")
+t("num_flags_leading_zeros", s("a", "v", flags="0007"), b"get a\r\n")
+t("num_exptime_garbage", s("a", "v", exptime="abc"), s("a", "v", exptime="1x"), b"get a\r\n")
+t("num_bytes_negative", b"set a 0 0 -1\r\nv\r\n", b"get a\r\n")
+t("num_bytes_garbage", b"set a 0 0 abc\r\nv\r\n", b"set a 0 0 1x\r\nv\r\n", b"get a\r\n")
+t("num_bytes_zero", b"set a 0 0 0\r\n\r\n", b"get a\r\n", b"append a 0 0 0\r\n\r\n",
+  b"get a\r\n")
+t("num_bytes_huge", b"set a 0 0 4294967296\r\nv\r\n", b"get a\r\n")
+
+# ---------------------------------------------------------------- §1.2 data chunk errors
+t("chunk_too_long", s("a", "old"), b"set a 0 0 3\r\nhello\r\n", b"get a\r\n")
+t("chunk_bad_terminator", s("a", "old"), b"set a 0 0 3\r\nabcXY\r\n", b"get a\r\n")
+t("chunk_lf_only_terminator", s("a", "old"), b"set a 0 0 3\r\nabc\nget a\r\n", b"get a\r\n")
+t("chunk_split_then_bad", s("a", "old"), Raw(b"set a 0 0 3\r\nab"), b"cdefg\r\n", b"get a\r\n")
+t("chunk_error_noreply", b"set nr 0 0 1 noreply\r\nxyz\r\n", b"get nr\r\n")
+t("chunk_error_each_storage_cmd", s("a", "1"), st("add", "b", "1")[:-2] + b"XX\r\n",
+  st("replace", "a", "1")[:-2] + b"XX\r\n", st("append", "a", "1")[:-2] + b"XX\r\n",
+  st("prepend", "a", "1")[:-2] + b"XX\r\n", b"cas a 0 0 1 1\r\n2XX\r\n", b"get a b\r\n")
+t("chunk_split_data_block", Raw(b"set a 0 0 10\r\n01234"), Raw(b"567"), b"89\r\n", b"get a\r\n")
+
+# ---------------------------------------------------------------- retrieval
+t("get_hit_miss", s("a", "1"), s("b", "two", flags=7), b"get a\r\n", b"get zz\r\n",
+  b"get a zz b\r\n")
+t("get_duplicates", s("a", "1"), b"get a a a\r\n", b"gets a a\r\n")
+t("get_no_key", b"get\r\n", b"get \r\n", b"gets\r\n", b"gets   \r\n")
+t("get_noreply_is_a_key", s("a", "1"), s("noreply", "n"), b"get a noreply\r\n")
+t("gets_cas_distinct_and_stable", s("a", "1"), s("b", "2"), b"gets a b\r\n", b"gets a b\r\n",
+  s("a", "3"), b"gets a b\r\n")
+t("gets_binary_value", s("bin", bytes(range(256))), b"gets bin\r\n", b"get bin\r\n")
+t("get_large_value", s("big", b"x" * 500000), b"get big\r\n")
+t("gat_hit_miss", s("a", "1"), b"gat 100 a\r\n", b"gat 100 a zz\r\n", b"gat 0 zz\r\n")
+t("gats_hit_miss", s("a", "1", flags=3), b"gats 100 a zz a\r\n", b"gets a\r\n")
+t("gat_no_key", s("a", "1"), b"gat 100\r\n", b"gats 100\r\n", b"gat\r\n", b"gats\r\n")
+t("gat_bad_exptime", s("a", "1"), b"gat abc a\r\n", b"gats 1x a\r\n", b"gat  a\r\n")
+t("gat_negative_expires_after_return", s("a", "1"), b"gat -1 a\r\n", b"get a\r\n")
+t("gats_negative_expires_after_return", s("a", "1"), b"gats -1 a\r\n", b"gets a\r\n")
+t("gat_does_not_change_cas", s("a", "1"), b"gets a\r\n", b"gats 100 a\r\n", b"gets a\r\n")
+t("gat_past_absolute", s("a", "1"), b"gat " + PAST_ABS + b" a\r\n", b"get a\r\n")
+t("gat_future_absolute", s("a", "1"), b"gat " + FUTURE_ABS + b" a\r\n", b"get a\r\n")
+
+# ---------------------------------------------------------------- storage
+t("set_basic", s("a", "hello", flags=42), b"get a\r\n", s("a", "bye", flags=1), b"get a\r\n")
+t("set_wrong_token_count", b"set a 0 0\r\nv\r\n", b"set a 0\r\n", b"set\r\n",
+  b"set a 0 0 1 noreply extra\r\nv\r\n", b"get a\r\n")
+t("set_noreply", s("a", "1", extra="noreply"), b"get a\r\n")
+t("set_noreply_bad_token_is_not_noreply", s("a", "1", extra="noreplyx"), b"get a\r\n")
+t("add_semantics", st("add", "a", "1"), st("add", "a", "2"), b"get a\r\n")
+t("add_noreply", st("add", "a", "1", extra="noreply"), st("add", "a", "2", extra="noreply"),
+  b"get a\r\n")
+t("add_over_expired", s("a", "1", exptime=-1), st("add", "a", "2"), b"get a\r\n")
+t("replace_semantics", st("replace", "a", "1"), s("a", "x"), st("replace", "a", "2", flags=9),
+  b"get a\r\n")
+t("replace_noreply", st("replace", "a", "1", extra="noreply"), s("a", "x"),
+  st("replace", "a", "2", extra="noreply"), b"get a\r\n")
+t("append_prepend_semantics", st("append", "a", "x"), st("prepend", "a", "x"),
+  s("a", "mid", flags=5), st("append", "a", "_end", flags=99, exptime=-1),
+  st("prepend", "a", "start_", flags=77), b"gets a\r\n")
+t("append_prepend_noreply", s("a", "m"), st("append", "a", "e", extra="noreply"),
+  st("prepend", "a", "s", extra="noreply"), st("append", "zz", "e", extra="noreply"),
+  b"get a zz\r\n")
+t("append_changes_cas", s("a", "m"), b"gets a\r\n", st("append", "a", "x"), b"gets a\r\n")
+t("append_keeps_ttl", s("a", "m", exptime=1000), st("append", "a", "x", exptime=-1),
+  b"get a\r\n")
+t("append_empty", s("a", "m"), st("append", "a", ""), st("prepend", "a", ""), b"get a\r\n")
+t("storage_bad_cmdline_does_not_swallow",
+  s("a", "v", flags="x"), st("add", "a", "v", exptime="y"), b"replace a 0 0 z\r\nv\r\n",
+  b"append a -1 0 1\r\nv\r\n")
+
+# ---------------------------------------------------------------- cas
+t("cas_stored", s("a", "1"), b"gets a\r\n", b"cas a 5 0 1 {cas:a}\r\n2\r\n", b"gets a\r\n")
+t("cas_exists", s("a", "1"), b"gets a\r\n", s("a", "2"), b"cas a 0 0 1 {cas:a}\r\n3\r\n",
+  b"cas a 0 0 1 999999\r\n3\r\n", b"get a\r\n")
+t("cas_not_found", b"cas a 0 0 1 1\r\nv\r\n", b"get a\r\n")
+t("cas_noreply", s("a", "1"), b"gets a\r\n", b"cas a 0 0 1 {cas:a} noreply\r\n2\r\n",
+  b"cas a 0 0 1 {cas:a} noreply\r\n3\r\n", b"cas zz 0 0 1 1 noreply\r\n3\r\n", b"get a\r\n")
+t("cas_bad_unique", s("a", "1"), b"cas a 0 0 1 abc\r\nv\r\n", b"cas a 0 0 1 -1\r\nv\r\n",
+  b"get a\r\n")
+t("cas_missing_unique", s("a", "1"), b"cas a 0 0 1\r\nv\r\n", b"get a\r\n")
+t("cas_zero", s("a", "1"), b"cas a 0 0 1 0\r\nv\r\n", b"get a\r\n")
+t("cas_after_touch_still_valid", s("a", "1"), b"gets a\r\n", b"touch a 100\r\n",
+  b"cas a 0 0 1 {cas:a}\r\n2\r\n", b"get a\r\n")
+t("cas_after_incr_invalid", s("a", "1"), b"gets a\r\n", b"incr a 1\r\n",
+  b"cas a 0 0 1 {cas:a}\r\n9\r\n", b"get a\r\n")
+t("cas_expired_is_not_found", s("a", "1"), b"gets a\r\n", b"touch a -1\r\n",
+  b"cas a 0 0 1 {cas:a}\r\n2\r\n")
+t("cas_disabled", s("a", "1"), b"gets a\r\n", b"cas a 0 0 1 0\r\n2\r\n",
+  b"cas a 0 0 1 1\r\n2\r\n", b"cas zz 0 0 1 0\r\n2\r\n", b"gats 0 a\r\n", flags=["-C"])
+t("cas_unique_sequence", s("a", "1"), s("b", "1"), st("append", "a", "2"), b"incr b 1\r\n",
+  b"touch a 0\r\n", b"gets a b\r\n", s("c", "1"), b"gets c b a\r\n")
+
+# ---------------------------------------------------------------- delete
+t("delete_semantics", s("a", "1"), b"delete a\r\n", b"delete a\r\n", b"get a\r\n")
+t("delete_zero_hold", s("a", "1"), b"delete a 0\r\n", b"get a\r\n")
+t("delete_nonzero_hold", s("a", "1"), b"delete a 5\r\n", b"delete a x\r\n", b"get a\r\n")
+t("delete_noreply", s("a", "1"), b"delete a noreply\r\n", b"delete a noreply\r\n",
+  s("b", "1"), b"delete b 0 noreply\r\n", b"get a b\r\n")
+t("delete_token_count", b"delete\r\n", b"delete a b c d e\r\n", b"delete a 0 noreply x\r\n")
+
+# ---------------------------------------------------------------- incr / decr
+t("incr_decr_basic", s("n", "10", flags=3), b"incr n 5\r\n", b"decr n 3\r\n", b"gets n\r\n")
+t("incr_missing", b"incr zz 1\r\n", b"decr zz 1\r\n")
+t("incr_wraps", s("n", "18446744073709551615"), b"incr n 1\r\n", b"get n\r\n",
+  s("m", "18446744073709551610"), b"incr m 10\r\n")
+t("decr_clamps", s("n", "5"), b"decr n 10\r\n", b"decr n 1\r\n", b"get n\r\n")
+# memcached rewrites in place only while nobody else holds a reference to the item (its LRU
+# maintainer sometimes does), so only the first in-place step is deterministic enough to diff.
+t("decr_in_place_padding", s("n", "100"), b"decr n 1\r\n", b"get n\r\n")
+t("incr_after_in_place_padding", s("n", "100"), b"decr n 1\r\n", b"incr n 1\r\n")
+t("incr_grows_value", s("n", "99"), b"incr n 1\r\n", b"get n\r\n", s("m", "9"),
+  b"incr m 18446744073709551606\r\n", b"get m\r\n")
+t("incr_non_numeric_value", s("a", "abc"), b"incr a 1\r\n", s("b", ""), b"incr b 1\r\n",
+  s("c", "-1"), b"decr c 1\r\n", s("d", "12ab"), b"incr d 1\r\n",
+  s("e", "18446744073709551616"), b"incr e 1\r\n")
+t("incr_leading_spaces_value", s("a", "  12"), b"incr a 1\r\n", b"get a\r\n")
+t("incr_trailing_space_value", s("a", "12 "), b"incr a 1\r\n", b"get a\r\n")
+t("incr_bad_delta", s("n", "1"), b"incr n abc\r\n", b"incr n -1\r\n",
+  b"incr n 18446744073709551616\r\n", b"decr n 1x\r\n", b"incr n 18446744073709551615\r\n")
+t("incr_noreply", s("n", "1"), b"incr n 5 noreply\r\n", b"decr n 2 noreply\r\n",
+  b"incr zz 1 noreply\r\n", b"incr n x noreply\r\n", b"get n\r\n")
+t("incr_token_count", b"incr\r\n", b"incr n\r\n", b"decr\r\n", b"decr n\r\n")
+t("incr_keeps_ttl_and_flags", s("n", "1", flags=77, exptime=-1), b"incr n 1\r\n",
+  s("m", "1", flags=77), b"incr m 1\r\n", b"get m\r\n")
+t("incr_zero_delta", s("n", "007"), b"incr n 0\r\n", b"get n\r\n")
+t("incr_plus_sign_delta", s("n", "1"), b"incr n +5\r\n", b"get n\r\n")
+
+# ---------------------------------------------------------------- touch
+t("touch_semantics", s("a", "1"), b"touch a 100\r\n", b"touch zz 100\r\n", b"get a\r\n")
+t("touch_expire", s("a", "1"), b"touch a -1\r\n", b"get a\r\n", b"touch a 0\r\n")
+t("touch_past_absolute", s("a", "1"), b"touch a " + PAST_ABS + CRLF, b"get a\r\n")
+t("touch_bad_exptime", s("a", "1"), b"touch a abc\r\n", b"touch a 1x\r\n", b"get a\r\n")
+t("touch_noreply", s("a", "1"), b"touch a 100 noreply\r\n", b"touch zz 1 noreply\r\n",
+  b"touch a x noreply\r\n", b"get a\r\n")
+t("touch_token_count", b"touch\r\n", b"touch a\r\n", b"touch a 1 noreply x\r\n")
+t("touch_keeps_cas", s("a", "1"), b"gets a\r\n", b"touch a 1000\r\n", b"gets a\r\n")
+
+# ---------------------------------------------------------------- expiry (§2)
+t("exptime_negative", s("a", "1", exptime=-1), b"get a\r\n", s("b", "1", exptime=-100000),
+  b"get b\r\n")
+t("exptime_absolute_past", s("a", "1", exptime=PAST_ABS.decode()), b"get a\r\n")
+t("exptime_absolute_future", s("a", "1", exptime=FUTURE_ABS.decode()), b"get a\r\n")
+t("exptime_30_days_relative", s("a", "1", exptime=2592000), b"get a\r\n")
+t("exptime_relative_elapses", s("a", "1", exptime=1), s("b", "1", exptime=100), 2.2,
+  b"get a b\r\n")
+t("exptime_zero_never", s("a", "1", exptime=0), b"get a\r\n")
+
+# ---------------------------------------------------------------- flush_all
+t("flush_all_basic", s("a", "1"), s("b", "2"), b"flush_all\r\n", b"get a b\r\n",
+  s("a", "3"), b"get a\r\n")
+t("flush_all_noreply", s("a", "1"), b"flush_all noreply\r\n", b"get a\r\n",
+  s("a", "1"), b"flush_all 0 noreply\r\n", b"get a\r\n")
+t("flush_all_args", s("a", "1"), b"flush_all 0\r\n", s("a", "1"), b"flush_all -1\r\n",
+  b"get a\r\n", b"flush_all abc\r\n", b"flush_all 1x\r\n", b"flush_all 0 2\r\n",
+  b"flush_all 1 2 3\r\n")
+t("flush_all_delayed", s("a", "1"), b"flush_all 2\r\n", b"get a\r\n", 3.1, b"get a\r\n")
+t("flush_all_delayed_cancelled", s("a", "1"), b"flush_all 2\r\n", b"flush_all 0\r\n",
+  s("b", "1"), 3.1, b"get a b\r\n")
+t("flush_all_disabled", s("a", "1"), b"flush_all\r\n", b"flush_all 0 noreply\r\n",
+  b"get a\r\n", b"stats\r\n", flags=["-F"])
+t("flush_all_then_add", s("a", "1"), b"flush_all\r\n", st("add", "a", "2"), b"get a\r\n")
+
+# ---------------------------------------------------------------- misc commands
+t("version_cmd", b"version\r\n", b"version extra tokens\r\n", b"version noreply\r\n")
+t("verbosity_cmd", b"verbosity 1\r\n", b"verbosity 0\r\n", b"verbosity\r\n",
+  b"verbosity noreply\r\n", b"verbosity 1 noreply\r\n", b"verbosity abc\r\n",
+  b"verbosity foo bar my\r\n", b"verbosity 0\r\n")
+t("verbosity_capped", b"verbosity 5\r\n", b"stats settings\r\n", b"verbosity 0\r\n")
+t("quit_cmd", s("a", "1"), b"get a\r\nquit\r\nget a\r\n", mode="eof")
+t("quit_extra_tokens", Raw(b"quit extra tokens\r\n"), mode="eof")
+t("quit_noreply", Raw(b"quit noreply\r\n"), mode="eof")
+t("shutdown_not_enabled", b"shutdown\r\n", b"shutdown graceful\r\n", b"shutdown bogus\r\n",
+  b"shutdown noreply\r\n")
+t("shutdown_bad_mode_enabled", b"shutdown bogus\r\n", b"shutdown graceful extra\r\n",
+  flags=["-A"])
+t("shutdown_enabled", s("a", "1"), Raw(b"shutdown\r\n"), mode="eof", flags=["-A"], exits=True)
+t("shutdown_graceful_enabled", Raw(b"shutdown graceful\r\n"), mode="eof", flags=["-A"],
+  exits=True)
+t("cache_memlimit_cmd", b"cache_memlimit 100\r\n", b"stats\r\n", b"cache_memlimit 7\r\n",
+  b"cache_memlimit 2000000000\r\n", b"cache_memlimit abc\r\n", b"cache_memlimit\r\n",
+  b"cache_memlimit 64 noreply\r\n", b"cache_memlimit 8\r\n", b"stats settings\r\n")
+
+# ---------------------------------------------------------------- stats
+t("stats_after_ops", s("a", "1"), s("b", "2"), b"get a b zz\r\n", b"gets a\r\n",
+  st("add", "a", "x"), b"cas a 0 0 1 999\r\nx\r\n", b"cas zz 0 0 1 1\r\nx\r\n",
+  b"incr a 1\r\nincr zz 1\r\ndecr a 1\r\ndecr zz 1\r\n", b"touch a 0\r\ntouch zz 0\r\n",
+  b"gat 0 a zz\r\n", b"delete b\r\ndelete zz\r\n", b"flush_all 0\r\n", b"get a\r\n",
+  b"stats\r\n")
+t("stats_expired_and_flushed_counters", s("a", "1"), b"touch a -1\r\n", b"get a\r\n",
+  s("b", "1"), b"flush_all\r\n", b"get b\r\n", b"stats\r\n")
+t("stats_reset", s("a", "1"), b"get a zz\r\n", b"stats reset\r\n", b"stats\r\n",
+  b"get a\r\n", b"stats\r\n")
+t("stats_reset_extra", b"stats reset x\r\n", b"stats\r\n")
+t("stats_bad_subcommand", b"stats bogus\r\n", b"stats noreply\r\n", b"stats items bogus\r\n")
+t("stats_settings_default", b"stats settings\r\n")
+t("stats_settings_flags", b"stats settings\r\n",
+  flags=["-m", "8", "-M", "-C", *I2K, "-F", "-A", "-c", "32", "-t", "4"])
+t("stats_settings_more_flags", b"stats settings\r\n",
+  flags=["-m", "16", "-f", "1.5", "-n", "64", "-R", "5", "-b", "64", "-B", "ascii", "-X"])
+t("stats_items_after_sets", s("a", "1"), s("b", "x" * 100), s("c", "y" * 1000),
+  s("d", "z" * 1000), b"get a b c d\r\n", b"stats items\r\n")
+t("stats_items_empty", b"stats items\r\n")
+t("stats_slabs_after_sets", s("a", "1"), s("b", "x" * 100), s("c", "y" * 1000),
+  b"get a b\r\n", b"delete c\r\n", b"incr a 1\r\n", b"touch a 0\r\n", b"stats slabs\r\n")
+t("stats_slabs_empty", b"stats slabs\r\n")
+# (the successful cachedump listing depends on which sub-LRU the maintainer thread has moved
+# each item to, so it is checked structurally in test_stats_cachedump_listing instead)
+t("stats_cachedump_errors", s("a", "1"), b"stats cachedump\r\n", b"stats cachedump 1\r\n",
+  b"stats cachedump abc 1\r\n", b"stats cachedump 1 abc\r\n", b"stats cachedump 99 1\r\n",
+  b"stats cachedump 64 1\r\n", b"stats cachedump 63 1\r\n")
+t("stats_cachedump_disabled", s("a", "1"), b"stats cachedump 1 0\r\n", flags=["-X"])
+t("stats_sizes", s("a", "1"), b"stats sizes\r\n")
+t("stats_detail", b"stats detail on\r\n", s("p:a", "1"), b"get p:a p:b q:c\r\n",
+  b"delete p:a\r\n", b"stats detail dump\r\n", b"stats detail off\r\n", b"stats detail\r\n",
+  b"stats detail bogus\r\n")
+
+# ---------------------------------------------------------------- limits: -I, -M, -c
+t("too_large_default", s("big", b"x" * 1048576), b"get big\r\n", s("a", "1"), b"get a\r\n")
+t("too_large_default_fits", s("big", b"x" * 1048400), b"gets big\r\n")
+t("too_large_replaces_old", s("k", "old"), s("k", b"x" * 2000), b"get k\r\n", b"stats\r\n",
+  flags=I1K)
+t("too_large_each_cmd", s("k", "old"), st("add", "n", b"x" * 2000),
+  st("replace", "k", b"x" * 2000), st("append", "k", b"x" * 2000),
+  st("prepend", "k", b"x" * 2000), b"cas k 0 0 2000 1\r\n" + b"x" * 2000 + CRLF,
+  b"get k n\r\n", flags=I1K)
+t("too_large_noreply", s("k", b"x" * 2000, extra="noreply"), b"get k\r\n", flags=I1K)
+t("too_large_small_fits", s("k", b"x" * 500), b"get k\r\n", flags=I1K)
+t("too_large_append_grows_past_limit", s("k", b"x" * 600), st("append", "k", b"y" * 600),
+  b"get k\r\n", flags=I1K)
+t("too_large_swallows_data_block", s("k", b"get k\r\n" * 300), b"get k\r\n",
+  flags=I1K)
+t("item_size_max_2k", s("k", b"x" * 1900), s("j", b"x" * 2100), b"get k j\r\n",
+  flags=I2K)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("tr", TRANSCRIPTS, ids=[x.name for x in TRANSCRIPTS])
+def test_transcript(tr: T, sut_kind: str, daemon_pair) -> None:
+    ref, sut = daemon_pair(sut_kind, tr.flags)
+    # both run at once: transcripts with sleeps (expiry, delayed flush) then cost one wait
+    with ThreadPoolExecutor(2) as pool:
+        fut_want = pool.submit(run_transcript, ref.addr, tr.steps, tr.mode)
+        fut_got = pool.submit(run_transcript, sut.addr, tr.steps, tr.mode)
+        want, got = fut_want.result(), fut_got.result()
+    assert want, "reference produced no bytes: transcript is not testing anything"
+    assert lines(normalise(got)) == lines(normalise(want))
+    if tr.exits:
+        for d in (ref, sut):
+            d.proc.wait(timeout=5)
+    else:
+        with Conn(sut.addr) as c:
+            assert c.is_open(wait=1.0), f"{sut.kind} stopped answering after the transcript"
+
+
+def test_transcript_count() -> None:
+    assert len(TRANSCRIPTS) >= 100
+
+
+@pytest.mark.timeout(30)
+def test_stats_cachedump_listing(kind: str, start_daemon) -> None:
+    """`stats cachedump <cls> <limit>` lists `ITEM <key> [<bytes> b; <exp> s]` for items of
+    that class (in whatever LRU order), honours the limit, and ends with END."""
+    d = start_daemon(kind)
+    exp = int(FUTURE_ABS)
+    with Conn(d.addr) as c:
+        c.request(s("a", "1") + s("b", "22") + s("c", "333", exptime=exp))
+        listed: dict[bytes, tuple[int, int]] = {}
+        for _ in range(3):  # each sub-LRU shows up under the same class id eventually
+            for cls in range(1, 4):
+                out = c.request(b"stats cachedump %d 0\r\n" % cls)
+                body = out[:out.rindex(b"VERSION ")]
+                assert body.endswith(b"END\r\n"), body
+                for m in re.finditer(rb"ITEM (\S+) \[(\d+) b; (\d+) s\]\r\n", body):
+                    listed[m.group(1)] = (int(m.group(2)), int(m.group(3)))
+                stripped = re.sub(rb"ITEM \S+ \[\d+ b; \d+ s\]\r\n", b"", body)
+                assert stripped == b"END\r\n", body
+        assert set(listed) <= {b"a", b"b", b"c"}
+        assert listed, "cachedump listed nothing for three stored items"
+        for key, (nbytes, when) in listed.items():
+            assert nbytes == {b"a": 1, b"b": 2, b"c": 3}[key]
+            if key == b"c":
+                assert abs(when - exp) <= 2
+            else:
+                assert when == 0
+        limited = c.request(b"stats cachedump 1 1\r\n")
+        assert limited.count(b"ITEM ") <= 1
