@@ -417,3 +417,68 @@ def test_stats_cachedump_listing(kind: str, start_daemon) -> None:
                 assert when == 0
         limited = c.request(b"stats cachedump 1 1\r\n")
         assert limited.count(b"ITEM ") <= 1
+
+
+def _stats(c: Conn) -> dict[bytes, bytes]:
+    out = c.request(b"stats\r\n")
+    return dict(re.findall(rb"STAT (\S+) (\S+)\r\n", out))
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("no_evict", [True, False], ids=["with-M", "without-M"])
+def test_memory_limit_fill(kind: str, start_daemon, no_evict: bool) -> None:
+    """-m 8: filling the cache with 100 KB items either evicts (default) or, with -M, answers
+    `SERVER_ERROR out of memory storing object` while swallowing the data block and keeping
+    what is stored.  The exact item count at which memory runs out depends on the slab
+    allocator, so this is checked by invariants rather than byte-diffed."""
+    flags = ["-m", "8"] + (["-M"] if no_evict else [])
+    d = start_daemon(kind, *flags)
+    val = b"x" * 100000
+    n = 120
+    with Conn(d.addr) as c:
+        out = c.request(b"".join(b"set k%d 0 0 %d\r\n%s\r\n" % (i, len(val), val)
+                                 for i in range(n)))
+        replies = out.split(b"\r\n")[:n]
+        assert set(replies) <= {b"STORED", b"SERVER_ERROR out of memory storing object"}, \
+            set(replies)
+        stored = replies.count(b"STORED")
+        oom = n - stored
+        after = c.request(b"set small 0 0 1\r\nx\r\nget small\r\n")
+        assert after.startswith(b"STORED\r\nVALUE small 0 1\r\nx\r\nEND\r\n"), after
+        st_ = _stats(c)
+        if no_evict:
+            assert 40 <= stored < n and oom > 0
+            assert st_[b"store_no_memory"] == b"%d" % oom
+            assert st_[b"evictions"] == b"0"
+            assert st_[b"curr_items"] == b"%d" % (stored + 1)
+            first = c.request(b"get k0\r\n")
+            assert first.startswith(b"VALUE k0 0 100000\r\n" + val + b"\r\nEND\r\n")
+        else:
+            assert stored == n
+            assert int(st_[b"evictions"]) > 0
+            assert st_[b"store_no_memory"] == b"0"
+            last = c.request(b"get k%d\r\n" % (n - 1))
+            assert last.startswith(b"VALUE k%d 0 100000\r\n" % (n - 1))
+
+
+@pytest.mark.timeout(30)
+def test_too_many_connections(kind: str, start_daemon) -> None:
+    """Over -c, the next connection gets `ERROR Too many open connections` and is closed;
+    the daemon keeps serving the existing ones."""
+    d = start_daemon(kind, "-c", "32", "-t", "1")
+    conns: list[Conn] = []
+    rejected = b""
+    try:
+        for _ in range(40):
+            c = Conn(d.addr)
+            conns.append(c)
+            got = c.request(b"")
+            if not got.startswith(b"VERSION "):
+                rejected = got
+                break
+        assert rejected.startswith(b"ERROR Too many open connections\r\n"), rejected
+        assert conns[-1].closed_by_peer
+        assert conns[0].request(b"get a\r\n").startswith(b"END\r\n")
+    finally:
+        for c in conns:
+            c.close()

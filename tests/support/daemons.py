@@ -52,19 +52,25 @@ def memcached_available() -> bool:
     return os.path.isfile(MEMCACHED_BIN) and os.access(MEMCACHED_BIN, os.X_OK)
 
 
+_PROBE = ("import importlib.util, sys, memcachepy._core; "
+          "sys.exit(0 if importlib.util.find_spec('memcachepy.__main__') else 3)")
+
+
 @lru_cache(maxsize=1)
 def memcachepy_status() -> tuple[bool, str]:
     """(importable, reason).  Probed in a child process with the same cwd/env the daemon
     gets, because this test process may have imported a different copy of the package."""
     try:
         proc = subprocess.run(
-            [sys.executable, "-c", "import memcachepy._core"],
+            [sys.executable, "-c", _PROBE],
             cwd=str(REPO_ROOT), capture_output=True, text=True, timeout=60,
         )
     except (OSError, subprocess.TimeoutExpired) as exc:  # pragma: no cover
         return False, f"cannot probe memcachepy._core: {exc}"
     if proc.returncode == 0:
         return True, ""
+    if proc.returncode == 3:
+        return False, "memcachepy._core imports but `python -m memcachepy` has no __main__ yet"
     tail = (proc.stderr.strip().splitlines() or ["?"])[-1]
     return False, ("memcachepy._core is not importable yet (build it with "
                    f"`pip install -e . --no-build-isolation`): {tail}")
