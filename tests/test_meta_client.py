@@ -16,7 +16,7 @@ import pytest
 
 from test_meta_diff import SERVER_NAMES, Conn, Daemon, start_daemon
 
-mm = pytest.importorskip("meta_memcache")
+pytest.importorskip("meta_memcache")
 from meta_memcache import (  # noqa: E402
     CacheClient, Key, LeasePolicy, RecachePolicy, ServerAddress, SetMode, StalePolicy,
     connection_pool_factory_builder,

@@ -26,7 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import pytest
@@ -1330,3 +1330,114 @@ GOLDEN_STATS: dict[str, dict[str, int]] = {
 
 if __name__ == "__main__" and "--record" in sys.argv:
     _record()
+
+
+# ------------------------------------------------------ post-1.6.18 flags --
+# Not differential: memcached 1.6.18 rejects or ignores these, so the first
+# test pins exactly that, and the memcachepy tests assert the semantics of
+# current memcached (1.6.45 proto_parser.c), see notes/meta-spec.md sec. 9.
+
+def test_post1618_flags_on_memcached_1618() -> None:
+    d = start_daemon("memcached")
+    try:
+        with Conn(d.port) as c:
+            assert c.call(b"mg k E5\r\nms k 1 E5\r\nx\r\nmd k E5\r\nma k E5\r\n") == (
+                b"CLIENT_ERROR invalid flag\r\n" * 2
+                + b"CLIENT_ERROR invalid or duplicate flag\r\n" * 2)
+            assert c.call(b"md k x\r\n") == b"CLIENT_ERROR invalid or duplicate flag\r\n"
+            assert c.call(b"ms k 3 s\r\nabc\r\nms k 1 MA s\r\nd\r\n") == b"HD\r\nHD\r\n"
+            assert c.call(b"ms nope 1 MA N30\r\nx\r\n") == b"NS\r\n"
+            r = c.call(b"mg k c\r\n")
+            cas = r.split(b" c")[1].strip()
+            assert c.call(b"mg k v C" + cas + b"\r\n") == b"VA 4\r\nabcd\r\n"
+    finally:
+        d.stop()
+
+
+@pytest.fixture(scope="module")
+def mcpy() -> Iterator[Daemon]:
+    if not memcachepy_available():
+        pytest.skip("memcachepy._core not built")
+    d = start_daemon("memcachepy")
+    yield d
+    d.stop()
+
+
+def _fresh(port: int) -> Conn:
+    c = Conn(port)
+    c.send(b"flush_all\r\n")
+    assert c.read_until(b"\r\n") == b"OK\r\n"
+    return c
+
+
+def _cas(reply: bytes) -> int:
+    m = re.search(rb" c(\d+)", reply)
+    assert m, reply
+    return int(m.group(1))
+
+
+def test_post1618_E_sets_cas(mcpy: Daemon) -> None:
+    with _fresh(mcpy.port) as c:
+        # mg: only a vivified item takes E
+        assert c.call(b"mg k N30 E999 c v\r\n") == b"VA 0 c999 W\r\n\r\n"
+        assert c.call(b"mg k E5 c\r\n") == b"HD c999 Z\r\n"
+        # ms: the stored item takes E, also for append and stale stores
+        assert c.call(b"ms k 1 E12345 c\r\nx\r\n") == b"HD c12345\r\n"
+        assert c.call(b"mg k c\r\n") == b"HD c12345\r\n"
+        assert c.call(b"ms k 1 MA E777 c\r\ny\r\n") == b"HD c777\r\n"
+        assert c.call(b"ms k 1 I C1 E50 c\r\nz\r\n") == b"HD c50\r\n"
+        assert c.call(b"mg k v c\r\n") == b"VA 1 c50 X W\r\nz\r\n"
+        # md I: new CAS is E
+        assert c.call(b"ms d 1\r\nx\r\nmd d I E4242\r\nmg d c\r\n") == (
+            b"HD\r\nHD\r\nHD c4242 X W\r\n")
+        # ma: E overrides the CAS after the delta and on vivify
+        assert c.call(b"ms n 1\r\n5\r\nma n E100 c v\r\n") == b"HD\r\nVA 1 c100\r\n6\r\n"
+        assert c.call(b"mg n c\r\n") == b"HD c100\r\n"
+        assert c.call(b"ma m N0 E200 c\r\n") == b"HD c200\r\n"
+        assert c.call(b"mg k Ex\r\n") == b"CLIENT_ERROR bad token in command line format\r\n"
+
+
+def test_post1618_mg_C_skips_unchanged_value(mcpy: Daemon) -> None:
+    with _fresh(mcpy.port) as c:
+        cas = _cas(c.call(b"ms k 3 c\r\nabc\r\n"))
+        assert c.call(b"mg k v C%d\r\n" % cas) == b"HD\r\n"
+        assert c.call(b"mg k v C%d\r\n" % (cas + 1)) == b"VA 3\r\nabc\r\n"
+        assert c.call(b"mg k v s C%d T100 t\r\n" % cas) == b"HD s3 t100\r\n"
+        assert c.call(b"mg nope v C%d\r\n" % cas) == b"EN\r\n"
+
+
+def test_post1618_ms_s_returns_size(mcpy: Daemon) -> None:
+    with _fresh(mcpy.port) as c:
+        assert c.call(b"ms k 3 s\r\nabc\r\n") == b"HD s3\r\n"
+        assert c.call(b"ms k 2 MA s\r\nde\r\n") == b"HD s5\r\n"
+        r = c.call(b"ms k 2 MP s c\r\nxy\r\n")
+        assert re.fullmatch(rb"HD s7 c\d+\r\n", r), r
+        assert c.call(b"ms nope 2 MR s k\r\nxy\r\n") == b"NS s2 knope\r\n"
+        assert c.call(b"mg k v\r\n") == b"VA 7\r\nxyabcde\r\n"
+
+
+def test_post1618_ms_append_vivify_N(mcpy: Daemon) -> None:
+    with _fresh(mcpy.port) as c:
+        assert c.call(b"ms a 3 MA N100 T5 F3\r\nabc\r\n") == b"HD\r\n"
+        assert same_reply(b"VA 3 t100 f3\r\nabc\r\n", c.call(b"mg a v t f\r\n"))
+        # on a hit it is a plain append: TTL and flags stay
+        assert c.call(b"ms a 1 MA N9 F1\r\nd\r\n") == b"HD\r\n"
+        assert same_reply(b"VA 4 t100 f3\r\nabcd\r\n", c.call(b"mg a v t f\r\n"))
+        assert c.call(b"ms p 2 MP N0\r\nxy\r\nmg p v t\r\n") == b"HD\r\nVA 2 t-1\r\nxy\r\n"
+        assert c.call(b"ms q 1 MA\r\nx\r\n") == b"NS\r\n"  # no N: still NS
+
+
+def test_post1618_md_x_empties_value(mcpy: Daemon) -> None:
+    with _fresh(mcpy.port) as c:
+        cas = _cas(c.call(b"ms k 3 F5 T100 c\r\nabc\r\n"))
+        before = stats(c)
+        assert c.call(b"md k x\r\n") == b"HD\r\n"
+        assert stats(c)["delete_hits"] == before["delete_hits"] + 1
+        # empty value, flags/TTL from md's own F/T (defaults 0), CAS kept
+        assert c.call(b"mg k v c f t\r\n") == b"VA 0 c%d f0 t-1\r\n\r\n" % cas
+        assert c.call(b"ms k2 3\r\nabc\r\nmd k2 x I T30 F2\r\n") == b"HD\r\nHD\r\n"
+        assert same_reply(b"VA 0 t30 f2 X W\r\n\r\n", c.call(b"mg k2 v t f\r\n"))
+        assert c.call(b"ms k3 1\r\nx\r\nmd k3 x E9 q\r\nmg k3 c\r\n") == (
+            b"HD\r\nHD c9\r\n")
+        assert c.call(b"md nope x\r\nmd nope x q\r\n") == b"NF\r\nNF\r\n"
+        assert c.call(b"md k x C1\r\n") == b"EX\r\n"

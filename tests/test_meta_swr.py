@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import threading
-from typing import Callable
 
 import pytest
 
