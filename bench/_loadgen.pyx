@@ -38,6 +38,7 @@ cdef extern from "<time.h>" nogil:
     int clock_gettime(int clk, timespec *ts)
     int clock_nanosleep(int clk, int flags, const timespec *req, timespec *rem)
     int CLOCK_MONOTONIC
+    int CLOCK_REALTIME
     int TIMER_ABSTIME
 
 cdef extern from "<unistd.h>" nogil:
@@ -82,6 +83,28 @@ cdef extern from "<sys/socket.h>" nogil:
     ctypedef unsigned int socklen_t
     struct sockaddr:
         pass
+    struct iovec:
+        void *iov_base
+        size_t iov_len
+    struct msghdr:
+        void *msg_name
+        socklen_t msg_namelen
+        iovec *msg_iov
+        size_t msg_iovlen
+        void *msg_control
+        size_t msg_controllen
+        int msg_flags
+    struct cmsghdr:
+        size_t cmsg_len
+        int cmsg_level
+        int cmsg_type
+    cmsghdr *CMSG_FIRSTHDR(msghdr *m)
+    cmsghdr *CMSG_NXTHDR(msghdr *m, cmsghdr *c)
+    unsigned char *CMSG_DATA(cmsghdr *c)
+    ssize_t recvmsg(int fd, msghdr *m, int flags)
+    int SOL_SOCKET
+    int SO_TIMESTAMPNS
+    int SCM_TIMESTAMPNS
     int socket(int domain, int type, int protocol)
     int connect(int fd, const sockaddr *addr, socklen_t len)
     ssize_t send(int fd, const void *buf, size_t n, int flags)
@@ -194,6 +217,8 @@ cdef struct lg_cfg_t:
     uint64_t requests        # 0: run for duration
     double rate              # requests/s over all threads; 0: closed loop
     int64_t tick_ns
+    int lazy                 # fixed rate: wake only on ticks, time replies by kernel stamps
+    int64_t real_minus_mono  # CLOCK_REALTIME - CLOCK_MONOTONIC, to map kernel rx stamps
     uint64_t seed
     size_t max_req
     # set by the coordinator between barrier A and barrier B
@@ -210,6 +235,7 @@ cdef struct lg_thread_t:
     int started
     int epfd
     int tfd
+    int tfd_ep               # lazy fixed rate: an epoll set holding only the timer
     lg_conn_t *conns
     int nconns
     lg_conn_t **flush
@@ -257,6 +283,15 @@ cdef inline int64_t lg_now() noexcept nogil:
     cdef timespec ts
     clock_gettime(CLOCK_MONOTONIC, &ts)
     return <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec
+
+cdef int64_t lg_real_minus_mono() noexcept nogil:
+    # sampled between two monotonic reads so the pairing error is the read time, ~tens of ns
+    cdef timespec r
+    cdef int64_t a, b
+    a = lg_now()
+    clock_gettime(CLOCK_REALTIME, &r)
+    b = lg_now()
+    return <int64_t>r.tv_sec * 1000000000 + r.tv_nsec - (a + b) // 2
 
 cdef void lg_sleep_until(int64_t t) noexcept nogil:
     cdef timespec ts
@@ -567,6 +602,34 @@ cdef int lg_parse(lg_thread_t *t, lg_conn_t *c, int64_t now) noexcept nogil:
             lg_fail(t, b"protocol: unexpected reply line", 0)
             return -1
 
+cdef ssize_t lg_recv_stamped(lg_thread_t *t, lg_conn_t *c, int64_t *now) noexcept nogil:
+    # recv that also returns, in *now, when the kernel received the newest bytes read
+    # (SO_TIMESTAMPNS, CLOCK_REALTIME mapped onto the monotonic clock): with lazy polling the
+    # reply may sit in the socket for up to a tick before we look, but its latency stays exact
+    cdef msghdr m
+    cdef iovec iov
+    cdef char ctl[64]
+    cdef cmsghdr *cm
+    cdef timespec *ts
+    cdef ssize_t n
+    iov.iov_base = c.ibuf + c.ilen
+    iov.iov_len = LG_IBUF_SIZE - c.ilen
+    memset(&m, 0, sizeof(m))
+    m.msg_iov = &iov
+    m.msg_iovlen = 1
+    m.msg_control = ctl
+    m.msg_controllen = sizeof(ctl)
+    n = recvmsg(c.fd, &m, 0)
+    if n > 0:
+        cm = CMSG_FIRSTHDR(&m)
+        while cm != NULL:
+            if cm.cmsg_level == SOL_SOCKET and cm.cmsg_type == SCM_TIMESTAMPNS:
+                ts = <timespec *>CMSG_DATA(cm)
+                now[0] = <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec - t.cfg.real_minus_mono
+                break
+            cm = CMSG_NXTHDR(&m, cm)
+    return n
+
 cdef int lg_on_readable(lg_thread_t *t, lg_conn_t *c, int64_t now) noexcept nogil:
     cdef ssize_t n
     if c.ioff == c.ilen:
@@ -577,7 +640,10 @@ cdef int lg_on_readable(lg_thread_t *t, lg_conn_t *c, int64_t now) noexcept nogi
         c.ilen -= c.ioff
         c.ioff = 0
     # level-triggered epoll: one recv per readiness is enough, leftovers wake us again
-    n = recv(c.fd, c.ibuf + c.ilen, LG_IBUF_SIZE - c.ilen, 0)
+    if t.cfg.lazy and t.phase == LG_PHASE_RUN:
+        n = lg_recv_stamped(t, c, &now)
+    else:
+        n = recv(c.fd, c.ibuf + c.ilen, LG_IBUF_SIZE - c.ilen, 0)
     if n < 0:
         if errno == EAGAIN or errno == EINTR:
             return 0
@@ -613,6 +679,8 @@ cdef int lg_connect_all(lg_thread_t *t) noexcept nogil:
             lg_fail(t, b"connect", errno)
             return -1
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one))
+        if t.cfg.lazy:
+            setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &one, sizeof(one))
         fl = fcntl(fd, F_GETFL, 0)
         fcntl(fd, F_SETFL, fl | O_NONBLOCK)
         ev.events = EPOLLIN
@@ -734,9 +802,10 @@ cdef int lg_run(lg_thread_t *t, epoll_event *evs) noexcept nogil:
         if timerfd_settime(t.tfd, 1, &its, NULL) < 0:   # 1 == TFD_TIMER_ABSTIME
             lg_fail(t, b"timerfd_settime", errno)
             return -1
-        ev.events = EPOLLIN
-        ev.data.ptr = NULL
-        epoll_ctl(t.epfd, EPOLL_CTL_ADD, t.tfd, &ev)
+        if not cfg.lazy:
+            ev.events = EPOLLIN
+            ev.data.ptr = NULL
+            epoll_ctl(t.epfd, EPOLL_CTL_ADD, t.tfd, &ev)
     timeout_ms = 100
     while True:
         if lg_atomic_load(&cfg.abort):
@@ -762,8 +831,32 @@ cdef int lg_run(lg_thread_t *t, epoll_event *evs) noexcept nogil:
         else:
             lg_issue_closed(t, now)
         lg_flush_dirty(t)
-        if lg_poll(t, evs, timeout_ms) < 0:
+        if cfg.lazy:
+            # sleep until the next tick (the timerfd is the only thing that wakes us), then
+            # collect whatever replies arrived meanwhile without blocking
+            if lg_wait_tick(t) < 0 or lg_poll(t, evs, 0) < 0:
+                return -1
+        elif lg_poll(t, evs, timeout_ms) < 0:
             return -1
+
+cdef int lg_wait_tick(lg_thread_t *t) noexcept nogil:
+    cdef uint64_t ticks
+    cdef epoll_event ev
+    cdef int n
+    if t.tfd_ep < 0:
+        t.tfd_ep = epoll_create1(EPOLL_CLOEXEC)
+        ev.events = EPOLLIN
+        ev.data.ptr = NULL
+        if t.tfd_ep < 0 or epoll_ctl(t.tfd_ep, EPOLL_CTL_ADD, t.tfd, &ev) < 0:
+            lg_fail(t, b"timer epoll", errno)
+            return -1
+    # bounded wait so that abort is noticed even if the timer misbehaves
+    n = epoll_wait(t.tfd_ep, &ev, 1, 100)
+    if n < 0 and errno != EINTR:
+        lg_fail(t, b"epoll_wait (timer)", errno)
+        return -1
+    read(t.tfd, &ticks, sizeof(ticks))
+    return 0
 
 cdef void *lg_thread_main(void *arg) noexcept nogil:
     cdef lg_thread_t *t = <lg_thread_t *>arg
@@ -806,6 +899,8 @@ cdef void lg_free_threads(lg_thread_t *ts, int nthreads) noexcept nogil:
             close(ts[i].epfd)
         if ts[i].tfd > 0:
             close(ts[i].tfd)
+        if ts[i].tfd_ep > 0:
+            close(ts[i].tfd_ep)
     free(ts)
 
 
@@ -830,9 +925,12 @@ def run(*, str host="127.0.0.1", int port, int connections=50, int threads=1, in
         unsigned long long keyspace=10000, str key_prefix="key:", int value_size=32,
         int get_ratio=10, int set_ratio=1, int multiget=1, double duration=5.0,
         double warmup=0.0, unsigned long long requests=0, double rate=0.0, bint prefill=False,
-        str key_pattern="random", double tick_us=100.0, unsigned long long seed=1,
-        int server_pid=0):
+        str key_pattern="random", double tick_us=100.0, bint lazy=True,
+        unsigned long long seed=1, int server_pid=0):
     """Drive a memcached-protocol server and return a dict of results (see memcachepy/bench.py).
+
+    With a fixed `rate`, `lazy` (the default) wakes the load threads only on pacing ticks and
+    times replies by their kernel receive stamps, which saves the client a wake-up per reply.
 
     `requests` > 0 selects request-count mode (every request is measured, `duration` and
     `warmup` are ignored); otherwise the run lasts warmup + duration seconds and only replies
@@ -889,6 +987,8 @@ def run(*, str host="127.0.0.1", int port, int connections=50, int threads=1, in
         cfg.requests = requests
         cfg.rate = rate
         cfg.tick_ns = <int64_t>(tick_us * 1000.0)
+        cfg.lazy = lazy and rate > 0
+        cfg.real_minus_mono = lg_real_minus_mono()
         cfg.seed = seed
         klen = cfg.prefix_len + 20
         set_len = 4 + klen + 5 + 20 + 2 + value_size + 2
@@ -917,6 +1017,7 @@ def run(*, str host="127.0.0.1", int port, int connections=50, int threads=1, in
             t.idx = i
             t.epfd = -1
             t.tfd = -1
+            t.tfd_ep = -1
             t.nconns = per + (1 if i < extra else 0)
             # request quota and rate follow the thread's share of the conns
             t.quota = q_base * t.nconns

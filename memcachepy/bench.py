@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "the conns and depth allow")
     p.add_argument("--tick-us", type=float, default=100.0,
                    help="pacing tick of the fixed rate, microseconds (default %(default)s)")
+    p.add_argument("--eager-replies", action="store_true",
+                   help="fixed rate: wake for every reply instead of once per tick (costs the "
+                   "load generator a wake-up per reply; latency is exact either way)")
     p.add_argument("--prefill", action="store_true",
                    help="store every key of the key space once before the run")
     p.add_argument("--prefill-only", action="store_true", help="prefill, then stop")
@@ -98,7 +101,7 @@ def run_from_args(args: argparse.Namespace) -> dict[str, Any]:
         warmup=0.0 if args.prefill_only else args.warmup,
         requests=0 if args.prefill_only else args.requests, rate=args.rate,
         prefill=args.prefill or args.prefill_only, key_pattern=args.key_pattern,
-        tick_us=args.tick_us, seed=args.seed, server_pid=args.server_pid,
+        tick_us=args.tick_us, lazy=not args.eager_replies, seed=args.seed, server_pid=args.server_pid,
     )
     result["config"] = dict(
         host=host, port=args.port, connections=args.connections, threads=args.threads,
