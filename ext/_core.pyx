@@ -1,0 +1,339 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# cython: initializedcheck=False, nonecheck=False
+#
+# _core.pyx -- the compiled core of memcachepy, one extension module.
+#
+# The subsystems live in .pxi fragments included below, split as memcached's
+# C source is: settings/clock, hash, slabs, items, lru, assoc (hash tables),
+# store (shards and item operations), proto (tokenizer and reply writers),
+# proto_text, proto_meta, proto_admin, stats, conn, thread. Types are declared
+# in memcachepy_core.pxd. Everything in them is C-level and `nogil`.
+#
+# This file adds the only Python-facing part: `Server`, which Python's
+# memcachepy.server uses to configure the core, hand it listening sockets and
+# run the worker and acceptor loops (each call releases the GIL until
+# shutdown), and `Store`, a test API that drives the same C store functions
+# directly, without sockets, with a controllable clock.
+
+from libc.stdlib cimport malloc, free, calloc, realloc
+from libc.string cimport memcpy, memset, memcmp, memchr, strlen, strncpy
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t, int64_t
+from memcachepy_core cimport *
+
+include "settings.pxi"
+include "hash.pxi"
+include "slabs.pxi"
+include "items.pxi"
+include "lru.pxi"
+include "assoc.pxi"
+include "store.pxi"
+include "proto.pxi"
+include "stats.pxi"
+include "proto_text.pxi"
+include "proto_meta.pxi"
+include "proto_admin.pxi"
+include "conn.pxi"
+include "thread.pxi"
+
+import time as _time
+
+# memcached's item header is 48 bytes on 64-bit; slab class sizes are computed
+# from it so that `-n`/`-f` give exactly memcached's classes.
+MEMCACHED_ITEM_HEADER = 48
+
+cdef bint g_initialised = False
+
+cdef void _copy_str(char* dst, size_t cap, object s):
+    cdef bytes b = (s or "").encode()[:cap - 1]
+    memcpy(dst, <char*>b, len(b))
+    dst[len(b)] = 0
+
+cdef char* _strdup_py(object s):
+    cdef bytes b = s.encode()
+    cdef char* p = <char*>malloc(len(b) + 1)
+    memcpy(p, <char*>b, len(b))
+    p[len(b)] = 0
+    return p
+
+def _core_init(dict cfg, int nworkers):
+    """Configure the globals of the core from a settings dict (see
+    memcachepy.settings). Only one core per process."""
+    global g_initialised, g_process_started, g_current_time, g_cas_id, g_shutdown
+    global g_settings_text_a, g_settings_text_b, g_time_offset
+    if g_initialised:
+        raise RuntimeError("memcachepy core already initialised in this process")
+    memset(&g_settings, 0, sizeof(settings_t))
+    g_settings.maxbytes = cfg["maxbytes"]
+    g_settings.maxconns = cfg["maxconns"]
+    g_settings.port = cfg["port"]
+    g_settings.udpport = cfg["udpport"]
+    g_settings.verbose = cfg["verbose"]
+    g_settings.evict_to_free = cfg["evict_to_free"]
+    g_settings.factor = cfg["factor"]
+    g_settings.chunk_size = cfg["chunk_size"]
+    g_settings.num_threads = cfg["num_threads"]
+    g_settings.reqs_per_event = cfg["reqs_per_event"]
+    g_settings.use_cas = cfg["use_cas"]
+    g_settings.backlog = cfg["backlog"]
+    g_settings.item_size_max = cfg["item_size_max"]
+    g_settings.slab_chunk_size_max = cfg["slab_chunk_size_max"]
+    g_settings.slab_page_size = SLAB_PAGE_SIZE
+    g_settings.flush_enabled = cfg["flush_enabled"]
+    g_settings.dump_enabled = cfg["dump_enabled"]
+    g_settings.shutdown_command = cfg["shutdown_command"]
+    g_settings.watch_enabled = cfg.get("watch_enabled", True)
+    g_settings.idle_timeout = cfg["idle_timeout"]
+    g_settings.nshards = cfg["nshards"]
+    g_settings.maxconns_fast = cfg.get("maxconns_fast", True)
+    _copy_str(g_settings.version, sizeof(g_settings.version), cfg["version"])
+    _copy_str(g_settings.own_version, sizeof(g_settings.own_version), cfg.get("own_version", ""))
+    _copy_str(g_settings.domain_socket, sizeof(g_settings.domain_socket), cfg.get("domain_socket") or "NULL")
+    g_settings_text_a = _strdup_py(cfg.get("settings_text_a", ""))
+    g_settings_text_b = _strdup_py(cfg.get("settings_text_b", ""))
+    g_process_started = <time_t>int(_time.time()) - ITEM_UPDATE_INTERVAL - 2
+    g_time_offset = 0
+    g_shutdown = 0
+    g_cas_id = 1
+    clock_tick()
+    nshards = cfg["nshards"]
+    if nshards < 1 or nshards > MAX_SHARDS or (nshards & (nshards - 1)):
+        raise ValueError("nshards must be a power of two between 1 and %d" % MAX_SHARDS)
+    hashpower = cfg.get("shard_hashpower", 0)
+    if not hashpower:
+        # memcached starts at 2^16 buckets; spread that over the shards
+        hashpower = max(4, 16 - (nshards.bit_length() - 1))
+    slabs_init(cfg["maxbytes"], cfg["factor"], MEMCACHED_ITEM_HEADER)
+    if store_init(nshards, hashpower) != 0:
+        raise MemoryError("cannot allocate the hash tables")
+    if nworkers > 0 and workers_init(nworkers) != 0:
+        raise OSError("cannot create worker event loops")
+    memset(&g_stats_baseline, 0, sizeof(thread_stats_t))
+    memset(&g_orphan_stats, 0, sizeof(thread_stats_t))
+    g_curr_conns = 0
+    g_total_conns = 0
+    g_rejected_conns = 0
+    g_initialised = True
+
+def _core_destroy():
+    global g_initialised, g_settings_text_a, g_settings_text_b
+    if not g_initialised:
+        return
+    with nogil:
+        workers_destroy()
+        store_destroy()
+        slabs_destroy()
+    free(g_settings_text_a)
+    free(g_settings_text_b)
+    g_settings_text_a = NULL
+    g_settings_text_b = NULL
+    free(g_listen_fds)
+    free(g_listen_kinds)
+    _reset_listeners()
+    g_initialised = False
+
+cdef void _reset_listeners():
+    global g_listen_fds, g_listen_kinds, g_nlisteners
+    g_listen_fds = NULL
+    g_listen_kinds = NULL
+    g_nlisteners = 0
+
+def slab_classes():
+    """[(class id, chunk size, chunks per page)] as memcached -vv prints them."""
+    out = []
+    for i in range(1, MAX_SLAB_CLASSES):
+        if g_slabclass[i].size == 0:
+            break
+        out.append((i, g_slabclass[i].size, g_slabclass[i].perslab))
+    return out
+
+
+cdef class Server:
+    """The daemon's compiled part. Python binds the listening sockets and passes
+    their fds in; run_acceptor() and run_worker(i) block (without the GIL) until
+    stop() is called from another thread."""
+
+    cdef int nworkers
+    cdef list fds
+
+    def __init__(self, dict cfg):
+        _core_init(cfg, cfg["num_threads"])
+        self.nworkers = cfg["num_threads"]
+        self.fds = []
+
+    def add_listener(self, int fd, int kind):
+        global g_total_conns, g_conn_structures
+        global g_listen_fds, g_listen_kinds, g_nlisteners
+        g_listen_fds = <int*>realloc(g_listen_fds, (g_nlisteners + 1) * sizeof(int))
+        g_listen_kinds = <int*>realloc(g_listen_kinds, (g_nlisteners + 1) * sizeof(int))
+        g_listen_fds[g_nlisteners] = fd
+        g_listen_kinds[g_nlisteners] = kind
+        g_nlisteners += 1
+        g_total_conns += 1
+        g_conn_structures += 1
+        self.fds.append(fd)
+
+    def run_acceptor(self):
+        cdef int n = g_nlisteners
+        with nogil:
+            acceptor_loop(n)
+
+    def run_worker(self, int i):
+        if i < 0 or i >= self.nworkers:
+            raise IndexError(i)
+        with nogil:
+            worker_loop(&g_workers[i])
+
+    def stop(self):
+        with nogil:
+            stop_all()
+
+    def close(self):
+        _core_destroy()
+
+    @property
+    def verbosity(self):
+        return mc_load_int(&g_settings.verbose)
+
+    @property
+    def curr_connections(self):
+        return mc_load_u64(&g_curr_conns)
+
+
+cdef class Store:
+    """Test API: the same C store functions, no sockets. Values are bytes.
+    Counters land in a private stats block; the clock is set by hand."""
+
+    def __init__(self, dict cfg):
+        _core_init(cfg, 0)
+
+    def close(self):
+        _core_destroy()
+
+    def advance_clock(self, int seconds):
+        global g_time_offset
+        g_time_offset += seconds
+        clock_tick()
+
+    def now(self):
+        return current_time()
+
+    def set(self, bytes key, bytes value, unsigned int flags=0, int exptime=0, int mode=NREAD_SET,
+            unsigned long long cas=0):
+        """Store like the text protocol; returns 'STORED', 'NOT_STORED',
+        'EXISTS', 'NOT_FOUND', 'TOO_LARGE' or 'NO_MEMORY'."""
+        cdef const char* k = key
+        cdef size_t nk = len(key)
+        cdef size_t nv = len(value) + 2
+        cdef const char* v = value
+        cdef uint64_t h = hash_key(k, nk)
+        cdef shard_t* s = shard_of(h)
+        cdef item_t* it
+        cdef store_result_t r
+        cdef uint64_t cas_out = 0
+        cdef bint consumed
+        cdef rel_time_t exp = exptime_to_rel(exptime)
+        if nk == 0 or nk > KEY_MAX_LENGTH:
+            raise ValueError("bad key length")
+        if not item_size_ok(nk, nv):
+            return "TOO_LARGE"
+        with nogil:
+            pthread_mutex_lock(&s.lock)
+            it = item_alloc(s, k, nk, flags, exp, nv)
+            if it != NULL:
+                memcpy(ITEM_data(it), v, nv - 2)
+                memcpy(ITEM_data(it) + nv - 2, b"\r\n", 2)
+                it.hv = bucket_hv(h)
+                it.cas = cas
+                r = do_store_item(s, it, mode, &g_orphan_stats, False, 0, &cas_out, &consumed)
+                if not consumed:
+                    item_free(it)
+            pthread_mutex_unlock(&s.lock)
+        if it == NULL:
+            return "NO_MEMORY"
+        return {STORE_STORED: "STORED", STORE_NOT_STORED: "NOT_STORED",
+                STORE_EXISTS: "EXISTS", STORE_NOT_FOUND: "NOT_FOUND"}[r]
+
+    def get(self, bytes key, bint bump=True):
+        """(value, flags, cas) or None."""
+        cdef const char* k = key
+        cdef size_t nk = len(key)
+        cdef uint64_t h = hash_key(k, nk)
+        cdef shard_t* s = shard_of(h)
+        cdef item_t* it
+        result = None
+        pthread_mutex_lock(&s.lock)
+        it = do_item_get(s, k, nk, bucket_hv(h), &g_orphan_stats, bump)
+        if it != NULL:
+            result = (ITEM_data(it)[:it.nbytes - 2], it.flags, it.cas)
+        pthread_mutex_unlock(&s.lock)
+        return result
+
+    def delete(self, bytes key):
+        cdef const char* k = key
+        cdef size_t nk = len(key)
+        cdef uint64_t h = hash_key(k, nk)
+        cdef shard_t* s = shard_of(h)
+        cdef item_t* it
+        pthread_mutex_lock(&s.lock)
+        it = do_item_get(s, k, nk, bucket_hv(h), &g_orphan_stats, False)
+        if it != NULL:
+            do_item_unlink(s, it)
+        pthread_mutex_unlock(&s.lock)
+        return it != NULL
+
+    def incr(self, bytes key, unsigned long long delta, bint incr=True):
+        cdef const char* k = key
+        cdef size_t nk = len(key)
+        cdef uint64_t h = hash_key(k, nk)
+        cdef shard_t* s = shard_of(h)
+        cdef char buf[32]
+        cdef delta_result_t r
+        pthread_mutex_lock(&s.lock)
+        r = do_add_delta(s, k, nk, bucket_hv(h), incr, delta, buf, NULL, &g_orphan_stats, NULL, 0)
+        pthread_mutex_unlock(&s.lock)
+        if r == DELTA_OK:
+            return int(buf.decode())
+        return {DELTA_NON_NUMERIC: "NON_NUMERIC", DELTA_EOM: "EOM", DELTA_NOT_FOUND: "NOT_FOUND"}[r]
+
+    def flush_all(self):
+        cdef rel_time_t now = current_time()
+        mc_store_u32(&g_settings.oldest_live, now - 1)
+        mc_store_u64(&g_settings.oldest_cas, get_cas_id())
+
+    def slab_classes(self):
+        return slab_classes()
+
+    def mem_malloced(self):
+        return g_mem_malloced
+
+    def mem_limit(self):
+        return g_mem_limit
+
+    def counters(self):
+        """Item and LRU counters summed over shards and classes."""
+        cdef lru_stats_t lru[MAX_SLAB_CLASSES]
+        cdef uint64_t hb, curr, total, nbytes
+        lru_stats_aggregate(lru, &hb)
+        store_totals(&curr, &total, &nbytes)
+        out = {"curr_items": curr, "total_items": total, "bytes": nbytes,
+               "hash_buckets": hb, "evictions": 0, "reclaimed": 0, "outofmemory": 0,
+               "get_expired": g_orphan_stats.get_expired, "get_flushed": g_orphan_stats.get_flushed}
+        for i in range(MAX_SLAB_CLASSES):
+            out["evictions"] += lru[i].evicted
+            out["reclaimed"] += lru[i].reclaimed
+            out["outofmemory"] += lru[i].outofmemory
+        return out
+
+    def keys_lru_order(self, int clsid):
+        """Keys of one class from LRU head (newest) to tail, over all shards."""
+        out = []
+        cdef item_t* it
+        for i in range(g_nshards):
+            it = g_shards[i].heads[clsid]
+            while it != NULL:
+                out.append(ITEM_key(it)[:it.nkey])
+                it = it.next
+        return out
+
+    def clsid_for(self, size_t nkey, size_t nvalue):
+        return slabs_clsid(item_ntotal_of(nkey, nvalue + 2))

@@ -1,0 +1,266 @@
+# conn.pxi -- one client connection: buffers and the state machine.
+#
+# Input is read into rbuf with one recv() per readiness event; every complete
+# request in it is answered into wbuf; then wbuf leaves in one send(). So a
+# batch of pipelined requests costs one read and one write, however many
+# requests it holds (memcached 1.6.18 writes once per request). A storage
+# command waits in rbuf until its whole data block is there; a refused one
+# (too large) is swallowed as it arrives instead of buffered.
+#
+# Backpressure: when output cannot be sent (the client is not reading), the
+# connection stops reading and waits for EPOLLOUT; parsing also stops while
+# more than WBUF_HIGH bytes of output wait, and a long multiget pauses between
+# keys. A client therefore cannot make the server buffer more than about
+# WBUF_HIGH plus one item of output, nor more input than one request.
+#
+# A connection belongs to one worker and is only touched by that worker's
+# thread; the worker's lock guards only its membership in the worker's list
+# (read by `stats conns`).
+
+from libc.string cimport memmove
+
+cdef inline void conn_set_events(conn_t* c, uint32_t events) noexcept nogil:
+    cdef epoll_event ev
+    ev.events = events
+    ev.data.ptr = c
+    epoll_ctl((<worker_t*>c.worker).epfd, EPOLL_CTL_MOD, c.fd, &ev)
+
+cdef conn_t* conn_new(worker_t* w, int fd, int kind) noexcept nogil:
+    cdef conn_t* c = <conn_t*>calloc(1, sizeof(conn_t))
+    cdef epoll_event ev
+    cdef socklen_t sl
+    cdef int one = 1
+    if c == NULL:
+        close(fd)
+        return NULL
+    c.fd = fd
+    c.listen_kind = kind
+    c.worker = w
+    c.state = CONN_READ
+    c.rbuf = <char*>malloc(RBUF_INITIAL)
+    c.rsize = RBUF_INITIAL
+    c.last_cmd_time = current_time()
+    if c.rbuf == NULL:
+        free(c)
+        close(fd)
+        return NULL
+    sl = sizeof(sockaddr_storage)
+    getpeername(fd, <sockaddr*>&c.peer, &sl)
+    sl = sizeof(sockaddr_storage)
+    getsockname(fd, <sockaddr*>&c.local, &sl)
+    if kind == 0:
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(int))
+    ev.events = EPOLLIN
+    ev.data.ptr = c
+    if epoll_ctl(w.epfd, EPOLL_CTL_ADD, fd, &ev) != 0:
+        free(c.rbuf)
+        free(c)
+        close(fd)
+        return NULL
+    pthread_mutex_lock(&w.lock)
+    c.next = w.conns
+    if w.conns != NULL:
+        w.conns.prev = c
+    w.conns = c
+    w.nconns += 1
+    pthread_mutex_unlock(&w.lock)
+    if g_settings.verbose > 1:
+        fprintf(stderr, "<%d new auto-negotiating client connection\n", fd)
+    return c
+
+cdef void conn_close(conn_t* c) noexcept nogil:
+    cdef worker_t* w = <worker_t*>c.worker
+    if g_settings.verbose > 1:
+        fprintf(stderr, "<%d connection closed.\n", c.fd)
+    pthread_mutex_lock(&w.lock)
+    if c.prev != NULL:
+        c.prev.next = c.next
+    else:
+        w.conns = c.next
+    if c.next != NULL:
+        c.next.prev = c.prev
+    w.nconns -= 1
+    pthread_mutex_unlock(&w.lock)
+    epoll_ctl(w.epfd, EPOLL_CTL_DEL, c.fd, NULL)
+    close(c.fd)
+    free(c.rbuf)
+    free(c.wbuf)
+    free(c)
+    mc_fetch_add_u64(&g_curr_conns, <uint64_t>-1)
+
+# Make room to read: compact, then grow so the current command fits.
+cdef bint conn_rbuf_room(conn_t* c) noexcept nogil:
+    cdef size_t used = c.rend - c.rstart
+    cdef size_t want
+    cdef size_t nsize
+    cdef char* nb
+    if c.rstart > 0 and (c.rstart == c.rend or c.rsize - c.rend < READ_CHUNK // 2
+                         or c.rneed > c.rsize - c.rstart):
+        if used:
+            memmove(c.rbuf, c.rbuf + c.rstart, used)
+        c.rstart = 0
+        c.rend = used
+    want = used + READ_CHUNK // 2
+    if c.rneed > used:
+        want = c.rneed if c.rneed > want else want
+    if want > c.rsize:
+        nsize = c.rsize
+        while nsize < want:
+            nsize *= 2
+        nb = <char*>realloc(c.rbuf, nsize)
+        if nb == NULL:
+            return False
+        c.rbuf = nb
+        c.rsize = nsize
+    return True
+
+# Send what is queued. True when all of it left; False when the socket is full
+# (EPOLLOUT is then armed) or the connection failed (close_now set).
+cdef bint conn_flush(conn_t* c) noexcept nogil:
+    cdef ssize_t n
+    cdef worker_t* w = <worker_t*>c.worker
+    while c.wsent < c.wlen:
+        n = send(c.fd, c.wbuf + c.wsent, c.wlen - c.wsent, MSG_NOSIGNAL)
+        if n > 0:
+            c.wsent += <size_t>n
+            mc_stat_add(&w.stats.bytes_written, <uint64_t>n)
+            continue
+        if n < 0 and errno == EINTR:
+            continue
+        if n < 0 and (errno == EAGAIN):
+            if not c.want_write:
+                c.want_write = True
+                conn_set_events(c, EPOLLOUT)
+            return False
+        c.close_now = True
+        return False
+    c.wlen = 0
+    c.wsent = 0
+    if c.wsize > 4 * WBUF_HIGH:
+        free(c.wbuf)
+        c.wbuf = NULL
+        c.wsize = 0
+    if c.want_write:
+        c.want_write = False
+        conn_set_events(c, EPOLLIN)
+    return True
+
+# Answer every complete request in rbuf. Returns 1 when it stopped because
+# output must drain first, 0 when input ran out (or the conn is closing).
+cdef int conn_process(conn_t* c) noexcept nogil:
+    cdef size_t avail
+    cdef size_t k
+    cdef char* p
+    cdef char* el
+    cdef size_t linelen
+    cdef size_t cont
+    cdef size_t sp
+    cdef int r
+    while True:
+        if c.state == CONN_CLOSING or c.close_now:
+            return 0
+        if c.wlen - c.wsent > WBUF_HIGH:
+            return 1
+        avail = c.rend - c.rstart
+        if avail == 0:
+            break
+        if c.state == CONN_SWALLOW:
+            k = avail if avail < c.swallow else <size_t>c.swallow
+            c.rstart += k
+            c.swallow -= k
+            if c.swallow == 0:
+                c.state = CONN_READ
+            continue
+        p = c.rbuf + c.rstart
+        el = <char*>memchr(p, c'\n', avail)
+        if el == NULL:
+            if avail > LARGE_LINE:
+                # No newline in the first 2 KB: only a huge multiget may go on.
+                sp = 0
+                while sp < avail and p[sp] == c' ':
+                    sp += 1
+                if sp > 100 or not ((avail - sp >= 4 and memcmp(p + sp, b"get ", 4) == 0) or
+                                    (avail - sp >= 5 and memcmp(p + sp, b"gets ", 5) == 0)):
+                    c.close_now = True
+                    return 0
+                c.rneed = avail + READ_CHUNK
+            break
+        linelen = <size_t>(el - p)
+        cont = linelen + 1
+        if linelen > 1 and p[linelen - 1] == c'\r':
+            linelen -= 1
+        mc_store_u32(&c.last_cmd_time, current_time())
+        r = process_command(c, p, linelen, p + cont, avail - cont)
+        if r == PROC_NEED_MORE:
+            c.rneed = cont + c.rneed
+            break
+        c.rneed = 0
+        if r == PROC_PAUSE:
+            return 1
+        c.rstart += cont + <size_t>r
+    if c.rstart == c.rend:
+        c.rstart = 0
+        c.rend = 0
+        if c.rsize > 4 * RBUF_INITIAL:
+            p = <char*>realloc(c.rbuf, RBUF_INITIAL)
+            if p != NULL:
+                c.rbuf = p
+                c.rsize = RBUF_INITIAL
+    return 0
+
+# Process and flush until input runs out or the socket is full. Returns False
+# when the connection was closed.
+cdef bint conn_drive(conn_t* c) noexcept nogil:
+    while True:
+        if conn_process(c) == 1:
+            if c.close_now:
+                conn_close(c)
+                return False
+            if not conn_flush(c):
+                if c.close_now:
+                    conn_close(c)
+                    return False
+                return True
+            continue
+        break
+    if c.close_now:
+        conn_close(c)
+        return False
+    if not conn_flush(c):
+        if c.close_now:
+            conn_close(c)
+            return False
+        return True
+    if c.state == CONN_CLOSING:
+        conn_close(c)
+        return False
+    return True
+
+cdef void conn_on_readable(conn_t* c) noexcept nogil:
+    cdef ssize_t n
+    cdef worker_t* w = <worker_t*>c.worker
+    if not conn_rbuf_room(c):
+        conn_close(c)
+        return
+    while True:
+        n = recv(c.fd, c.rbuf + c.rend, c.rsize - c.rend, 0)
+        if n < 0 and errno == EINTR:
+            continue
+        break
+    if n == 0:
+        conn_close(c)
+        return
+    if n < 0:
+        if errno == EAGAIN:
+            return
+        conn_close(c)
+        return
+    c.rend += <size_t>n
+    mc_stat_add(&w.stats.bytes_read, <uint64_t>n)
+    conn_drive(c)
+
+cdef void conn_on_writable(conn_t* c) noexcept nogil:
+    if conn_flush(c):
+        conn_drive(c)
+    elif c.close_now:
+        conn_close(c)

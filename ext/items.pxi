@@ -1,0 +1,81 @@
+# items.pxi -- item layout, allocation and liveness.
+#
+# An item is one slab chunk: item_t header, key bytes, value bytes ending in
+# CRLF. item_alloc() is where a store gets memory: it asks the slab allocator
+# and, when the class is full, asks the LRU (lru.pxi) to reclaim or evict from
+# the tail and tries again. Liveness (expiry and flush_all) is decided lazily,
+# when an item is looked up, exactly as memcached's do_item_get does.
+#
+# Caller holds the lock of `shard` for everything in this file.
+
+cdef enum:
+    ITEM_PINNED = 64       # being copied from while a new item is allocated: never evict
+
+cdef inline char* ITEM_key(item_t* it) noexcept nogil:
+    return (<char*>it) + sizeof(item_t)
+
+cdef inline char* ITEM_data(item_t* it) noexcept nogil:
+    return (<char*>it) + sizeof(item_t) + it.nkey
+
+cdef inline size_t item_ntotal_of(size_t nkey, size_t nbytes) noexcept nogil:
+    return sizeof(item_t) + nkey + nbytes
+
+cdef inline size_t ITEM_ntotal(item_t* it) noexcept nogil:
+    return sizeof(item_t) + it.nkey + it.nbytes
+
+# True when an item of this size could ever be stored (else: "object too large").
+cdef inline bint item_size_ok(size_t nkey, size_t nbytes) noexcept nogil:
+    return slabs_clsid(item_ntotal_of(nkey, nbytes)) != 0
+
+# 0 live, 1 expired, 2 flushed. Flush wins, as in memcached.
+cdef inline int item_dead(item_t* it, rel_time_t now) noexcept nogil:
+    cdef rel_time_t oldest_live = mc_load_u32(&g_settings.oldest_live)
+    cdef uint64_t oldest_cas
+    if oldest_live != 0 and oldest_live <= now:
+        if it.time <= oldest_live:
+            return 2
+        oldest_cas = mc_load_u64(&g_settings.oldest_cas)
+        if oldest_cas != 0 and it.cas != 0 and it.cas < oldest_cas:
+            return 2
+    if it.exptime != 0 and it.exptime <= now:
+        return 1
+    return 0
+
+# Allocate an unlinked item in `shard`'s name, evicting if the class is full.
+# Returns NULL when the item can never fit (check item_size_ok) or memory is
+# exhausted and eviction is disabled or impossible.
+cdef item_t* item_alloc(shard_t* shard, const char* key, size_t nkey, uint32_t flags,
+                        rel_time_t exptime, size_t nbytes) noexcept nogil:
+    cdef size_t ntotal = item_ntotal_of(nkey, nbytes)
+    cdef int id = slabs_clsid(ntotal)
+    cdef item_t* it = NULL
+    cdef int tries
+    if id == 0:
+        return NULL
+    for tries in range(10):
+        it = <item_t*>slabs_alloc(ntotal, id)
+        if it != NULL:
+            break
+        if not lru_pull_tail(shard, id, g_settings.evict_to_free):
+            break
+    if it == NULL:
+        shard.lru[id].outofmemory += 1
+        return NULL
+    it.next = NULL
+    it.prev = NULL
+    it.h_next = NULL
+    it.cas = 0
+    it.hv = 0
+    it.time = current_time()
+    it.exptime = exptime
+    it.nbytes = <uint32_t>nbytes
+    it.flags = flags
+    it.it_flags = 0
+    it.slabs_clsid = <uint8_t>id
+    it.nkey = <uint8_t>nkey
+    memcpy(ITEM_key(it), key, nkey)
+    return it
+
+# Return an unlinked item's chunk to its slab class.
+cdef inline void item_free(item_t* it) noexcept nogil:
+    slabs_free(it, ITEM_ntotal(it), it.slabs_clsid)

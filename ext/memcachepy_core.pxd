@@ -1,0 +1,341 @@
+# memcachepy_core.pxd -- declarations for the compiled core of memcachepy.
+#
+# This file declares; the .pxi fragments included by _core.pyx implement.
+# It holds the C-level types every subsystem shares (settings, items, slab
+# classes, shards, connections, workers, per-thread stats) and the system calls
+# the hot path makes. Nothing here touches Python objects, so every function that
+# uses these types can run with the GIL released.
+
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t, int64_t
+
+cdef extern from "compat.h" nogil:
+    bint MC_LIKELY(bint)
+    bint MC_UNLIKELY(bint)
+    uint64_t mc_load_u64(uint64_t*)
+    void mc_store_u64(uint64_t*, uint64_t)
+    uint32_t mc_load_u32(uint32_t*)
+    void mc_store_u32(uint32_t*, uint32_t)
+    int mc_load_int(int*)
+    void mc_store_int(int*, int)
+    uint64_t mc_fetch_add_u64(uint64_t*, uint64_t)
+    int64_t mc_fetch_add_i64(int64_t*, int64_t)
+    void mc_stat_add(uint64_t*, uint64_t)
+    void mc_assert(bint)
+
+cdef extern from "<pthread.h>" nogil:
+    ctypedef struct pthread_mutex_t:
+        pass
+    ctypedef struct pthread_mutexattr_t:
+        pass
+    int pthread_mutex_init(pthread_mutex_t*, const pthread_mutexattr_t*)
+    int pthread_mutex_destroy(pthread_mutex_t*)
+    int pthread_mutex_lock(pthread_mutex_t*)
+    int pthread_mutex_trylock(pthread_mutex_t*)
+    int pthread_mutex_unlock(pthread_mutex_t*)
+
+cdef extern from "<sys/epoll.h>" nogil:
+    ctypedef union epoll_data_t:
+        void* ptr
+        int fd
+        uint32_t u32
+        uint64_t u64
+    cdef struct epoll_event:
+        uint32_t events
+        epoll_data_t data
+    int epoll_create1(int)
+    int epoll_ctl(int, int, int, epoll_event*)
+    int epoll_wait(int, epoll_event*, int, int)
+    enum:
+        EPOLLIN
+        EPOLLOUT
+        EPOLLERR
+        EPOLLHUP
+        EPOLLRDHUP
+        EPOLL_CTL_ADD
+        EPOLL_CTL_MOD
+        EPOLL_CTL_DEL
+        EPOLL_CLOEXEC
+
+cdef extern from "<sys/eventfd.h>" nogil:
+    int eventfd(unsigned int, int)
+    enum:
+        EFD_NONBLOCK
+        EFD_CLOEXEC
+
+cdef extern from "<sys/socket.h>" nogil:
+    ctypedef uint32_t socklen_t
+    cdef struct sockaddr:
+        unsigned short sa_family
+    cdef struct sockaddr_storage:
+        unsigned short ss_family
+    ssize_t recv(int, void*, size_t, int)
+    ssize_t send(int, const void*, size_t, int)
+    int accept4(int, sockaddr*, socklen_t*, int)
+    int shutdown(int, int)
+    int getsockname(int, sockaddr*, socklen_t*)
+    int getpeername(int, sockaddr*, socklen_t*)
+    int setsockopt(int, int, int, const void*, socklen_t)
+    enum:
+        MSG_NOSIGNAL
+        MSG_DONTWAIT
+        SOCK_NONBLOCK
+        SOCK_CLOEXEC
+        AF_INET
+        AF_INET6
+        AF_UNIX
+        SHUT_RDWR
+        SHUT_WR
+        IPPROTO_TCP
+
+cdef extern from "<netinet/tcp.h>" nogil:
+    enum:
+        TCP_NODELAY
+
+cdef extern from "<netinet/in.h>" nogil:
+    cdef struct in_addr:
+        uint32_t s_addr
+    cdef struct sockaddr_in:
+        unsigned short sin_family
+        uint16_t sin_port
+        in_addr sin_addr
+    cdef struct in6_addr:
+        pass
+    cdef struct sockaddr_in6:
+        unsigned short sin6_family
+        uint16_t sin6_port
+        in6_addr sin6_addr
+    uint16_t ntohs(uint16_t)
+
+cdef extern from "<sys/un.h>" nogil:
+    cdef struct sockaddr_un:
+        unsigned short sun_family
+        char sun_path[108]
+
+cdef extern from "<arpa/inet.h>" nogil:
+    const char* inet_ntop(int, const void*, char*, socklen_t)
+
+cdef extern from "<unistd.h>" nogil:
+    int close(int)
+    ssize_t read(int, void*, size_t)
+    ssize_t write(int, const void*, size_t)
+    int getpid()
+
+cdef extern from "<errno.h>" nogil:
+    int errno
+    enum:
+        EAGAIN
+        EWOULDBLOCK
+        EINTR
+        EMFILE
+        ENFILE
+
+cdef extern from "<signal.h>" nogil:
+    int kill(int, int)
+    enum:
+        SIGINT
+        SIGUSR1
+
+cdef extern from "<time.h>" nogil:
+    ctypedef long time_t
+    cdef struct timespec:
+        time_t tv_sec
+        long tv_nsec
+    int clock_gettime(int, timespec*)
+    enum:
+        CLOCK_REALTIME
+        CLOCK_MONOTONIC
+
+cdef extern from "<sys/resource.h>" nogil:
+    cdef struct timeval:
+        time_t tv_sec
+        long tv_usec
+    cdef struct rusage:
+        timeval ru_utime
+        timeval ru_stime
+    int getrusage(int, rusage*)
+    enum:
+        RUSAGE_SELF
+
+cdef extern from "<stdio.h>" nogil:
+    ctypedef struct FILE
+    FILE* stderr
+    int fprintf(FILE*, const char*, ...)
+    int fflush(FILE*)
+    size_t fwrite(const void*, size_t, size_t, FILE*)
+
+
+# ---------------------------------------------------------------- limits
+cdef enum:
+    KEY_MAX_LENGTH = 250
+    MAX_TOKENS = 24
+    MAX_SLAB_CLASSES = 64          # memcached's MAX_NUMBER_OF_SLAB_CLASSES
+    SLAB_PAGE_SIZE = 1048576       # 1 MiB pages, as memcached
+    CHUNK_ALIGN_BYTES = 8
+    REALTIME_MAXDELTA = 2592000    # 30 days: relative vs absolute exptime
+    ITEM_UPDATE_INTERVAL = 60      # min seconds between LRU relinks of one item
+    LARGE_LINE = 2048              # no newline within this many bytes: not a command
+    WBUF_HIGH = 262144             # stop parsing input while this much output waits
+    RBUF_INITIAL = 16384
+    READ_CHUNK = 16384
+    MAX_SHARDS = 256
+
+ctypedef uint32_t rel_time_t
+
+# ---------------------------------------------------------------- items
+# Item flags (it_flags). LINKED: in hash table + LRU. FETCHED: read since stored.
+# ACTIVE: read since last LRU pass (second chance before eviction).
+# STALE / TOKEN_SENT: meta-protocol invalidation and recache-token state.
+# KEY_BINARY: the key arrived base64-encoded (meta 'b') and is reported that way.
+cdef enum:
+    ITEM_LINKED = 1
+    ITEM_FETCHED = 2
+    ITEM_ACTIVE = 4
+    ITEM_STALE = 8
+    ITEM_TOKEN_SENT = 16
+    ITEM_KEY_BINARY = 32
+
+# One chunk per item: this header, then the key, then the value with its
+# trailing "\r\n" (so a hit is one memcpy of data+CRLF into the reply).
+cdef struct item_t:
+    item_t* next          # LRU toward head
+    item_t* prev          # LRU toward tail
+    item_t* h_next        # hash-bucket chain
+    uint64_t cas
+    uint32_t hv           # upper 32 bits of the key hash: bucket index on rehash
+    rel_time_t time       # last access or update
+    rel_time_t exptime    # 0 = never
+    uint32_t nbytes       # value length including the trailing CRLF
+    uint32_t flags        # client flags
+    uint16_t it_flags
+    uint8_t slabs_clsid
+    uint8_t nkey
+
+# ---------------------------------------------------------------- slabs
+cdef struct slabclass_t:
+    uint32_t size         # chunk size
+    uint32_t perslab      # chunks per page
+    void* slots           # free list of chunks
+    uint64_t sl_curr      # free chunks on the list
+    char* end_page_ptr    # next never-used chunk of the newest page
+    uint64_t end_page_free
+    uint64_t slabs        # pages owned
+    void** slab_list      # every page, so they can be freed at exit
+    uint64_t list_size
+    uint64_t requested    # bytes asked for by live items (mem_requested)
+    uint64_t used_chunks
+
+# ---------------------------------------------------------------- per-class LRU stats (kept per shard)
+cdef struct lru_stats_t:
+    uint64_t number           # items linked in this class
+    uint64_t evicted
+    uint64_t evicted_nonzero
+    uint64_t evicted_time     # age of the last evicted item
+    uint64_t outofmemory
+    uint64_t reclaimed
+    uint64_t expired_unfetched
+    uint64_t evicted_unfetched
+    uint64_t evicted_active
+    uint64_t moves_within_lru
+
+# ---------------------------------------------------------------- shards
+# A shard owns a slice of the key space: its hash table, its LRU lists (one per
+# slab class) and the counters that change with them, all under one mutex.
+cdef struct shard_t:
+    pthread_mutex_t lock
+    item_t** buckets
+    uint32_t hashpower
+    uint64_t hash_items
+    item_t* heads[64]
+    item_t* tails[64]
+    lru_stats_t lru[64]
+    uint64_t curr_items
+    uint64_t total_items
+    uint64_t bytes
+    uint64_t expand_count
+    char _pad[64]
+
+# ---------------------------------------------------------------- per-thread stats
+cdef struct slab_thread_stats_t:
+    uint64_t get_hits
+    uint64_t set_cmds
+    uint64_t delete_hits
+    uint64_t incr_hits
+    uint64_t decr_hits
+    uint64_t cas_hits
+    uint64_t cas_badval
+    uint64_t touch_hits
+
+cdef struct thread_stats_t:
+    uint64_t get_cmds
+    uint64_t get_misses
+    uint64_t get_expired
+    uint64_t get_flushed
+    uint64_t touch_cmds
+    uint64_t touch_misses
+    uint64_t delete_misses
+    uint64_t incr_misses
+    uint64_t decr_misses
+    uint64_t cas_misses
+    uint64_t flush_cmds
+    uint64_t meta_cmds
+    uint64_t bytes_read
+    uint64_t bytes_written
+    uint64_t conn_yields
+    uint64_t store_too_large
+    uint64_t store_no_memory
+    uint64_t idle_kicks
+    slab_thread_stats_t slab[64]
+
+# ---------------------------------------------------------------- connections
+cdef enum conn_state_t:
+    CONN_READ = 0       # parsing commands from rbuf
+    CONN_SWALLOW = 1    # discarding the data block of a refused store
+    CONN_CLOSING = 2    # close as soon as the output is flushed (or now)
+
+cdef struct conn_t:
+    int fd
+    int state
+    int listen_kind      # 0 tcp, 1 unix
+    bint noreply
+    bint close_after_write
+    bint want_write      # registered for EPOLLOUT
+    bint close_now       # drop without flushing (protocol violation)
+    char* rbuf
+    size_t rsize
+    size_t rstart        # first unparsed byte
+    size_t rend          # end of data
+    size_t rneed         # bytes (from rstart) the current command needs
+    char* wbuf
+    size_t wsize
+    size_t wlen
+    size_t wsent
+    uint64_t swallow
+    size_t get_resume    # offset in the current line where a paused multiget resumes
+    rel_time_t last_cmd_time
+    void* worker
+    conn_t* next
+    conn_t* prev
+    sockaddr_storage peer
+    sockaddr_storage local
+    uint32_t peer_len
+    uint32_t local_len
+
+# ---------------------------------------------------------------- workers
+cdef struct worker_t:
+    int id
+    int epfd
+    int notify_fd
+    pthread_mutex_t lock      # guards the new-connection queue and the conn list
+    int* pending
+    int npending
+    int pending_cap
+    int* pending_kind
+    conn_t* conns
+    uint64_t nconns
+    thread_stats_t stats
+    char _pad[64]
+
+# ---------------------------------------------------------------- tokens
+cdef struct token_t:
+    const char* value     # NULL for the terminal token when the line was fully consumed
+    size_t length

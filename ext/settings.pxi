@@ -1,0 +1,89 @@
+# settings.pxi -- the daemon's settings and clock, as C globals.
+#
+# Python fills g_settings once, before any worker starts (see api.pxi); after
+# that, workers only read it, except the few fields memcached lets clients change
+# at run time (verbosity, the flush horizon, the memory limit), which are written
+# with relaxed atomic stores. The clock (g_current_time) is seconds since
+# process start, ticked once a second by the acceptor thread as memcached's
+# clock event does, so a request never makes a time syscall.
+
+cdef struct settings_t:
+    uint64_t maxbytes
+    int maxconns
+    int port
+    int udpport
+    int verbose
+    rel_time_t oldest_live
+    uint64_t oldest_cas
+    bint evict_to_free
+    double factor
+    int chunk_size
+    int num_threads
+    int reqs_per_event
+    bint use_cas
+    int backlog
+    uint32_t item_size_max
+    uint32_t slab_chunk_size_max
+    uint32_t slab_page_size
+    bint flush_enabled
+    bint dump_enabled
+    bint shutdown_command
+    bint watch_enabled
+    int idle_timeout
+    int nshards
+    int umask
+    int binding_protocol
+    bint maxconns_fast
+    char inter[256]
+    char domain_socket[256]
+    char version[64]          # what `version` and stats `version` answer
+    char own_version[64]      # memcachepy's own version
+    int lru_crawler_sleep
+    int lru_crawler_tocrawl
+    int tail_repair_time
+    double hot_max_factor
+    double warm_max_factor
+    int hot_lru_pct
+    int warm_lru_pct
+    int temporary_ttl
+    int hashpower_init
+
+cdef settings_t g_settings
+
+cdef time_t g_process_started = 0
+cdef rel_time_t g_current_time = 0
+cdef int64_t g_time_offset = 0          # test hook: shifts the clock
+cdef int g_shutdown = 0
+cdef uint64_t g_cas_id = 0
+
+cdef inline rel_time_t current_time() noexcept nogil:
+    return mc_load_u32(&g_current_time)
+
+cdef void clock_tick() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_REALTIME, &ts)
+    mc_store_u32(&g_current_time, <rel_time_t>(ts.tv_sec + g_time_offset - g_process_started))
+
+cdef inline time_t clock_now_unix() noexcept nogil:
+    return g_process_started + <time_t>current_time()
+
+# Convert a client exptime to server-relative time, as memcached's realtime().
+cdef inline rel_time_t realtime(int64_t exptime) noexcept nogil:
+    if exptime == 0:
+        return 0
+    if exptime < 0:
+        # memcached maps negative to "just past 30 days absolute": already expired.
+        exptime = REALTIME_MAXDELTA + 1
+    if exptime > REALTIME_MAXDELTA:
+        if exptime <= g_process_started:
+            return 1
+        return <rel_time_t>(exptime - g_process_started)
+    return <rel_time_t>(exptime + current_time())
+
+cdef inline uint64_t get_cas_id() noexcept nogil:
+    return mc_fetch_add_u64(&g_cas_id, 1)
+
+cdef inline uint64_t next_cas() noexcept nogil:
+    if g_settings.use_cas:
+        return mc_fetch_add_u64(&g_cas_id, 1)
+    return 0

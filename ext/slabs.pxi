@@ -1,0 +1,166 @@
+# slabs.pxi -- the slab allocator: size classes, 1 MiB pages, free chunks.
+#
+# Memory for items comes only from here. Pages are malloc'd one at a time and
+# each belongs to one slab class for life (no rebalancing yet); a page is cut
+# into chunks of its class's size lazily, so RSS grows with use. The total of
+# pages is capped by the memory limit (-m), except that a class may always get
+# its first page, exactly as memcached allows.
+#
+# Class sizes follow memcached: the smallest chunk is the item header plus -n
+# bytes, each next class is -f times larger (8-byte aligned) until
+# slab_chunk_size_max, which is the last class. Items larger than that (up to
+# -I) get a class whose chunk is -I bytes, one per page of that size, so an item
+# is always one contiguous chunk.
+#
+# Locking: g_slabs_lock guards everything here. Lock order: shard -> slabs.
+
+from libc.stdlib cimport malloc, free, calloc, realloc
+from libc.string cimport memset
+
+cdef slabclass_t g_slabclass[MAX_SLAB_CLASSES]
+cdef int g_power_largest = 0
+cdef int g_large_class = 0          # class for items > slab_chunk_size_max, 0 if none
+cdef uint64_t g_mem_limit = 0
+cdef uint64_t g_mem_malloced = 0
+cdef uint64_t g_malloc_fails = 0
+cdef pthread_mutex_t g_slabs_lock
+
+cdef void slabs_init(uint64_t limit, double factor, uint32_t item_header) noexcept nogil:
+    global g_power_largest, g_large_class, g_mem_limit, g_mem_malloced
+    cdef int i = 0
+    cdef uint32_t size = item_header + <uint32_t>g_settings.chunk_size
+    cdef uint32_t chunk_max = g_settings.slab_chunk_size_max
+    memset(g_slabclass, 0, sizeof(g_slabclass))
+    pthread_mutex_init(&g_slabs_lock, NULL)
+    g_mem_limit = limit
+    g_mem_malloced = 0
+    while True:
+        i += 1
+        if i >= MAX_SLAB_CLASSES - 2:
+            break
+        if size >= chunk_max / factor:
+            break
+        if size % CHUNK_ALIGN_BYTES:
+            size += CHUNK_ALIGN_BYTES - (size % CHUNK_ALIGN_BYTES)
+        g_slabclass[i].size = size
+        g_slabclass[i].perslab = SLAB_PAGE_SIZE // size
+        size = <uint32_t>(size * factor)
+    g_power_largest = i
+    g_slabclass[i].size = chunk_max
+    g_slabclass[i].perslab = SLAB_PAGE_SIZE // chunk_max
+    g_large_class = 0
+    if g_settings.item_size_max > chunk_max:
+        g_large_class = i + 1
+        g_slabclass[i + 1].size = g_settings.item_size_max
+        g_slabclass[i + 1].perslab = 1
+
+cdef void slabs_destroy() noexcept nogil:
+    global g_mem_malloced
+    cdef int i
+    cdef uint64_t j
+    for i in range(MAX_SLAB_CLASSES):
+        for j in range(g_slabclass[i].slabs):
+            free(g_slabclass[i].slab_list[j])
+        free(g_slabclass[i].slab_list)
+    memset(g_slabclass, 0, sizeof(g_slabclass))
+    g_mem_malloced = 0
+
+# Smallest class whose chunks hold `size` bytes; 0 if none can.
+cdef inline int slabs_clsid(size_t size) noexcept nogil:
+    cdef int lo = 1
+    cdef int hi
+    cdef int mid
+    if size == 0:
+        return 0
+    hi = g_large_class if g_large_class else g_power_largest
+    if size > g_slabclass[hi].size:
+        return 0
+    # binary search: classes are sorted by size
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if g_slabclass[mid].size >= size:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+cdef inline uint64_t slabs_page_bytes(int id) noexcept nogil:
+    if id == g_large_class:
+        return g_slabclass[id].size
+    return SLAB_PAGE_SIZE
+
+# Caller holds g_slabs_lock. Returns 0 when the memory limit forbids a page.
+cdef int do_slabs_newslab(int id) noexcept nogil:
+    global g_mem_malloced, g_malloc_fails
+    cdef slabclass_t* p = &g_slabclass[id]
+    cdef uint64_t length = slabs_page_bytes(id)
+    cdef void** nl
+    cdef char* page
+    if g_mem_limit and g_mem_malloced + length > g_mem_limit and p.slabs > 0:
+        return 0
+    if p.slabs == p.list_size:
+        nl = <void**>realloc_ptrs(p.slab_list, p.list_size * 2 if p.list_size else 16)
+        if nl == NULL:
+            return 0
+        p.slab_list = nl
+        p.list_size = p.list_size * 2 if p.list_size else 16
+    page = <char*>malloc(length)
+    if page == NULL:
+        g_malloc_fails += 1
+        return 0
+    p.slab_list[p.slabs] = page
+    p.slabs += 1
+    p.end_page_ptr = page
+    p.end_page_free = p.perslab
+    g_mem_malloced += length
+    return 1
+
+cdef inline void* realloc_ptrs(void** old, uint64_t n) noexcept nogil:
+    return realloc(old, n * sizeof(void*))
+
+# Take one chunk of class `id`; NULL if the class is empty and no page may be added.
+cdef void* slabs_alloc(size_t size, int id) noexcept nogil:
+    cdef slabclass_t* p = &g_slabclass[id]
+    cdef void* ret = NULL
+    pthread_mutex_lock(&g_slabs_lock)
+    if p.sl_curr == 0 and p.end_page_free == 0:
+        do_slabs_newslab(id)
+    if p.sl_curr > 0:
+        ret = p.slots
+        p.slots = (<void**>ret)[0]
+        p.sl_curr -= 1
+    elif p.end_page_free > 0:
+        ret = p.end_page_ptr
+        p.end_page_ptr += p.size
+        p.end_page_free -= 1
+    if ret != NULL:
+        p.requested += size
+        p.used_chunks += 1
+    pthread_mutex_unlock(&g_slabs_lock)
+    return ret
+
+cdef void slabs_free(void* ptr, size_t size, int id) noexcept nogil:
+    cdef slabclass_t* p = &g_slabclass[id]
+    pthread_mutex_lock(&g_slabs_lock)
+    (<void**>ptr)[0] = p.slots
+    p.slots = ptr
+    p.sl_curr += 1
+    p.requested -= size
+    p.used_chunks -= 1
+    pthread_mutex_unlock(&g_slabs_lock)
+
+# True when class `id` could hand out a chunk without evicting.
+cdef bint slabs_has_room(int id) noexcept nogil:
+    cdef slabclass_t* p = &g_slabclass[id]
+    cdef bint ok
+    pthread_mutex_lock(&g_slabs_lock)
+    ok = p.sl_curr > 0 or p.end_page_free > 0 or p.slabs == 0 or \
+        not g_mem_limit or g_mem_malloced + slabs_page_bytes(id) <= g_mem_limit
+    pthread_mutex_unlock(&g_slabs_lock)
+    return ok
+
+cdef void slabs_adjust_mem_limit(uint64_t new_limit) noexcept nogil:
+    global g_mem_limit
+    pthread_mutex_lock(&g_slabs_lock)
+    g_mem_limit = new_limit
+    pthread_mutex_unlock(&g_slabs_lock)

@@ -1,0 +1,489 @@
+# stats.pxi -- counters and the `stats` family of commands.
+#
+# Per-request counters live in each worker's thread_stats_t and are written
+# only by that worker (relaxed stores, see compat.h); `stats` sums them over
+# the workers without stopping anyone. Item, memory and LRU counters live in
+# the shards and slab classes, under their own locks. `stats reset` records a
+# baseline of the thread counters instead of zeroing counters other threads
+# are writing, so a reset never loses or races an increment.
+#
+# The output is memcached 1.6.18's, field for field and in the same order, so
+# tools that parse memcached's stats (memcached_exporter, memcached-tool) read
+# ours unchanged. `stats settings` lines that never change at run time are
+# pre-formatted by Python at start-up (g_settings_text_*).
+
+from libc.stdio cimport snprintf
+
+cdef worker_t* g_workers = NULL
+cdef int g_nworkers = 0
+cdef thread_stats_t g_stats_baseline
+cdef thread_stats_t g_orphan_stats        # counters of the test API, no worker
+cdef uint64_t g_curr_conns = 0
+cdef uint64_t g_total_conns = 0
+cdef uint64_t g_rejected_conns = 0
+cdef uint64_t g_conn_structures = 0
+cdef uint64_t g_total_items_baseline = 0
+cdef int g_nlisteners = 0
+cdef char* g_settings_text_a = NULL     # maxconns .. inter
+cdef char* g_settings_text_b = NULL     # evictions .. end
+cdef uint64_t g_lru_crawler_starts = 0
+
+cdef inline void append_stat_u64(conn_t* c, const char* name, uint64_t v) noexcept nogil:
+    cdef size_t n = strlen(name)
+    cdef char* p = out_reserve(c, 5 + n + 1 + 21 + 2)
+    cdef char* start = p
+    if p == NULL:
+        c.close_now = True
+        return
+    memcpy(p, b"STAT ", 5)
+    p += 5
+    memcpy(p, name, n)
+    p += n
+    p[0] = c' '
+    p = write_u64(p + 1, v)
+    p[0] = c'\r'
+    p[1] = c'\n'
+    c.wlen += <size_t>(p + 2 - start)
+
+cdef inline void append_stat_str(conn_t* c, const char* name, const char* v) noexcept nogil:
+    out_raw(c, b"STAT ", 5)
+    out_raw(c, name, strlen(name))
+    out_raw(c, b" ", 1)
+    out_raw(c, v, strlen(v))
+    out_raw(c, b"\r\n", 2)
+
+# name is "<prefix>:<field>"
+cdef inline void append_stat_pfx(conn_t* c, const char* prefix, int id, const char* field, uint64_t v) noexcept nogil:
+    cdef char name[96]
+    if prefix[0]:
+        snprintf(name, sizeof(name), b"%s:%d:%s", prefix, id, field)
+    else:
+        snprintf(name, sizeof(name), b"%d:%s", id, field)
+    append_stat_u64(c, name, v)
+
+# Sum every worker's counters, minus the reset baseline.
+cdef void threadlocal_stats_aggregate(thread_stats_t* out) noexcept nogil:
+    cdef size_t n = sizeof(thread_stats_t) // sizeof(uint64_t)
+    cdef uint64_t* dst = <uint64_t*>out
+    cdef uint64_t* src
+    cdef uint64_t* base = <uint64_t*>&g_stats_baseline
+    cdef size_t i
+    cdef int w
+    memset(out, 0, sizeof(thread_stats_t))
+    for w in range(g_nworkers):
+        src = <uint64_t*>&g_workers[w].stats
+        for i in range(n):
+            dst[i] += mc_load_u64(&src[i])
+    src = <uint64_t*>&g_orphan_stats
+    for i in range(n):
+        dst[i] += mc_load_u64(&src[i])
+        dst[i] -= mc_load_u64(&base[i])
+
+cdef void stats_reset() noexcept nogil:
+    cdef thread_stats_t now
+    cdef int i
+    cdef int j
+    memset(&g_stats_baseline, 0, sizeof(thread_stats_t))
+    threadlocal_stats_aggregate(&now)
+    memcpy(&g_stats_baseline, &now, sizeof(thread_stats_t))
+    for i in range(g_nshards):
+        pthread_mutex_lock(&g_shards[i].lock)
+        g_shards[i].total_items = 0
+        for j in range(MAX_SLAB_CLASSES):
+            g_shards[i].lru[j].evicted = 0
+            g_shards[i].lru[j].evicted_nonzero = 0
+            g_shards[i].lru[j].outofmemory = 0
+            g_shards[i].lru[j].reclaimed = 0
+            g_shards[i].lru[j].expired_unfetched = 0
+            g_shards[i].lru[j].evicted_unfetched = 0
+            g_shards[i].lru[j].evicted_active = 0
+            g_shards[i].lru[j].moves_within_lru = 0
+        pthread_mutex_unlock(&g_shards[i].lock)
+    mc_store_u64(&g_total_conns, 0)
+    mc_store_u64(&g_rejected_conns, 0)
+
+# Per-class LRU counters summed over shards.
+cdef void lru_stats_aggregate(lru_stats_t* out, uint64_t* hash_buckets) noexcept nogil:
+    cdef int i
+    cdef int j
+    memset(out, 0, sizeof(lru_stats_t) * MAX_SLAB_CLASSES)
+    hash_buckets[0] = 0
+    for i in range(g_nshards):
+        pthread_mutex_lock(&g_shards[i].lock)
+        hash_buckets[0] += <uint64_t>1 << g_shards[i].hashpower
+        for j in range(MAX_SLAB_CLASSES):
+            out[j].number += g_shards[i].lru[j].number
+            out[j].evicted += g_shards[i].lru[j].evicted
+            out[j].evicted_nonzero += g_shards[i].lru[j].evicted_nonzero
+            if g_shards[i].lru[j].evicted_time > out[j].evicted_time:
+                out[j].evicted_time = g_shards[i].lru[j].evicted_time
+            out[j].outofmemory += g_shards[i].lru[j].outofmemory
+            out[j].reclaimed += g_shards[i].lru[j].reclaimed
+            out[j].expired_unfetched += g_shards[i].lru[j].expired_unfetched
+            out[j].evicted_unfetched += g_shards[i].lru[j].evicted_unfetched
+            out[j].evicted_active += g_shards[i].lru[j].evicted_active
+            out[j].moves_within_lru += g_shards[i].lru[j].moves_within_lru
+        pthread_mutex_unlock(&g_shards[i].lock)
+
+cdef inline void append_rusage(conn_t* c, const char* name, timeval* tv) noexcept nogil:
+    cdef char buf[64]
+    snprintf(buf, sizeof(buf), b"%ld.%06ld", <long>tv.tv_sec, <long>tv.tv_usec)
+    append_stat_str(c, name, buf)
+
+cdef void stats_general(conn_t* c) noexcept nogil:
+    cdef thread_stats_t ts
+    cdef lru_stats_t lru[MAX_SLAB_CLASSES]
+    cdef uint64_t hash_buckets
+    cdef uint64_t curr_items
+    cdef uint64_t total_items
+    cdef uint64_t nbytes
+    cdef rusage ru
+    cdef uint64_t get_hits = 0
+    cdef uint64_t set_cmds = 0
+    cdef uint64_t delete_hits = 0
+    cdef uint64_t incr_hits = 0
+    cdef uint64_t decr_hits = 0
+    cdef uint64_t cas_hits = 0
+    cdef uint64_t cas_badval = 0
+    cdef uint64_t touch_hits = 0
+    cdef uint64_t evicted = 0
+    cdef uint64_t reclaimed = 0
+    cdef uint64_t expired_unfetched = 0
+    cdef uint64_t evicted_unfetched = 0
+    cdef uint64_t evicted_active = 0
+    cdef uint64_t moves_within_lru = 0
+    cdef uint64_t hp = 0
+    cdef int i
+    cdef rel_time_t now = current_time()
+    threadlocal_stats_aggregate(&ts)
+    lru_stats_aggregate(lru, &hash_buckets)
+    store_totals(&curr_items, &total_items, &nbytes)
+    getrusage(RUSAGE_SELF, &ru)
+    for i in range(MAX_SLAB_CLASSES):
+        get_hits += ts.slab[i].get_hits
+        set_cmds += ts.slab[i].set_cmds
+        delete_hits += ts.slab[i].delete_hits
+        incr_hits += ts.slab[i].incr_hits
+        decr_hits += ts.slab[i].decr_hits
+        cas_hits += ts.slab[i].cas_hits
+        cas_badval += ts.slab[i].cas_badval
+        touch_hits += ts.slab[i].touch_hits
+        evicted += lru[i].evicted
+        reclaimed += lru[i].reclaimed
+        expired_unfetched += lru[i].expired_unfetched
+        evicted_unfetched += lru[i].evicted_unfetched
+        evicted_active += lru[i].evicted_active
+        moves_within_lru += lru[i].moves_within_lru
+    while (<uint64_t>1 << (hp + 1)) <= hash_buckets:
+        hp += 1
+    append_stat_u64(c, b"pid", <uint64_t>getpid())
+    append_stat_u64(c, b"uptime", now - ITEM_UPDATE_INTERVAL)
+    append_stat_u64(c, b"time", <uint64_t>clock_now_unix())
+    append_stat_str(c, b"version", g_settings.version)
+    append_stat_str(c, b"libevent", b"none")
+    append_stat_u64(c, b"pointer_size", 8 * sizeof(void*))
+    append_rusage(c, b"rusage_user", &ru.ru_utime)
+    append_rusage(c, b"rusage_system", &ru.ru_stime)
+    append_stat_u64(c, b"max_connections", <uint64_t>g_settings.maxconns)
+    append_stat_u64(c, b"curr_connections", mc_load_u64(&g_curr_conns))
+    append_stat_u64(c, b"total_connections", mc_load_u64(&g_total_conns))
+    append_stat_u64(c, b"rejected_connections", mc_load_u64(&g_rejected_conns))
+    append_stat_u64(c, b"connection_structures", mc_load_u64(&g_conn_structures))
+    append_stat_u64(c, b"response_obj_oom", 0)
+    append_stat_u64(c, b"response_obj_count", mc_load_u64(&g_curr_conns))
+    append_stat_u64(c, b"response_obj_bytes", 0)
+    append_stat_u64(c, b"read_buf_count", mc_load_u64(&g_curr_conns))
+    append_stat_u64(c, b"read_buf_bytes", mc_load_u64(&g_curr_conns) * RBUF_INITIAL)
+    append_stat_u64(c, b"read_buf_bytes_free", 0)
+    append_stat_u64(c, b"read_buf_oom", 0)
+    append_stat_u64(c, b"reserved_fds", <uint64_t>(g_nworkers * 2 + g_nlisteners + 4))
+    append_stat_u64(c, b"cmd_get", ts.get_cmds)
+    append_stat_u64(c, b"cmd_set", set_cmds)
+    append_stat_u64(c, b"cmd_flush", ts.flush_cmds)
+    append_stat_u64(c, b"cmd_touch", ts.touch_cmds)
+    append_stat_u64(c, b"cmd_meta", ts.meta_cmds)
+    append_stat_u64(c, b"get_hits", get_hits)
+    append_stat_u64(c, b"get_misses", ts.get_misses)
+    append_stat_u64(c, b"get_expired", ts.get_expired)
+    append_stat_u64(c, b"get_flushed", ts.get_flushed)
+    append_stat_u64(c, b"delete_misses", ts.delete_misses)
+    append_stat_u64(c, b"delete_hits", delete_hits)
+    append_stat_u64(c, b"incr_misses", ts.incr_misses)
+    append_stat_u64(c, b"incr_hits", incr_hits)
+    append_stat_u64(c, b"decr_misses", ts.decr_misses)
+    append_stat_u64(c, b"decr_hits", decr_hits)
+    append_stat_u64(c, b"cas_misses", ts.cas_misses)
+    append_stat_u64(c, b"cas_hits", cas_hits)
+    append_stat_u64(c, b"cas_badval", cas_badval)
+    append_stat_u64(c, b"touch_hits", touch_hits)
+    append_stat_u64(c, b"touch_misses", ts.touch_misses)
+    append_stat_u64(c, b"store_too_large", ts.store_too_large)
+    append_stat_u64(c, b"store_no_memory", ts.store_no_memory)
+    append_stat_u64(c, b"auth_cmds", 0)
+    append_stat_u64(c, b"auth_errors", 0)
+    append_stat_u64(c, b"bytes_read", ts.bytes_read)
+    append_stat_u64(c, b"bytes_written", ts.bytes_written)
+    append_stat_u64(c, b"limit_maxbytes", mc_load_u64(&g_settings.maxbytes))
+    append_stat_u64(c, b"accepting_conns", 1)
+    append_stat_u64(c, b"listen_disabled_num", 0)
+    append_stat_u64(c, b"time_in_listen_disabled_us", 0)
+    append_stat_u64(c, b"threads", <uint64_t>g_settings.num_threads)
+    append_stat_u64(c, b"conn_yields", ts.conn_yields)
+    append_stat_u64(c, b"hash_power_level", hp)
+    append_stat_u64(c, b"hash_bytes", hash_buckets * sizeof(void*))
+    append_stat_u64(c, b"hash_is_expanding", 0)
+    append_stat_u64(c, b"slab_reassign_rescues", 0)
+    append_stat_u64(c, b"slab_reassign_chunk_rescues", 0)
+    append_stat_u64(c, b"slab_reassign_evictions_nomem", 0)
+    append_stat_u64(c, b"slab_reassign_inline_reclaim", 0)
+    append_stat_u64(c, b"slab_reassign_busy_items", 0)
+    append_stat_u64(c, b"slab_reassign_busy_deletes", 0)
+    append_stat_u64(c, b"slab_reassign_running", 0)
+    append_stat_u64(c, b"slabs_moved", 0)
+    append_stat_u64(c, b"lru_crawler_running", 0)
+    append_stat_u64(c, b"lru_crawler_starts", mc_load_u64(&g_lru_crawler_starts))
+    append_stat_u64(c, b"lru_maintainer_juggles", 0)
+    append_stat_u64(c, b"malloc_fails", g_malloc_fails)
+    append_stat_u64(c, b"log_worker_dropped", 0)
+    append_stat_u64(c, b"log_worker_written", 0)
+    append_stat_u64(c, b"log_watcher_skipped", 0)
+    append_stat_u64(c, b"log_watcher_sent", 0)
+    append_stat_u64(c, b"log_watchers", 0)
+    append_stat_u64(c, b"unexpected_napi_ids", 0)
+    append_stat_u64(c, b"round_robin_fallback", 0)
+    append_stat_u64(c, b"bytes", nbytes)
+    append_stat_u64(c, b"curr_items", curr_items)
+    append_stat_u64(c, b"total_items", total_items)
+    append_stat_u64(c, b"slab_global_page_pool", 0)
+    append_stat_u64(c, b"expired_unfetched", expired_unfetched)
+    append_stat_u64(c, b"evicted_unfetched", evicted_unfetched)
+    append_stat_u64(c, b"evicted_active", evicted_active)
+    append_stat_u64(c, b"evictions", evicted)
+    append_stat_u64(c, b"reclaimed", reclaimed)
+    append_stat_u64(c, b"crawler_reclaimed", 0)
+    append_stat_u64(c, b"crawler_items_checked", 0)
+    append_stat_u64(c, b"lrutail_reflocked", 0)
+    append_stat_u64(c, b"moves_to_cold", 0)
+    append_stat_u64(c, b"moves_to_warm", 0)
+    append_stat_u64(c, b"moves_within_lru", moves_within_lru)
+    append_stat_u64(c, b"direct_reclaims", 0)
+    append_stat_u64(c, b"lru_bumps_dropped", 0)
+
+cdef void stats_settings(conn_t* c) noexcept nogil:
+    append_stat_u64(c, b"maxbytes", mc_load_u64(&g_settings.maxbytes))
+    if g_settings_text_a != NULL:
+        out_raw(c, g_settings_text_a, strlen(g_settings_text_a))
+    append_stat_u64(c, b"verbosity", <uint64_t>mc_load_int(&g_settings.verbose))
+    append_stat_u64(c, b"oldest", mc_load_u32(&g_settings.oldest_live))
+    if g_settings_text_b != NULL:
+        out_raw(c, g_settings_text_b, strlen(g_settings_text_b))
+
+cdef void stats_items(conn_t* c) noexcept nogil:
+    cdef lru_stats_t lru[MAX_SLAB_CLASSES]
+    cdef uint64_t hb
+    cdef uint64_t requested
+    cdef int i
+    cdef rel_time_t now = current_time()
+    cdef rel_time_t age
+    cdef shard_t* s
+    cdef int j
+    lru_stats_aggregate(lru, &hb)
+    for i in range(1, MAX_SLAB_CLASSES):
+        if lru[i].number == 0 and lru[i].evicted == 0 and lru[i].outofmemory == 0:
+            continue
+        if lru[i].number == 0:
+            continue
+        age = 0
+        for j in range(g_nshards):
+            s = &g_shards[j]
+            pthread_mutex_lock(&s.lock)
+            if s.tails[i] != NULL and now - s.tails[i].time > age:
+                age = now - s.tails[i].time
+            pthread_mutex_unlock(&s.lock)
+        pthread_mutex_lock(&g_slabs_lock)
+        requested = g_slabclass[i].requested
+        pthread_mutex_unlock(&g_slabs_lock)
+        append_stat_pfx(c, b"items", i, b"number", lru[i].number)
+        append_stat_pfx(c, b"items", i, b"number_hot", 0)
+        append_stat_pfx(c, b"items", i, b"number_warm", 0)
+        append_stat_pfx(c, b"items", i, b"number_cold", lru[i].number)
+        append_stat_pfx(c, b"items", i, b"age_hot", 0)
+        append_stat_pfx(c, b"items", i, b"age_warm", 0)
+        append_stat_pfx(c, b"items", i, b"age", age)
+        append_stat_pfx(c, b"items", i, b"mem_requested", requested)
+        append_stat_pfx(c, b"items", i, b"evicted", lru[i].evicted)
+        append_stat_pfx(c, b"items", i, b"evicted_nonzero", lru[i].evicted_nonzero)
+        append_stat_pfx(c, b"items", i, b"evicted_time", lru[i].evicted_time)
+        append_stat_pfx(c, b"items", i, b"outofmemory", lru[i].outofmemory)
+        append_stat_pfx(c, b"items", i, b"tailrepairs", 0)
+        append_stat_pfx(c, b"items", i, b"reclaimed", lru[i].reclaimed)
+        append_stat_pfx(c, b"items", i, b"expired_unfetched", lru[i].expired_unfetched)
+        append_stat_pfx(c, b"items", i, b"evicted_unfetched", lru[i].evicted_unfetched)
+        append_stat_pfx(c, b"items", i, b"evicted_active", lru[i].evicted_active)
+        append_stat_pfx(c, b"items", i, b"crawler_reclaimed", 0)
+        append_stat_pfx(c, b"items", i, b"crawler_items_checked", 0)
+        append_stat_pfx(c, b"items", i, b"lrutail_reflocked", 0)
+        append_stat_pfx(c, b"items", i, b"moves_to_cold", 0)
+        append_stat_pfx(c, b"items", i, b"moves_to_warm", 0)
+        append_stat_pfx(c, b"items", i, b"moves_within_lru", lru[i].moves_within_lru)
+        append_stat_pfx(c, b"items", i, b"direct_reclaims", 0)
+        append_stat_pfx(c, b"items", i, b"hits_to_hot", 0)
+        append_stat_pfx(c, b"items", i, b"hits_to_warm", 0)
+        append_stat_pfx(c, b"items", i, b"hits_to_cold", 0)
+        append_stat_pfx(c, b"items", i, b"hits_to_temp", 0)
+
+cdef void stats_slabs(conn_t* c) noexcept nogil:
+    cdef thread_stats_t ts
+    cdef int i
+    cdef int active = 0
+    cdef slabclass_t p
+    cdef uint64_t total_malloced
+    cdef uint64_t total_chunks
+    threadlocal_stats_aggregate(&ts)
+    for i in range(1, MAX_SLAB_CLASSES):
+        pthread_mutex_lock(&g_slabs_lock)
+        p = g_slabclass[i]
+        pthread_mutex_unlock(&g_slabs_lock)
+        if p.slabs == 0:
+            continue
+        active += 1
+        total_chunks = p.slabs * p.perslab
+        append_stat_pfx(c, b"", i, b"chunk_size", p.size)
+        append_stat_pfx(c, b"", i, b"chunks_per_page", p.perslab)
+        append_stat_pfx(c, b"", i, b"total_pages", p.slabs)
+        append_stat_pfx(c, b"", i, b"total_chunks", total_chunks)
+        append_stat_pfx(c, b"", i, b"used_chunks", p.used_chunks)
+        append_stat_pfx(c, b"", i, b"free_chunks", total_chunks - p.used_chunks)
+        append_stat_pfx(c, b"", i, b"free_chunks_end", p.end_page_free)
+        append_stat_pfx(c, b"", i, b"get_hits", ts.slab[i].get_hits)
+        append_stat_pfx(c, b"", i, b"cmd_set", ts.slab[i].set_cmds)
+        append_stat_pfx(c, b"", i, b"delete_hits", ts.slab[i].delete_hits)
+        append_stat_pfx(c, b"", i, b"incr_hits", ts.slab[i].incr_hits)
+        append_stat_pfx(c, b"", i, b"decr_hits", ts.slab[i].decr_hits)
+        append_stat_pfx(c, b"", i, b"cas_hits", ts.slab[i].cas_hits)
+        append_stat_pfx(c, b"", i, b"cas_badval", ts.slab[i].cas_badval)
+        append_stat_pfx(c, b"", i, b"touch_hits", ts.slab[i].touch_hits)
+    pthread_mutex_lock(&g_slabs_lock)
+    total_malloced = g_mem_malloced
+    pthread_mutex_unlock(&g_slabs_lock)
+    append_stat_u64(c, b"active_slabs", <uint64_t>active)
+    append_stat_u64(c, b"total_malloced", total_malloced)
+
+cdef void format_addr(sockaddr_storage* ss, int kind, char* out, size_t outlen) noexcept nogil:
+    cdef char host[64]
+    cdef sockaddr_in* sin
+    cdef sockaddr_in6* sin6
+    if kind == 1 or ss.ss_family == AF_UNIX:
+        snprintf(out, outlen, b"unix:%s", g_settings.domain_socket)
+    elif ss.ss_family == AF_INET:
+        sin = <sockaddr_in*>ss
+        inet_ntop(AF_INET, &sin.sin_addr, host, sizeof(host))
+        snprintf(out, outlen, b"tcp:%s:%u", host, <unsigned>ntohs(sin.sin_port))
+    elif ss.ss_family == AF_INET6:
+        sin6 = <sockaddr_in6*>ss
+        inet_ntop(AF_INET6, &sin6.sin6_addr, host, sizeof(host))
+        snprintf(out, outlen, b"tcp6:[%s]:%u", host, <unsigned>ntohs(sin6.sin6_port))
+    else:
+        snprintf(out, outlen, b"unknown")
+
+cdef void stats_conns(conn_t* c) noexcept nogil:
+    cdef int w
+    cdef conn_t* o
+    cdef char name[64]
+    cdef char addr[160]
+    cdef rel_time_t now = current_time()
+    for w in range(g_nworkers):
+        pthread_mutex_lock(&g_workers[w].lock)
+        o = g_workers[w].conns
+        while o != NULL:
+            format_addr(&o.peer, o.listen_kind, addr, sizeof(addr))
+            snprintf(name, sizeof(name), b"%d:addr", o.fd)
+            append_stat_str(c, name, addr)
+            format_addr(&o.local, o.listen_kind, addr, sizeof(addr))
+            snprintf(name, sizeof(name), b"%d:listen_addr", o.fd)
+            append_stat_str(c, name, addr)
+            snprintf(name, sizeof(name), b"%d:state", o.fd)
+            append_stat_str(c, name, b"conn_parse_cmd" if o == c else b"conn_waiting")
+            snprintf(name, sizeof(name), b"%d:secs_since_last_cmd", o.fd)
+            append_stat_u64(c, name, now - mc_load_u32(&o.last_cmd_time))
+            o = o.next
+        pthread_mutex_unlock(&g_workers[w].lock)
+
+# `stats cachedump <class> <limit>`: keys of one class, newest first.
+cdef void stats_cachedump(conn_t* c, uint32_t id, uint32_t limit) noexcept nogil:
+    cdef int i
+    cdef item_t* it
+    cdef uint32_t shown = 0
+    cdef char line[400]
+    cdef int n
+    cdef time_t exp
+    for i in range(g_nshards):
+        pthread_mutex_lock(&g_shards[i].lock)
+        it = g_shards[i].heads[id]
+        while it != NULL and (limit == 0 or shown < limit):
+            exp = 0
+            if it.exptime != 0:
+                exp = <time_t>it.exptime + g_process_started
+            n = snprintf(line, sizeof(line), b"ITEM %.*s [%u b; %ld s]\r\n", <int>it.nkey,
+                         ITEM_key(it), it.nbytes - 2, <long>exp)
+            out_raw(c, line, <size_t>n)
+            shown += 1
+            it = it.next
+        pthread_mutex_unlock(&g_shards[i].lock)
+        if limit != 0 and shown >= limit:
+            break
+    out_raw(c, b"END\r\n", 5)
+
+cdef int process_stat(conn_t* c, token_t* tokens, size_t ntokens) noexcept nogil:
+    cdef token_t* sub = &tokens[1]
+    cdef uint32_t id
+    cdef uint32_t limit
+    if ntokens < 2:
+        out_string(c, b"CLIENT_ERROR bad command line")
+        return 0
+    if ntokens == 2:
+        stats_general(c)
+    elif tok_eq(sub, b"reset", 5):
+        stats_reset()
+        out_string(c, b"RESET")
+        return 0
+    elif tok_eq(sub, b"detail", 6):
+        if ntokens < 4:
+            out_string(c, b"CLIENT_ERROR usage: stats detail on|off|dump")
+        elif tok_eq(&tokens[2], b"on", 2) or tok_eq(&tokens[2], b"off", 3):
+            out_string(c, b"OK")
+        elif tok_eq(&tokens[2], b"dump", 4):
+            out_raw(c, b"END\r\n", 5)
+        else:
+            out_string(c, b"CLIENT_ERROR usage: stats detail on|off|dump")
+        return 0
+    elif tok_eq(sub, b"settings", 8):
+        stats_settings(c)
+    elif tok_eq(sub, b"cachedump", 9):
+        if not g_settings.dump_enabled:
+            out_string(c, b"CLIENT_ERROR stats cachedump not allowed")
+            return 0
+        if ntokens < 5:
+            out_string(c, b"CLIENT_ERROR bad command line")
+            return 0
+        if not (tok_strtoul(&tokens[2], &id) and tok_strtoul(&tokens[3], &limit)):
+            out_string(c, b"CLIENT_ERROR bad command line format")
+            return 0
+        if id >= MAX_SLAB_CLASSES:
+            out_string(c, b"CLIENT_ERROR Illegal slab id")
+            return 0
+        stats_cachedump(c, id, limit)
+        return 0
+    elif tok_eq(sub, b"conns", 5):
+        stats_conns(c)
+    elif tok_eq(sub, b"items", 5):
+        stats_items(c)
+    elif tok_eq(sub, b"slabs", 5):
+        stats_slabs(c)
+    elif tok_eq(sub, b"sizes", 5):
+        out_raw(c, b"STAT sizes_status disabled\r\n", 28)
+    else:
+        out_string(c, b"ERROR")
+        return 0
+    out_raw(c, b"END\r\n", 5)
+    return 0

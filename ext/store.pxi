@@ -1,0 +1,336 @@
+# store.pxi -- shards and the item operations every protocol uses.
+#
+# The key space is split over g_nshards shards (a power of two) by the low bits
+# of the key hash. A request takes exactly one shard lock and does all its work
+# on the item under it (lookup, copy into the reply, store, LRU and counters);
+# there is no global lock on this path. The memory limit is global and lives in
+# the slab allocator (slabs.pxi), whose short lock nests inside a shard lock.
+#
+# Lock order: shard -> slabs. A second shard lock is only ever trylock'ed
+# (eviction, lru.pxi). `do_` functions expect the caller to hold the shard lock.
+#
+# memcached semantics kept here: CAS compare-and-swap rules, add bumping an
+# existing item, append/prepend keeping flags and TTL, incr/decr in place with
+# space padding, lazy expiry and flush checks.
+
+cdef shard_t* g_shards = NULL
+cdef int g_nshards = 0
+
+cdef enum store_comm_t:
+    NREAD_ADD = 1
+    NREAD_SET = 2
+    NREAD_REPLACE = 3
+    NREAD_APPEND = 4
+    NREAD_PREPEND = 5
+    NREAD_CAS = 6
+
+cdef enum store_result_t:
+    STORE_STORED = 1
+    STORE_NOT_STORED = 2
+    STORE_EXISTS = 3
+    STORE_NOT_FOUND = 4
+
+cdef enum delta_result_t:
+    DELTA_OK = 0
+    DELTA_NON_NUMERIC = 1
+    DELTA_EOM = 2
+    DELTA_NOT_FOUND = 3
+    DELTA_CAS_MISMATCH = 4
+
+cdef inline void sinc(uint64_t* p) noexcept nogil:
+    mc_stat_add(p, 1)
+
+cdef int store_init(int nshards, int hashpower) noexcept nogil:
+    global g_shards, g_nshards
+    cdef int i
+    g_shards = <shard_t*>calloc(nshards, sizeof(shard_t))
+    if g_shards == NULL:
+        return -1
+    g_nshards = nshards
+    for i in range(nshards):
+        pthread_mutex_init(&g_shards[i].lock, NULL)
+        g_shards[i].hashpower = <uint32_t>hashpower
+        g_shards[i].buckets = <item_t**>calloc(<size_t>1 << hashpower, sizeof(item_t*))
+        if g_shards[i].buckets == NULL:
+            return -1
+    return 0
+
+cdef void store_destroy() noexcept nogil:
+    global g_shards, g_nshards
+    cdef int i
+    if g_shards == NULL:
+        return
+    for i in range(g_nshards):
+        free(g_shards[i].buckets)
+        pthread_mutex_destroy(&g_shards[i].lock)
+    free(g_shards)
+    g_shards = NULL
+    g_nshards = 0
+
+cdef inline shard_t* shard_of(uint64_t h) noexcept nogil:
+    return &g_shards[h & <uint64_t>(g_nshards - 1)]
+
+cdef inline uint32_t bucket_hv(uint64_t h) noexcept nogil:
+    return <uint32_t>(h >> 32)
+
+# Link a new item: hash table, LRU head, counters, a fresh CAS (or `new_cas`).
+cdef void do_item_link(shard_t* s, item_t* it, uint64_t new_cas) noexcept nogil:
+    it.it_flags |= ITEM_LINKED
+    it.time = current_time()
+    if new_cas != 0:
+        it.cas = new_cas
+    else:
+        it.cas = next_cas()
+    assoc_insert(s, it)
+    lru_link(s, it)
+    s.curr_items += 1
+    s.total_items += 1
+    s.bytes += ITEM_ntotal(it)
+
+# Unlink and free.
+cdef void do_item_unlink(shard_t* s, item_t* it) noexcept nogil:
+    it.it_flags &= ~ITEM_LINKED
+    assoc_delete(s, it)
+    lru_unlink(s, it)
+    s.curr_items -= 1
+    s.bytes -= ITEM_ntotal(it)
+    item_free(it)
+
+cdef inline void do_item_replace(shard_t* s, item_t* old, item_t* it, uint64_t new_cas) noexcept nogil:
+    do_item_unlink(s, old)
+    do_item_link(s, it, new_cas)
+
+# Find a live item. Dead ones found on the way are unlinked and counted.
+cdef item_t* do_item_get(shard_t* s, const char* key, size_t nkey, uint32_t hv,
+                         thread_stats_t* st, bint bump) noexcept nogil:
+    cdef item_t* it = assoc_find(s, key, nkey, hv)
+    cdef int dead
+    if it == NULL:
+        return NULL
+    dead = item_dead(it, current_time())
+    if dead:
+        if dead == 2:
+            sinc(&st.get_flushed)
+        else:
+            sinc(&st.get_expired)
+        do_item_unlink(s, it)
+        return NULL
+    if bump:
+        lru_bump(s, it)
+    return it
+
+cdef item_t* do_item_touch(shard_t* s, const char* key, size_t nkey, uint32_t hv,
+                           rel_time_t exptime, thread_stats_t* st) noexcept nogil:
+    cdef item_t* it = do_item_get(s, key, nkey, hv, st, True)
+    if it != NULL:
+        it.exptime = exptime
+    return it
+
+# Store `it` (unlinked, value filled in, it.cas = the CAS the client sent).
+# On any result but STORED the caller still owns `it` and must free it.
+# `set_stale`: meta "I" mode, a lower CAS is accepted and marks the item stale.
+# `cas_out` receives the CAS of the stored item.
+cdef store_result_t do_store_item(shard_t* s, item_t* it, int comm, thread_stats_t* st,
+                                  bint set_stale, uint64_t new_cas, uint64_t* cas_out,
+                                  bint* consumed) noexcept nogil:
+    cdef item_t* old = do_item_get(s, ITEM_key(it), it.nkey, it.hv, st, False)
+    cdef store_result_t stored = STORE_NOT_STORED
+    cdef uint64_t it_cas = it.cas if g_settings.use_cas else 0
+    cdef uint64_t old_cas
+    cdef int cas_res = 0     # 0 none, 1 match, 2 badval, 3 stale
+    cdef bint do_store = False
+    cdef item_t* new_it = NULL
+    consumed[0] = False
+    if old != NULL:
+        old_cas = old.cas
+        if it_cas == 0:
+            cas_res = 0
+        elif it_cas == old_cas:
+            cas_res = 1
+        elif set_stale and it_cas < old_cas:
+            cas_res = 3
+        else:
+            cas_res = 2
+        if comm == NREAD_ADD:
+            lru_update(s, old)
+        elif comm == NREAD_CAS:
+            if cas_res == 1:
+                sinc(&st.slab[old.slabs_clsid].cas_hits)
+                do_store = True
+            elif cas_res == 3:
+                it.exptime = old.exptime
+                it.it_flags |= ITEM_STALE
+                if old.it_flags & ITEM_TOKEN_SENT:
+                    it.it_flags |= ITEM_TOKEN_SENT
+                sinc(&st.slab[old.slabs_clsid].cas_hits)
+                do_store = True
+            else:
+                sinc(&st.slab[old.slabs_clsid].cas_badval)
+                stored = STORE_EXISTS
+        elif comm == NREAD_APPEND or comm == NREAD_PREPEND:
+            if cas_res != 0 and cas_res != 1:
+                stored = STORE_EXISTS
+            else:
+                old.it_flags |= ITEM_PINNED
+                new_it = item_alloc(s, ITEM_key(it), it.nkey, old.flags, old.exptime,
+                                    it.nbytes + old.nbytes - 2)
+                old.it_flags &= ~ITEM_PINNED
+                if new_it != NULL:
+                    new_it.hv = it.hv
+                    new_it.it_flags |= (old.it_flags & ITEM_KEY_BINARY)
+                    if comm == NREAD_APPEND:
+                        memcpy(ITEM_data(new_it), ITEM_data(old), old.nbytes - 2)
+                        memcpy(ITEM_data(new_it) + old.nbytes - 2, ITEM_data(it), it.nbytes)
+                    else:
+                        memcpy(ITEM_data(new_it), ITEM_data(it), it.nbytes - 2)
+                        memcpy(ITEM_data(new_it) + it.nbytes - 2, ITEM_data(old), old.nbytes)
+                    do_store = True
+        else:
+            do_store = True
+        if do_store:
+            if new_it != NULL:
+                do_item_replace(s, old, new_it, new_cas)
+                cas_out[0] = new_it.cas
+                item_free(it)      # its bytes were copied into new_it
+                consumed[0] = True
+            else:
+                do_item_replace(s, old, it, new_cas)
+                cas_out[0] = it.cas
+                consumed[0] = True
+            stored = STORE_STORED
+    else:
+        if comm == NREAD_ADD or comm == NREAD_SET:
+            do_store = True
+        elif comm == NREAD_CAS:
+            stored = STORE_NOT_FOUND
+            sinc(&st.cas_misses)
+        if do_store:
+            do_item_link(s, it, new_cas)
+            cas_out[0] = it.cas
+            consumed[0] = True
+            stored = STORE_STORED
+    return stored
+
+# Parse a stored value as memcached's safe_strtoull does on item data.
+cdef bint parse_value_u64(const char* p, size_t n, uint64_t* out) noexcept nogil:
+    cdef size_t i = 0
+    cdef uint64_t v = 0
+    cdef bint neg = False
+    cdef size_t start
+    cdef unsigned char ch
+    while i < n and (p[i] == c' ' or (p[i] >= 9 and p[i] <= 13)):
+        i += 1
+    if i < n and (p[i] == c'+' or p[i] == c'-'):
+        neg = p[i] == c'-'
+        i += 1
+    start = i
+    while i < n and p[i] >= c'0' and p[i] <= c'9':
+        ch = <unsigned char>(p[i] - c'0')
+        if v > (0xFFFFFFFFFFFFFFFFULL - ch) // 10:
+            return False
+        v = v * 10 + ch
+        i += 1
+    if i == start:
+        return False
+    if i < n and not (p[i] == c' ' or (p[i] >= 9 and p[i] <= 13)):
+        return False
+    if neg:
+        v = <uint64_t>(-<int64_t>v)
+    if <int64_t>v < 0 and (neg or memchr(p, c'-', n) != NULL):
+        return False
+    out[0] = v
+    return True
+
+cdef inline char* write_u64(char* p, uint64_t v) noexcept nogil:
+    cdef char tmp[24]
+    cdef int n = 0
+    if v == 0:
+        p[0] = c'0'
+        return p + 1
+    while v:
+        tmp[n] = <char>(c'0' + v % 10)
+        v //= 10
+        n += 1
+    while n:
+        n -= 1
+        p[0] = tmp[n]
+        p += 1
+    return p
+
+cdef inline char* write_i64(char* p, int64_t v) noexcept nogil:
+    if v < 0:
+        p[0] = c'-'
+        return write_u64(p + 1, <uint64_t>(-v))
+    return write_u64(p, <uint64_t>v)
+
+# incr/decr. `buf` receives the new value as text (NUL-terminated), `cas` in:
+# CAS to compare (0 = none), out: the item's new CAS. `it_out` (may be NULL)
+# receives the item, still linked and locked by the caller.
+cdef delta_result_t do_add_delta(shard_t* s, const char* key, size_t nkey, uint32_t hv,
+                                 bint incr, uint64_t delta, char* buf, uint64_t* cas,
+                                 thread_stats_t* st, item_t** it_out,
+                                 uint64_t new_cas) noexcept nogil:
+    cdef item_t* it = do_item_get(s, key, nkey, hv, st, False)
+    cdef uint64_t value
+    cdef char* end
+    cdef size_t res
+    cdef item_t* new_it
+    if it == NULL:
+        return DELTA_NOT_FOUND
+    if it.nbytes <= 2:
+        return DELTA_NON_NUMERIC
+    if cas != NULL and cas[0] != 0 and it.cas != cas[0]:
+        return DELTA_CAS_MISMATCH
+    if not parse_value_u64(ITEM_data(it), it.nbytes, &value):
+        return DELTA_NON_NUMERIC
+    if incr:
+        value += delta
+        sinc(&st.slab[it.slabs_clsid].incr_hits)
+    else:
+        if delta > value:
+            value = 0
+        else:
+            value -= delta
+        sinc(&st.slab[it.slabs_clsid].decr_hits)
+    end = write_u64(buf, value)
+    end[0] = 0
+    res = <size_t>(end - buf)
+    if res + 2 <= it.nbytes:
+        # in place, right-padded with spaces, as memcached does
+        if new_cas != 0:
+            it.cas = new_cas
+        else:
+            it.cas = next_cas()
+        memcpy(ITEM_data(it), buf, res)
+        memset(ITEM_data(it) + res, c' ', it.nbytes - res - 2)
+        lru_update(s, it)
+    else:
+        it.it_flags |= ITEM_PINNED
+        new_it = item_alloc(s, key, nkey, it.flags, it.exptime, res + 2)
+        it.it_flags &= ~ITEM_PINNED
+        if new_it == NULL:
+            return DELTA_EOM
+        new_it.hv = hv
+        new_it.it_flags |= (it.it_flags & ITEM_KEY_BINARY)
+        memcpy(ITEM_data(new_it), buf, res)
+        memcpy(ITEM_data(new_it) + res, b"\r\n", 2)
+        do_item_replace(s, it, new_it, new_cas)
+        it = new_it
+    if cas != NULL:
+        cas[0] = it.cas
+    if it_out != NULL:
+        it_out[0] = it
+    return DELTA_OK
+
+# Sum of the per-shard item counters (takes each shard lock in turn).
+cdef void store_totals(uint64_t* curr_items, uint64_t* total_items, uint64_t* bytes) noexcept nogil:
+    cdef int i
+    curr_items[0] = 0
+    total_items[0] = 0
+    bytes[0] = 0
+    for i in range(g_nshards):
+        pthread_mutex_lock(&g_shards[i].lock)
+        curr_items[0] += g_shards[i].curr_items
+        total_items[0] += g_shards[i].total_items
+        bytes[0] += g_shards[i].bytes
+        pthread_mutex_unlock(&g_shards[i].lock)

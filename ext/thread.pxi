@@ -1,0 +1,207 @@
+# thread.pxi -- worker threads, the acceptor thread, and the clock.
+#
+# Each worker runs worker_loop(): its own epoll set, entered once from Python
+# and left only at shutdown, with the GIL released the whole time. The acceptor
+# thread (acceptor_loop) owns the listening sockets: it accepts, enforces -c as
+# memcached does, and hands each connection to the next worker round-robin
+# through the worker's queue and eventfd (one acceptor balances far better than
+# workers racing on a shared listener). It also ticks the clock once a second.
+#
+# Shutdown: stop_all() sets g_shutdown and pokes every eventfd; each loop
+# closes what it owns and returns to Python, which joins the threads.
+
+cdef int* g_listen_fds = NULL
+cdef int* g_listen_kinds = NULL
+cdef int g_acceptor_wake = -1
+cdef int g_next_worker = 0
+
+cdef int workers_init(int n) noexcept nogil:
+    global g_workers, g_nworkers, g_acceptor_wake
+    cdef int i
+    cdef epoll_event ev
+    g_workers = <worker_t*>calloc(n, sizeof(worker_t))
+    if g_workers == NULL:
+        return -1
+    g_nworkers = n
+    for i in range(n):
+        g_workers[i].id = i
+        g_workers[i].epfd = epoll_create1(EPOLL_CLOEXEC)
+        g_workers[i].notify_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)
+        if g_workers[i].epfd < 0 or g_workers[i].notify_fd < 0:
+            return -1
+        pthread_mutex_init(&g_workers[i].lock, NULL)
+        g_workers[i].pending_cap = 64
+        g_workers[i].pending = <int*>malloc(64 * sizeof(int))
+        g_workers[i].pending_kind = <int*>malloc(64 * sizeof(int))
+        ev.events = EPOLLIN
+        ev.data.ptr = NULL
+        epoll_ctl(g_workers[i].epfd, EPOLL_CTL_ADD, g_workers[i].notify_fd, &ev)
+    g_acceptor_wake = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)
+    return 0
+
+cdef void workers_destroy() noexcept nogil:
+    global g_workers, g_nworkers, g_acceptor_wake
+    cdef int i
+    if g_workers == NULL:
+        return
+    for i in range(g_nworkers):
+        close(g_workers[i].epfd)
+        close(g_workers[i].notify_fd)
+        free(g_workers[i].pending)
+        free(g_workers[i].pending_kind)
+        pthread_mutex_destroy(&g_workers[i].lock)
+    free(g_workers)
+    g_workers = NULL
+    g_nworkers = 0
+    if g_acceptor_wake >= 0:
+        close(g_acceptor_wake)
+        g_acceptor_wake = -1
+
+cdef inline void eventfd_poke(int fd) noexcept nogil:
+    cdef uint64_t one = 1
+    write(fd, &one, 8)
+
+cdef inline void eventfd_drain(int fd) noexcept nogil:
+    cdef uint64_t v
+    read(fd, &v, 8)
+
+# Hand a new connection to a worker (acceptor thread).
+cdef void dispatch_conn_new(int fd, int kind) noexcept nogil:
+    global g_next_worker
+    cdef worker_t* w = &g_workers[g_next_worker]
+    cdef int* np
+    cdef int* nk
+    g_next_worker = (g_next_worker + 1) % g_nworkers
+    pthread_mutex_lock(&w.lock)
+    if w.npending == w.pending_cap:
+        np = <int*>realloc(w.pending, w.pending_cap * 2 * sizeof(int))
+        nk = <int*>realloc(w.pending_kind, w.pending_cap * 2 * sizeof(int))
+        if np != NULL:
+            w.pending = np
+        if nk != NULL:
+            w.pending_kind = nk
+        if np == NULL or nk == NULL:
+            pthread_mutex_unlock(&w.lock)
+            close(fd)
+            mc_fetch_add_u64(&g_curr_conns, <uint64_t>-1)
+            return
+        w.pending_cap *= 2
+    w.pending[w.npending] = fd
+    w.pending_kind[w.npending] = kind
+    w.npending += 1
+    pthread_mutex_unlock(&w.lock)
+    eventfd_poke(w.notify_fd)
+
+cdef void worker_take_pending(worker_t* w) noexcept nogil:
+    cdef int fds[64]
+    cdef int kinds[64]
+    cdef int n
+    cdef int i
+    while True:
+        pthread_mutex_lock(&w.lock)
+        n = w.npending if w.npending < 64 else 64
+        for i in range(n):
+            fds[i] = w.pending[w.npending - 1 - i]
+            kinds[i] = w.pending_kind[w.npending - 1 - i]
+        w.npending -= n
+        pthread_mutex_unlock(&w.lock)
+        if n == 0:
+            return
+        for i in range(n):
+            if conn_new(w, fds[i], kinds[i]) == NULL:
+                mc_fetch_add_u64(&g_curr_conns, <uint64_t>-1)
+
+cdef void worker_idle_sweep(worker_t* w) noexcept nogil:
+    cdef conn_t* c = w.conns
+    cdef conn_t* nxt
+    cdef rel_time_t now = current_time()
+    while c != NULL:
+        nxt = c.next
+        if now - c.last_cmd_time > <rel_time_t>g_settings.idle_timeout and not c.want_write:
+            mc_stat_add(&w.stats.idle_kicks, 1)
+            conn_close(c)
+        c = nxt
+
+cdef void worker_loop(worker_t* w) noexcept nogil:
+    cdef epoll_event events[256]
+    cdef int n
+    cdef int i
+    cdef conn_t* c
+    cdef uint32_t ev
+    cdef rel_time_t last_sweep = current_time()
+    while not mc_load_int(&g_shutdown):
+        n = epoll_wait(w.epfd, events, 256, 1000)
+        for i in range(n):
+            c = <conn_t*>events[i].data.ptr
+            if c == NULL:
+                eventfd_drain(w.notify_fd)
+                worker_take_pending(w)
+                continue
+            ev = events[i].events
+            if c.want_write:
+                if ev & (EPOLLOUT | EPOLLERR | EPOLLHUP):
+                    conn_on_writable(c)
+            elif ev & (EPOLLIN | EPOLLERR | EPOLLHUP):
+                conn_on_readable(c)
+        if g_settings.idle_timeout > 0 and current_time() != last_sweep:
+            last_sweep = current_time()
+            worker_idle_sweep(w)
+    # shutdown: drop every connection this worker owns
+    worker_take_pending(w)
+    while w.conns != NULL:
+        c = w.conns
+        conn_flush(c)
+        conn_close(c)
+
+cdef void acceptor_loop(int nlisteners) noexcept nogil:
+    cdef int epfd = epoll_create1(EPOLL_CLOEXEC)
+    cdef epoll_event ev
+    cdef epoll_event events[16]
+    cdef int i
+    cdef int n
+    cdef int j
+    cdef int fd
+    cdef int lfd
+    cdef int kind
+    cdef uint64_t reserved = <uint64_t>(5 * g_nworkers + 3 + nlisteners)
+    cdef const char* msg = b"ERROR Too many open connections\r\n"
+    for i in range(nlisteners):
+        ev.events = EPOLLIN
+        ev.data.u64 = <uint64_t>i
+        epoll_ctl(epfd, EPOLL_CTL_ADD, g_listen_fds[i], &ev)
+    ev.events = EPOLLIN
+    ev.data.u64 = <uint64_t>0xFFFFFFFFU
+    epoll_ctl(epfd, EPOLL_CTL_ADD, g_acceptor_wake, &ev)
+    while not mc_load_int(&g_shutdown):
+        n = epoll_wait(epfd, events, 16, 250)
+        clock_tick()
+        for j in range(n):
+            if events[j].data.u64 == <uint64_t>0xFFFFFFFFU:
+                eventfd_drain(g_acceptor_wake)
+                continue
+            lfd = g_listen_fds[events[j].data.u64]
+            kind = g_listen_kinds[events[j].data.u64]
+            while True:
+                fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)
+                if fd < 0:
+                    break
+                if g_settings.maxconns_fast and \
+                        mc_load_u64(&g_curr_conns) + reserved >= <uint64_t>(g_settings.maxconns - 1):
+                    send(fd, msg, strlen(msg), MSG_NOSIGNAL | MSG_DONTWAIT)
+                    close(fd)
+                    mc_fetch_add_u64(&g_rejected_conns, 1)
+                    continue
+                mc_fetch_add_u64(&g_curr_conns, 1)
+                mc_fetch_add_u64(&g_total_conns, 1)
+                if mc_load_u64(&g_curr_conns) + <uint64_t>nlisteners > mc_load_u64(&g_conn_structures):
+                    mc_store_u64(&g_conn_structures, mc_load_u64(&g_curr_conns) + <uint64_t>nlisteners)
+                dispatch_conn_new(fd, kind)
+    close(epfd)
+
+cdef void stop_all() noexcept nogil:
+    cdef int i
+    mc_store_int(&g_shutdown, 1)
+    if g_acceptor_wake >= 0:
+        eventfd_poke(g_acceptor_wake)
+    for i in range(g_nworkers):
+        eventfd_poke(g_workers[i].notify_fd)

@@ -1,0 +1,266 @@
+# memcachepy.cli — the command line, memcached's flags and their checks.
+#
+# Owns: turning argv into a validated Settings object, with memcached 1.6's
+# option names, defaults, limits and error messages, so that a memcached
+# command line (or a /etc/memcached.conf) runs unchanged; then handing the
+# Settings to memcachepy.server. Nothing here runs per request.
+#
+# Exit codes follow memcached: 64 (EX_USAGE) for bad option values, 1 for
+# unknown options / sub-options, 0 after -h / -V.
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import List, Optional, Sequence
+
+from . import __version__
+from .settings import Settings, SettingsError, parse_size, parse_suboptions
+
+EX_USAGE = 64
+
+USAGE = """\
+memcachepy {version} (memcached {mcversion} compatible)
+-p, --port=<num>          TCP port to listen on (default: 11211; 0 = any free port)
+-U, --udp-port=<num>      UDP port to listen on (only 0, UDP is off)
+-s, --unix-socket=<file>  UNIX socket to listen on (disables network support)
+-A, --enable-shutdown     enable ascii "shutdown" command
+-a, --unix-mask=<mask>    access mask for UNIX socket, in octal (default: 700)
+-l, --listen=<addr>       interface to listen on (default: INADDR_ANY)
+                          a comma separated list, host or host:port
+-d, --daemon              run as a daemon
+-r, --enable-coredumps    maximize core file limit
+-u, --user=<user>         assume identity of <username> (only when run as root)
+-m, --memory-limit=<num>  item memory in megabytes (default: 64)
+-M, --disable-evictions   return error on memory exhausted instead of evicting
+-c, --conn-limit=<num>    max simultaneous connections (default: 1024)
+-k, --lock-memory         accepted, ignored
+-v, --verbose             verbose (print errors/warnings while in event loop)
+-vv                       very verbose (also print client commands/responses)
+-h, --help                print this help and exit
+-i, --license             print memcachepy and memcached license and exit
+-V, --version             print version and exit
+-P, --pidfile=<file>      save PID in <file>, only used with -d option
+-f, --slab-growth-factor=<num> chunk size growth factor (default: 1.25)
+-n, --slab-min-size=<bytes> min space used for key+value+flags (default: 48)
+-L, --enable-largepages   accepted, ignored
+-D <char>                 Use <char> as the delimiter between key prefixes and IDs
+-t, --threads=<num>       number of worker threads to use (default: 4)
+-R, --max-reqs-per-event  maximum number of requests per event (default: 20)
+-C, --disable-cas         disable use of CAS
+-b, --listen-backlog=<num> set the backlog queue limit (default: 1024)
+-B, --protocol=<name>     protocol - one of ascii, binary, or auto (default: auto-negotiate)
+-I, --max-item-size=<num> adjusts max item size (default: 1m, min: 1k, max: 1024m)
+-F, --disable-flush-all   disable flush_all command
+-X, --disable-dumping     disable stats cachedump and lru_crawler metadump
+-W, --disable-watch       disable watch commands (live logging)
+-o, --extended            comma separated list of extended options
+                          most options have a 'no_' prefix to disable
+   - maxconns_fast:       immediately close new connections after limit (default: enabled)
+   - hashpower:           accepted for compatibility (tables size themselves)
+   - idle_timeout:        timeout for idle connections. (default: 0, no timeout)
+   - slab_chunk_max:      (bytes) largest chunk of a slab class (default: 524288)
+   - shards:              number of hash table shards, a power of two (default: 64)
+   - lru_crawler, lru_maintainer, slab_reassign, slab_automove, hot_lru_pct,
+     warm_lru_pct, hot_max_factor, warm_max_factor, temporary_ttl, tail_repair_time,
+     hash_algorithm, track_sizes, modern, no_modern, watcher_logbuf_size,
+     worker_logbuf_size, read_buf_mem_limit, drop_privileges: accepted as memcached
+     does; memcachepy's LRU and allocator do not need them
+--config=<file>           read options from a memcached.conf-style file first
+--check-config            validate the options (and config file) and exit
+"""
+
+LICENSE_TEXT = """memcachepy is distributed under the BSD 3-Clause license (see LICENSE).
+It is an independent implementation of the memcached protocol; memcached itself
+is Copyright (c) 2003, Danga Interactive, Inc. and distributed under the BSD license.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="memcachepy", add_help=False, allow_abbrev=False)
+    p.add_argument("-p", "--port", default="11211")
+    p.add_argument("-U", "--udp-port", default="0")
+    p.add_argument("-s", "--unix-socket")
+    p.add_argument("-A", "--enable-shutdown", action="store_true")
+    p.add_argument("-a", "--unix-mask", default="0700")
+    p.add_argument("-l", "--listen", action="append")
+    p.add_argument("-d", "--daemon", action="store_true")
+    p.add_argument("-r", "--enable-coredumps", action="store_true")
+    p.add_argument("-u", "--user")
+    p.add_argument("-m", "--memory-limit", default="64")
+    p.add_argument("-M", "--disable-evictions", action="store_true")
+    p.add_argument("-c", "--conn-limit", default="1024")
+    p.add_argument("-k", "--lock-memory", action="store_true")
+    p.add_argument("-v", "--verbose", action="count", default=0)
+    p.add_argument("-h", "--help", action="store_true")
+    p.add_argument("-i", "--license", action="store_true")
+    p.add_argument("-V", "--version", action="store_true")
+    p.add_argument("-P", "--pidfile")
+    p.add_argument("-f", "--slab-growth-factor", default="1.25")
+    p.add_argument("-n", "--slab-min-size", default="48")
+    p.add_argument("-L", "--enable-largepages", action="store_true")
+    p.add_argument("-D", dest="prefix_delimiter")
+    p.add_argument("-t", "--threads", default="4")
+    p.add_argument("-R", "--max-reqs-per-event", default="20")
+    p.add_argument("-C", "--disable-cas", action="store_true")
+    p.add_argument("-b", "--listen-backlog", default="1024")
+    p.add_argument("-B", "--protocol", default="auto")
+    p.add_argument("-I", "--max-item-size", default="1m")
+    p.add_argument("-F", "--disable-flush-all", action="store_true")
+    p.add_argument("-X", "--disable-dumping", action="store_true")
+    p.add_argument("-W", "--disable-watch", action="store_true")
+    p.add_argument("-Y", "--auth-file")
+    p.add_argument("-e", "--memory-file")
+    p.add_argument("-S", "--enable-sasl", action="store_true")
+    p.add_argument("-N", "--napi-ids")
+    p.add_argument("-Z", "--enable-ssl", action="store_true")
+    p.add_argument("-o", "--extended", action="append", default=[])
+    p.add_argument("--config")
+    p.add_argument("--check-config", action="store_true")
+    p.add_argument("--metrics-listen")
+    return p
+
+
+class _ArgError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise _ArgError(message)
+
+
+def _int(value: str, what: str) -> int:
+    try:
+        return int(value, 10)
+    except (TypeError, ValueError):
+        raise SettingsError(f"Invalid value for {what}: {value!r}") from None
+
+
+def settings_from_args(ns: argparse.Namespace) -> Settings:
+    """Validate parsed options exactly as memcached does; raise SettingsError."""
+    s = Settings()
+    s.port = _int(ns.port, "-p")
+    s.udpport = _int(ns.udp_port, "-U")
+    if s.port < 0 or s.port > 65535:
+        raise SettingsError("Invalid port number")
+    if s.udpport != 0:
+        raise SettingsError("UDP is not supported by memcachepy (memcached turns it off by default too); use -U 0")
+    s.domain_socket = ns.unix_socket
+    try:
+        s.unix_mask = int(ns.unix_mask, 8)
+    except ValueError:
+        raise SettingsError(f"Invalid value for -a: {ns.unix_mask!r}") from None
+    s.shutdown_command = ns.enable_shutdown
+    if ns.listen:
+        s.listen = [a.strip() for item in ns.listen for a in item.split(",") if a.strip()]
+    s.daemonize = ns.daemon
+    s.user = ns.user
+    mb = _int(ns.memory_limit, "-m")
+    if mb <= 0:
+        raise SettingsError("Memory limit must be at least 1 megabyte")
+    s.maxbytes = mb * 1024 * 1024
+    s.evict_to_free = not ns.disable_evictions
+    s.maxconns = _int(ns.conn_limit, "-c")
+    if s.maxconns <= 0:
+        raise SettingsError("Maximum connections must be greater than 0")
+    s.verbose = min(ns.verbose, 2)
+    s.pidfile = ns.pidfile
+    try:
+        s.factor = float(ns.slab_growth_factor)
+    except ValueError:
+        raise SettingsError("Factor must be greater than 1") from None
+    if s.factor <= 1.0:
+        raise SettingsError("Factor must be greater than 1")
+    s.chunk_size = _int(ns.slab_min_size, "-n")
+    if s.chunk_size <= 0:
+        raise SettingsError("Chunk size must be greater than 0")
+    if ns.prefix_delimiter is not None:
+        s.prefix_delimiter = ns.prefix_delimiter[:1] or ":"
+    s.num_threads = _int(ns.threads, "-t")
+    if s.num_threads <= 0:
+        raise SettingsError("Number of threads must be greater than 0")
+    if s.num_threads > 64:
+        raise SettingsError("Number of threads must be at most 64")
+    s.reqs_per_event = _int(ns.max_reqs_per_event, "-R")
+    if s.reqs_per_event <= 0:
+        raise SettingsError("Number of requests per event must be greater than 0")
+    s.use_cas = not ns.disable_cas
+    s.backlog = _int(ns.listen_backlog, "-b")
+    if ns.protocol not in ("ascii", "binary", "auto"):
+        raise SettingsError(f"Invalid value for binding protocol: {ns.protocol}\n"
+                            " -- should be one of auto, binary, or ascii")
+    if ns.protocol == "binary":
+        raise SettingsError("memcachepy speaks the text and meta protocols only; -B binary is not supported")
+    s.binding_protocol = "ascii" if ns.protocol == "ascii" else "auto-negotiate"
+    s.item_size_max = parse_size(ns.max_item_size)
+    s.flush_enabled = not ns.disable_flush_all
+    s.dump_enabled = not ns.disable_dumping
+    s.watch_enabled = not ns.disable_watch
+    if ns.auth_file or ns.enable_sasl or ns.enable_ssl or ns.memory_file:
+        raise SettingsError("authentication, TLS and restartable caches (-Y, -S, -Z, -e) are not supported")
+    for opt in ns.extended:
+        parse_suboptions(s, opt)
+    s.metrics_listen = ns.metrics_listen
+    s.check()
+    return s
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = build_parser()
+    parser.__class__ = _Parser
+    return parser.parse_args(list(argv))
+
+
+def _expand_config(argv: List[str]) -> List[str]:
+    """Put the options of --config FILE (if given) before the real command line,
+    so that command-line flags win."""
+    path: Optional[str] = None
+    for i, a in enumerate(argv):
+        if a == "--config" and i + 1 < len(argv):
+            path = argv[i + 1]
+        elif a.startswith("--config="):
+            path = a.split("=", 1)[1]
+    if path is None:
+        return argv
+    from . import config
+    return config.merge_argv(config.read_config_file(path), argv)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = _expand_config(args)
+        ns = parse_args(args)
+    except _ArgError as e:
+        sys.stderr.write(f"memcachepy: {e}\nTry `memcachepy -h' for more information.\n")
+        return 1
+    except (OSError, ValueError) as e:
+        sys.stderr.write(f"memcachepy: {e}\n")
+        return EX_USAGE
+    if ns.help:
+        sys.stdout.write(USAGE.format(version=__version__, mcversion=Settings.memcached_version))
+        return 0
+    if ns.version:
+        sys.stdout.write(f"memcachepy {__version__} (memcached {Settings.memcached_version} compatible)\n")
+        return 0
+    if ns.license:
+        sys.stdout.write(LICENSE_TEXT)
+        return 0
+    try:
+        settings = settings_from_args(ns)
+    except SettingsError as e:
+        sys.stderr.write(f"{e}\n")
+        return e.exit_code
+    if ns.check_config:
+        sys.stdout.write("configuration OK\n")
+        return 0
+    if os.geteuid() == 0 and not settings.user:
+        sys.stderr.write("can't run as root without the -u switch\n")
+        return EX_USAGE
+    from .server import run
+    return run(settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,53 @@
+"""Build the compiled core (and, when present, the benchmark load generator).
+
+Everything else about the package is in pyproject.toml. Set MEMCACHEPY_DEBUG=1
+to build with assertions and debug info, MEMCACHEPY_SANITIZE=address,undefined
+(or thread) to add sanitizers, for the reliability runs.
+"""
+import os
+
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+debug = os.environ.get("MEMCACHEPY_DEBUG") == "1"
+sanitize = os.environ.get("MEMCACHEPY_SANITIZE", "")
+
+cflags = ["-O2", "-fno-strict-aliasing", "-Wno-unused-function", "-Wno-unreachable-code"]
+ldflags = []
+macros = []
+if debug or sanitize:
+    cflags = ["-O1", "-g", "-fno-omit-frame-pointer", "-fno-strict-aliasing", "-Wno-unused-function"]
+    macros.append(("MEMCACHEPY_DEBUG", "1"))
+else:
+    macros.append(("NDEBUG", "1"))
+if sanitize:
+    cflags.append(f"-fsanitize={sanitize}")
+    ldflags.append(f"-fsanitize={sanitize}")
+
+extensions = [
+    Extension(
+        "memcachepy._core",
+        ["ext/_core.pyx"],
+        include_dirs=["ext"],
+        define_macros=macros,
+        extra_compile_args=cflags,
+        extra_link_args=ldflags,
+    )
+]
+if os.path.exists(os.path.join("bench", "_loadgen.pyx")):
+    extensions.append(
+        Extension(
+            "memcachepy._loadgen",
+            ["bench/_loadgen.pyx"],
+            include_dirs=["bench"],
+            extra_compile_args=["-O2"],
+        )
+    )
+
+setup(
+    ext_modules=cythonize(
+        extensions,
+        compiler_directives={"language_level": "3"},
+        include_path=["ext"],
+    )
+)
