@@ -314,9 +314,12 @@ t("cache_memlimit_cmd", b"cache_memlimit 100\r\n", b"stats\r\n", b"cache_memlimi
   b"cache_memlimit 64 noreply\r\n", b"cache_memlimit 8\r\n", b"stats settings\r\n")
 
 # ---------------------------------------------------------------- stats
+# incr/decr hits are left out of the general-stats transcripts: whether memcached rewrites
+# the number in place (total_items unchanged) or links a new item (total_items + 1) depends
+# on a refcount race with its LRU maintainer.  incr_hits/decr_hits are diffed via stats slabs.
 t("stats_after_ops", s("a", "1"), s("b", "2"), b"get a b zz\r\n", b"gets a\r\n",
   st("add", "a", "x"), b"cas a 0 0 1 999\r\nx\r\n", b"cas zz 0 0 1 1\r\nx\r\n",
-  b"incr a 1\r\nincr zz 1\r\ndecr a 1\r\ndecr zz 1\r\n", b"touch a 0\r\ntouch zz 0\r\n",
+  b"incr zz 1\r\ndecr zz 1\r\n", b"touch a 0\r\ntouch zz 0\r\n",
   b"gat 0 a zz\r\n", b"delete b\r\ndelete zz\r\n", b"flush_all 0\r\n", b"get a\r\n",
   b"stats\r\n")
 t("stats_expired_and_flushed_counters", s("a", "1"), b"touch a -1\r\n", b"get a\r\n",
@@ -334,7 +337,8 @@ t("stats_items_after_sets", s("a", "1"), s("b", "x" * 100), s("c", "y" * 1000),
   s("d", "z" * 1000), b"get a b c d\r\n", b"stats items\r\n")
 t("stats_items_empty", b"stats items\r\n")
 t("stats_slabs_after_sets", s("a", "1"), s("b", "x" * 100), s("c", "y" * 1000),
-  b"get a b\r\n", b"delete c\r\n", b"incr a 1\r\n", b"touch a 0\r\n", b"stats slabs\r\n")
+  b"get a b\r\n", b"delete c\r\n", b"incr a 1\r\n", b"decr a 1\r\n", b"touch a 0\r\n",
+  b"stats slabs\r\n")
 t("stats_slabs_empty", b"stats slabs\r\n")
 # (the successful cachedump listing depends on which sub-LRU the maintainer thread has moved
 # each item to, so it is checked structurally in test_stats_cachedump_listing instead)
