@@ -291,3 +291,69 @@ def test_refuses_what_memcached_refuses(tmp_path, bad):
     except ConfigError as e:
         errors = [e]
     assert errors, f"{bad} passed our validation but memcached refuses it"
+
+
+# ------------------------------------------- the daemon itself (integration)
+#
+# `memcachepy --config FILE [--check-config]`: these turn on by themselves once
+# the daemon runs and its -h lists --config (until then they skip and say why).
+
+
+def _daemon_with_config_or_skip() -> None:
+    from support.daemons import memcachepy_status
+    ok, reason = memcachepy_status()
+    if not ok:
+        pytest.skip(reason)
+    r = subprocess.run([sys.executable, "-m", "memcachepy", "-h"], cwd=REPO,
+                       capture_output=True, text=True, timeout=30)
+    if "--config" not in r.stdout + r.stderr:
+        pytest.skip("memcachepy's CLI has no --config yet")
+
+
+def _root() -> list[str]:
+    return ["-u", "root"] if os.geteuid() == 0 else []
+
+
+def test_daemon_reads_config_and_cli_overrides(tmp_path):
+    _daemon_with_config_or_skip()
+    path = write(tmp_path, "-m 32\n-c 77\n-p 11211\n-l 127.0.0.1\n-U 0\n-o idle_timeout=9\n")
+    portfile = tmp_path / "port"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "memcachepy", "--config", path, *_root(), "-p", "0",
+         "-c", "55"], cwd=REPO, stderr=subprocess.DEVNULL,
+        env={**os.environ, "MEMCACHED_PORT_FILENAME": str(portfile)})
+    try:
+        deadline = time.monotonic() + 30
+        port = None
+        while port is None and time.monotonic() < deadline and proc.poll() is None:
+            m = re.search(r"TCP INET: (\d+)", portfile.read_text()) if portfile.exists() else None
+            port = int(m.group(1)) if m else None
+            time.sleep(0.05)
+        assert port, "daemon did not start with --config"
+        st = _stats_settings(port)
+    finally:
+        proc.terminate()
+        proc.wait(15)
+    assert st["maxbytes"] == str(32 * 1024 * 1024)  # from the file
+    assert st["maxconns"] == "55"                  # the command line won over 77
+    assert st["idle_timeout"] == "9"
+    assert st["tcpport"] != "11211"
+
+
+def test_daemon_check_config(tmp_path):
+    _daemon_with_config_or_skip()
+    good = write(tmp_path, "-m 32\n-l 127.0.0.1\n", "good.conf")
+    bad = write(tmp_path, "-m 32\n-t many\n", "bad.conf")
+    r = subprocess.run([sys.executable, "-m", "memcachepy", "--config", good, "--check-config"],
+                       cwd=REPO, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert "OK" in r.stdout
+    r = subprocess.run([sys.executable, "-m", "memcachepy", "--config", bad, "--check-config"],
+                       cwd=REPO, capture_output=True, text=True, timeout=30)
+    assert r.returncode != 0
+    assert f"{bad}:2:" in r.stderr and "'many' is not a whole number" in r.stderr
+    # Starting for real with the bad file fails the same way, before listening.
+    r = subprocess.run([sys.executable, "-m", "memcachepy", "--config", bad, *_root(),
+                        "-p", "0", "-U", "0"], cwd=REPO, capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode != 0 and f"{bad}:2:" in r.stderr

@@ -149,6 +149,7 @@ def exporter_for():
 
 
 WORKLOAD = (
+    b"flush_all 0\r\n"             # first: flushed items linger in curr_items for a while
     b"set a 0 0 1\r\n1\r\n"
     b"set b 0 0 1\r\n2\r\n"
     b"set big 0 0 4000\r\n" + b"z" * 4000 + b"\r\n"
@@ -175,7 +176,7 @@ def test_scrape_real_server_numbers(kind, start_daemon, exporter_for):
         while not line.endswith(b"END\r\n"):
             line += s.recv(4096)
     cas = int(line.split(b"\r\n")[0].split()[4])
-    send(d, b"cas b 0 0 1 %d\r\n8\r\nflush_all 0\r\nset after 0 0 1\r\nx\r\n" % cas)
+    send(d, b"cas b 0 0 1 %d\r\n8\r\nset after 0 0 1\r\nx\r\n" % cas)
     ref = stats_of(d)
 
     h = exporter_for(d)
@@ -194,13 +195,13 @@ def test_scrape_real_server_numbers(kind, start_daemon, exporter_for):
         "incr/hit": 1, "incr/miss": 1, "decr/hit": 0, "decr/miss": 1,
         "cas/hit": 1, "cas/miss": 1, "cas/badval": 1, "touch/hit": 1, "touch/miss": 1,
         "flush/hit": 1,
-        # 3 sets + 3 cas attempts + 1 set after the flush = cmd_set 7; minus the cas
+        # 3 sets + 3 cas attempts + 1 more set = cmd_set 7; minus the cas attempts
         "set/hit": 4,
     }
     assert fams["memcached_commands_total"]["type"] == "counter"
     assert value(fams, "memcached_limit_bytes") == 32 * 1024 * 1024
     assert value(fams, "memcached_max_connections") == 99
-    assert value(fams, "memcached_current_items") == int(ref["curr_items"]) == 1
+    assert value(fams, "memcached_current_items") == int(ref["curr_items"]) == 3
     assert value(fams, "memcached_items_total") == int(ref["total_items"])
     assert value(fams, "memcached_current_bytes") == int(ref["bytes"])
     assert value(fams, "memcached_items_evicted_total") == 0
@@ -359,3 +360,46 @@ def test_render_escapes_and_formats():
 ])
 def test_parse_listen(spec, expect):
     assert metrics.parse_listen(spec) == expect
+
+
+# ------------------------------------------- the daemon itself (integration)
+
+
+def test_daemon_metrics_listen(tmp_path):
+    import subprocess
+    import sys
+    import time
+    from support.daemons import memcachepy_status
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    ok, reason = memcachepy_status()
+    if not ok:
+        pytest.skip(reason)
+    h = subprocess.run([sys.executable, "-m", "memcachepy", "-h"], cwd=repo,
+                       capture_output=True, text=True, timeout=30)
+    if "--metrics-listen" not in h.stdout + h.stderr:
+        pytest.skip("memcachepy's CLI has no --metrics-listen yet")
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    mport = s.getsockname()[1]
+    s.close()
+    portfile = tmp_path / "port"
+    root = ["-u", "root"] if os.geteuid() == 0 else []
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "memcachepy", *root, "-l", "127.0.0.1", "-U", "0", "-p", "0",
+         "-m", "16", "--metrics-listen", str(mport)], cwd=repo, stderr=subprocess.DEVNULL,
+        env={**os.environ, "MEMCACHED_PORT_FILENAME": str(portfile)})
+    try:
+        deadline = time.monotonic() + 30
+        body = None
+        while body is None and time.monotonic() < deadline and proc.poll() is None:
+            try:
+                body = fetch(f"http://127.0.0.1:{mport}/metrics")[2]
+            except OSError:
+                time.sleep(0.1)
+        assert body is not None, "no metrics endpoint on the requested port"
+        fams = parse_exposition(body)
+    finally:
+        proc.terminate()
+        proc.wait(15)
+    assert value(fams, "memcached_up") == 1
+    assert value(fams, "memcached_limit_bytes") == 16 * 1024 * 1024

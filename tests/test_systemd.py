@@ -389,3 +389,123 @@ def test_socket_activation_via_systemd_socket_activate(tmp_path):
         if child.poll() is None:
             child.kill()
             child.wait()
+
+
+# ------------------------------------------- the daemon itself (integration)
+#
+# These run `python -m memcachepy` under a fake systemd and turn on by
+# themselves once the compiled core, `python -m memcachepy` and the server's
+# use of memcachepy.systemd exist (until then they skip and say why).
+
+def _daemon_or_skip(tmp_path) -> None:
+    from support.daemons import memcachepy_status
+    ok, reason = memcachepy_status()
+    if not ok:
+        pytest.skip(reason)
+    sources = ""
+    for name in ("server.py", "cli.py", "__main__.py"):
+        p = os.path.join(REPO, "memcachepy", name)
+        if os.path.exists(p):
+            sources += open(p).read()
+    if "systemd" not in sources:
+        pytest.skip("memcachepy's server does not use memcachepy.systemd yet")
+
+
+def _daemon_env(extra: dict) -> dict:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS",
+                        "LISTEN_PID", "LISTEN_FDNAMES")}
+    env["PYTHONPATH"] = REPO + os.pathsep + os.environ.get("PYTHONPATH", "")
+    env.update(extra)
+    return env
+
+
+def _recv_until(s: socket.socket, pred, timeout: float) -> list[bytes]:
+    got = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        s.settimeout(max(0.01, deadline - time.monotonic()))
+        try:
+            msg = s.recv(4096)
+        except socket.timeout:
+            break
+        got.append(msg)
+        if pred(msg):
+            return got
+    return got
+
+
+def _root() -> list[str]:
+    return ["-u", "root"] if os.geteuid() == 0 else []
+
+
+def test_daemon_notify_lifecycle(tmp_path, notify_sock):
+    _daemon_or_skip(tmp_path)
+    path, s = notify_sock
+    portfile = tmp_path / "port"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "memcachepy", *_root(), "-l", "127.0.0.1", "-U", "0", "-p", "0"],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        env=_daemon_env({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "400000",
+                         "MEMCACHED_PORT_FILENAME": str(portfile)}))
+    try:
+        msgs = _recv_until(s, lambda m: b"READY=1" in m.split(b"\n"), 30)
+        assert msgs and b"READY=1" in msgs[-1].split(b"\n"), (msgs, proc.poll())
+        # At READY=1 every listener must already accept connections.
+        ports = [int(p) for p in re.findall(r"TCP INET: (\d+)", portfile.read_text())]
+        assert ports
+        for port in ports:
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as c:
+                c.sendall(b"version\r\n")
+                assert c.recv(100).startswith(b"VERSION ")
+        assert any(l.startswith(b"STATUS=") for m in msgs for l in m.split(b"\n"))
+        # Watchdog pings at WATCHDOG_USEC/2 while healthy.
+        pings = _recv_until(s, lambda m: False, 1.5)
+        assert sum(m == b"WATCHDOG=1" for m in pings) >= 3, pings
+        proc.terminate()
+        rest = _recv_until(s, lambda m: b"STOPPING=1" in m.split(b"\n"), 10)
+        assert any(b"STOPPING=1" in m.split(b"\n") for m in rest), rest
+        assert proc.wait(15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_daemon_socket_activation(tmp_path):
+    _daemon_or_skip(tmp_path)
+    tool = _need("systemd-socket-activate", "systemd-socket-activate (apt package systemd)")
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    proc = subprocess.Popen(
+        [tool, "-l", f"127.0.0.1:{port}", "-E", "PYTHONPATH", sys.executable, "-m",
+         "memcachepy", *_root(), "-U", "0"],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=_daemon_env({}))
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                c = socket.create_connection(("127.0.0.1", port), timeout=20)
+                break
+            except ConnectionRefusedError:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+        with c:
+            c.settimeout(20)
+            c.sendall(b"set k 0 0 2\r\nhi\r\nget k\r\n")
+            buf = b""
+            while not buf.endswith(b"END\r\n"):
+                chunk = c.recv(4096)
+                assert chunk
+                buf += chunk
+        assert buf == b"STORED\r\nVALUE k 0 2\r\nhi\r\nEND\r\n"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
