@@ -14,7 +14,7 @@ import threading
 
 import pytest
 
-from test_meta_diff import SERVER_NAMES, Conn, Daemon, start_daemon
+from test_meta_diff import SERVER_NAMES, Conn, Daemon, start_meta_daemon
 
 pytest.importorskip("meta_memcache")
 from meta_memcache import (  # noqa: E402
@@ -27,7 +27,7 @@ pytestmark = pytest.mark.timeout(60)
 
 @pytest.fixture(scope="module", params=SERVER_NAMES)
 def server(request: pytest.FixtureRequest):
-    d = start_daemon(request.param)
+    d = start_meta_daemon(request.param)
     yield d
     d.stop()
 

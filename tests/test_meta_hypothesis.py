@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from test_meta_diff import (
     Conn, Daemon, Normaliser, memcachepy_available, same_reply, start_daemon,
+    start_meta_daemon,
 )
 
 pytestmark = pytest.mark.timeout(300)
@@ -35,8 +36,8 @@ BIN_KEYS = [base64.b64encode(b"a"), base64.b64encode(b"\x00\xff bin"), b"!!!!"]
         not memcachepy_available(), reason="memcachepy._core not built")),
 ])
 def pair(request: pytest.FixtureRequest):
+    sut = start_meta_daemon(request.param)
     ref = start_daemon("memcached")
-    sut = start_daemon(request.param)
     yield ref, sut
     sut.stop()
     ref.stop()

@@ -15,7 +15,7 @@ import threading
 
 import pytest
 
-from test_meta_diff import SERVER_NAMES, Conn, Daemon, start_daemon
+from test_meta_diff import SERVER_NAMES, Conn, Daemon, start_meta_daemon
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -25,7 +25,7 @@ ROUNDS = 4
 
 @pytest.fixture(scope="module", params=SERVER_NAMES)
 def server(request: pytest.FixtureRequest):
-    d = start_daemon(request.param)
+    d = start_meta_daemon(request.param)
     yield d
     d.stop()
 
