@@ -83,7 +83,12 @@ def other_cmd(draw: st.DrawFn) -> bytes:
 
 COMMANDS = st.one_of(storage_cmd(), storage_cmd(), retrieval_cmd(), retrieval_cmd(), other_cmd())
 # A step is one command or a small pipelined batch (exercises both code paths).
-STEPS = st.lists(st.one_of(COMMANDS, st.lists(COMMANDS, min_size=2, max_size=4).map(b"".join)),
+# A retrieval with a >250-byte key is never pipelined behind other commands: memcached 1.6.18
+# then drops *every* reply still queued on the connection (conn_release_items), so what
+# survives depends on TCP timing.  On its own step it is deterministic.
+_K251 = KEYS[-1]
+BATCHABLE = COMMANDS.filter(lambda c: _K251 not in c or not c.startswith((b"g", b"b")))
+STEPS = st.lists(st.one_of(COMMANDS, st.lists(BATCHABLE, min_size=2, max_size=4).map(b"".join)),
                  min_size=1, max_size=12)
 
 

@@ -1,0 +1,32 @@
+# libmemcached's protocol conformance tool against both daemons.
+#
+# Debian's libmemcached-tools ships memcapable as `memccapable`.  `-a` runs its 27 ASCII
+# checks (it flushes the server, so each run gets a fresh daemon).  The tool decides between
+# pre-1.6 and 1.6 expectations from the VERSION string, so passing it also proves the version
+# string is 1.6-shaped.
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import pytest
+
+MEMCCAPABLE = shutil.which("memccapable") or "/usr/bin/memccapable"
+
+
+@pytest.mark.timeout(90)
+def test_memccapable_ascii(kind: str, start_daemon) -> None:
+    if not os.access(MEMCCAPABLE, os.X_OK):
+        msg = "memccapable not installed (apt-get install libmemcached-tools)"
+        if os.environ.get("CI"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+    d = start_daemon(kind)
+    proc = subprocess.run([MEMCCAPABLE, "-h", "127.0.0.1", "-p", str(d.port), "-a", "-t", "5"],
+                          capture_output=True, text=True, timeout=80)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert "All tests passed" in out, out
+    assert out.count("[pass]") == 27, out
+    assert d.alive()
