@@ -29,6 +29,7 @@ __all__ = [
     "listen_sockets",
     "watchdog_interval",
     "version_probe",
+    "connectable_host",
     "UNIT_FILES",
     "unit_text",
     "install_units",
@@ -216,19 +217,36 @@ class Notifier:
         self._wd_thread = None
 
 
-def version_probe(host: str, port: int, timeout: float = 2.0) -> Callable[[], bool]:
+def connectable_host(host: str) -> str:
+    """The address to reach a listener bound to host from this machine.
+
+    A wildcard bind ("", 0.0.0.0, ::) is reached over loopback.
+    """
+    if host in ("", "0.0.0.0", "*"):
+        return "127.0.0.1"
+    if host in ("::", "[::]"):
+        return "::1"
+    return host.strip("[]")
+
+
+def version_probe(host: str, port: int, timeout: float = 2.0,
+                  unix_path: Optional[str] = None) -> Callable[[], bool]:
     """A watchdog health check: the daemon answers `version` on its own port.
 
     Goes through accept, a worker and the parser, so a hung event loop
     fails it.  Connection refused / timeout / wrong reply => unhealthy.
+    With unix_path the check goes through that unix socket instead.
     """
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    host = connectable_host(host)
+    family = socket.AF_UNIX if unix_path else (
+        socket.AF_INET6 if ":" in host else socket.AF_INET)
+    address = unix_path if unix_path else (host, port)
 
     def check() -> bool:
         try:
             with socket.socket(family, socket.SOCK_STREAM) as s:
                 s.settimeout(timeout)
-                s.connect((host, port))
+                s.connect(address)
                 s.sendall(b"version\r\n")
                 buf = b""
                 while not buf.endswith(b"\r\n"):

@@ -509,3 +509,24 @@ def test_daemon_socket_activation(tmp_path):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def test_version_probe_unix_socket_and_wildcards(tmp_path):
+    mc = shutil.which("memcached")
+    if not mc:
+        pytest.skip("memcached not installed")
+    path = str(tmp_path / "mc.sock")
+    proc = subprocess.Popen([mc, "-u", "root", "-s", path, "-U", "0"])
+    try:
+        deadline = time.monotonic() + 10
+        while not os.path.exists(path) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert systemd.version_probe("", 0, unix_path=path)() is True
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    assert systemd.version_probe("", 0, unix_path=path)() is False
+    assert systemd.connectable_host("0.0.0.0") == "127.0.0.1"
+    assert systemd.connectable_host("") == "127.0.0.1"
+    assert systemd.connectable_host("::") == "::1"
+    assert systemd.connectable_host("10.1.2.3") == "10.1.2.3"
