@@ -85,6 +85,10 @@ def _core_init(dict cfg, int nworkers):
     g_settings.idle_timeout = cfg["idle_timeout"]
     g_settings.nshards = cfg["nshards"]
     g_settings.maxconns_fast = cfg.get("maxconns_fast", True)
+    global g_detail_enabled, g_prefix_delimiter
+    pthread_mutex_init(&g_prefix_lock, NULL)
+    g_detail_enabled = 1 if cfg.get("detail_enabled") else 0
+    g_prefix_delimiter = ord((cfg.get("prefix_delimiter") or ":")[0])
     _copy_str(g_settings.version, sizeof(g_settings.version), cfg["version"])
     _copy_str(g_settings.own_version, sizeof(g_settings.own_version), cfg.get("own_version", ""))
     _copy_str(g_settings.domain_socket, sizeof(g_settings.domain_socket), cfg.get("domain_socket") or "NULL")

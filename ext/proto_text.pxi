@@ -111,6 +111,8 @@ cdef int process_get(conn_t* c, const char* line, size_t length, token_t* tokens
             it = do_item_touch(s, line + ks, klen, bucket_hv(h), exptime, st)
         else:
             it = do_item_get(s, line + ks, klen, bucket_hv(h), st, True)
+        if MC_UNLIKELY(mc_load_int(&g_detail_enabled)):
+            stats_prefix_record(line + ks, klen, 0, it != NULL)
         if it != NULL:
             ok = write_value(c, it, return_cas)
             if should_touch:
@@ -197,6 +199,8 @@ cdef int process_update(conn_t* c, token_t* tokens, size_t ntokens, int comm, bi
         out_string(c, b"CLIENT_ERROR bad command line format")
         return 0
     vlen = <size_t>vlen_i + 2
+    if MC_UNLIKELY(mc_load_int(&g_detail_enabled)):
+        stats_prefix_record(key, nkey, 1, False)
     h = hash_key(key, nkey)
     s = shard_of(h)
     if not item_size_ok(nkey, vlen):
@@ -334,6 +338,8 @@ cdef int process_delete(conn_t* c, token_t* tokens, size_t ntokens) noexcept nog
     if tokens[1].length > KEY_MAX_LENGTH:
         out_string(c, b"CLIENT_ERROR bad command line format")
         return 0
+    if MC_UNLIKELY(mc_load_int(&g_detail_enabled)):
+        stats_prefix_record(tokens[1].value, tokens[1].length, 2, False)
     h = hash_key(tokens[1].value, tokens[1].length)
     s = shard_of(h)
     pthread_mutex_lock(&s.lock)

@@ -28,6 +28,89 @@ cdef char* g_settings_text_a = NULL     # maxconns .. inter
 cdef char* g_settings_text_b = NULL     # evictions .. end
 cdef uint64_t g_lru_crawler_starts = 0
 
+# ---------------------------------------------------------------- per-prefix stats
+# `stats detail on` (or -D): counters per key prefix (the part before the
+# delimiter). Off by default, as in memcached; when on, every recorded
+# operation takes this one mutex, so it is a diagnostic, not a hot-path feature.
+
+cdef struct prefix_stats_t:
+    prefix_stats_t* next
+    size_t length
+    uint64_t gets
+    uint64_t hits
+    uint64_t sets
+    uint64_t dels
+    char prefix[256]
+
+cdef prefix_stats_t* g_prefix_head = NULL
+cdef prefix_stats_t* g_prefix_tail = NULL
+cdef pthread_mutex_t g_prefix_lock
+cdef int g_detail_enabled = 0
+cdef char g_prefix_delimiter = c':'
+
+# kind: 0 get, 1 set, 2 delete
+cdef void stats_prefix_record(const char* key, size_t nkey, int kind, bint hit) noexcept nogil:
+    global g_prefix_head, g_prefix_tail
+    cdef size_t length = 0
+    cdef prefix_stats_t* p
+    while length < nkey and key[length] != 0 and key[length] != g_prefix_delimiter:
+        length += 1
+    if length >= nkey or key[length] != g_prefix_delimiter:
+        return
+    pthread_mutex_lock(&g_prefix_lock)
+    p = g_prefix_head
+    while p != NULL:
+        if p.length == length and memcmp(p.prefix, key, length) == 0:
+            break
+        p = p.next
+    if p == NULL:
+        p = <prefix_stats_t*>calloc(1, sizeof(prefix_stats_t))
+        if p == NULL:
+            pthread_mutex_unlock(&g_prefix_lock)
+            return
+        memcpy(p.prefix, key, length)
+        p.length = length
+        if g_prefix_tail != NULL:
+            g_prefix_tail.next = p
+        else:
+            g_prefix_head = p
+        g_prefix_tail = p
+    if kind == 0:
+        p.gets += 1
+        if hit:
+            p.hits += 1
+    elif kind == 1:
+        p.sets += 1
+    else:
+        p.dels += 1
+    pthread_mutex_unlock(&g_prefix_lock)
+
+cdef void stats_prefix_clear() noexcept nogil:
+    global g_prefix_head, g_prefix_tail
+    cdef prefix_stats_t* p
+    pthread_mutex_lock(&g_prefix_lock)
+    while g_prefix_head != NULL:
+        p = g_prefix_head
+        g_prefix_head = p.next
+        free(p)
+    g_prefix_tail = NULL
+    pthread_mutex_unlock(&g_prefix_lock)
+
+cdef void stats_prefix_dump(conn_t* c) noexcept nogil:
+    cdef prefix_stats_t* p
+    cdef char line[400]
+    cdef int n
+    pthread_mutex_lock(&g_prefix_lock)
+    p = g_prefix_head
+    while p != NULL:
+        n = snprintf(line, sizeof(line), b"PREFIX %s get %llu hit %llu set %llu del %llu\r\n",
+                     p.prefix, <unsigned long long>p.gets, <unsigned long long>p.hits,
+                     <unsigned long long>p.sets, <unsigned long long>p.dels)
+        out_raw(c, line, <size_t>n)
+        p = p.next
+    pthread_mutex_unlock(&g_prefix_lock)
+    out_raw(c, b"END\r\n", 5)
+
 cdef inline void append_stat_u64(conn_t* c, const char* name, uint64_t v) noexcept nogil:
     cdef size_t n = strlen(name)
     cdef char* p = out_reserve(c, 5 + n + 1 + 21 + 2)
@@ -99,8 +182,9 @@ cdef void stats_reset() noexcept nogil:
             g_shards[i].lru[j].evicted_active = 0
             g_shards[i].lru[j].moves_within_lru = 0
         pthread_mutex_unlock(&g_shards[i].lock)
-    mc_store_u64(&g_total_conns, 0)
+    mc_store_u64(&g_total_conns, <uint64_t>g_nlisteners)
     mc_store_u64(&g_rejected_conns, 0)
+    stats_prefix_clear()
 
 # Per-class LRU counters summed over shards.
 cdef void lru_stats_aggregate(lru_stats_t* out, uint64_t* hash_buckets) noexcept nogil:
@@ -450,10 +534,14 @@ cdef int process_stat(conn_t* c, token_t* tokens, size_t ntokens) noexcept nogil
     elif tok_eq(sub, b"detail", 6):
         if ntokens < 4:
             out_string(c, b"CLIENT_ERROR usage: stats detail on|off|dump")
-        elif tok_eq(&tokens[2], b"on", 2) or tok_eq(&tokens[2], b"off", 3):
+        elif tok_eq(&tokens[2], b"on", 2):
+            mc_store_int(&g_detail_enabled, 1)
+            out_string(c, b"OK")
+        elif tok_eq(&tokens[2], b"off", 3):
+            mc_store_int(&g_detail_enabled, 0)
             out_string(c, b"OK")
         elif tok_eq(&tokens[2], b"dump", 4):
-            out_raw(c, b"END\r\n", 5)
+            stats_prefix_dump(c)
         else:
             out_string(c, b"CLIENT_ERROR usage: stats detail on|off|dump")
         return 0

@@ -141,6 +141,8 @@ def settings_from_args(ns: argparse.Namespace) -> Settings:
     """Validate parsed options exactly as memcached does; raise SettingsError."""
     s = Settings()
     s.port = _int(ns.port, "-p")
+    if s.port == -1:
+        s.port = 0        # memcached's spelling of "any free port"
     s.udpport = _int(ns.udp_port, "-U")
     if s.port < 0 or s.port > 65535:
         raise SettingsError("Invalid port number")
@@ -177,6 +179,7 @@ def settings_from_args(ns: argparse.Namespace) -> Settings:
         raise SettingsError("Chunk size must be greater than 0")
     if ns.prefix_delimiter is not None:
         s.prefix_delimiter = ns.prefix_delimiter[:1] or ":"
+        s.detail_enabled = True
     s.num_threads = _int(ns.threads, "-t")
     if s.num_threads <= 0:
         raise SettingsError("Number of threads must be greater than 0")

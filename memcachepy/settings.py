@@ -121,6 +121,7 @@ class Settings:
     factor: float = 1.25
     chunk_size: int = 48
     prefix_delimiter: str = ":"
+    detail_enabled: bool = False
     num_threads: int = 4
     reqs_per_event: int = 20
     use_cas: bool = True
@@ -190,7 +191,7 @@ class Settings:
             line("num_threads", self.num_threads),
             line("num_threads_per_udp", self.num_threads),
             line("stat_key_prefix", self.prefix_delimiter),
-            line("detail_enabled", "no"),
+            line("detail_enabled", yn(self.detail_enabled)),
             line("reqs_per_event", self.reqs_per_event),
             line("cas_enabled", yn(self.use_cas)),
             line("tcp_backlog", self.backlog),
@@ -277,6 +278,8 @@ class Settings:
             "watch_enabled": self.watch_enabled,
             "idle_timeout": self.idle_timeout,
             "nshards": self.nshards,
+            "detail_enabled": self.detail_enabled,
+            "prefix_delimiter": self.prefix_delimiter,
             "version": self.memcached_version,
             "own_version": __version__,
             "domain_socket": self.domain_socket,
