@@ -351,6 +351,25 @@ t("stats_detail", b"stats detail on\r\n", s("p:a", "1"), b"get p:a p:b q:c\r\n",
   b"delete p:a\r\n", b"stats detail dump\r\n", b"stats detail off\r\n", b"stats detail\r\n",
   b"stats detail bogus\r\n")
 
+# ---------------------------------------------------------------- admin commands (tier A)
+# (lru_crawler metadump and watch are left out: their output is asynchronous)
+t("admin_lru_crawler", b"lru_crawler sleep 2000000\r\n", b"lru_crawler sleep 100\r\n",
+  b"lru_crawler tocrawl 10\r\n", b"lru_crawler bogus\r\n", b"lru_crawler\r\n",
+  b"lru_crawler crawl 99\r\n", b"lru_crawler crawl abc\r\n", b"lru_crawler disable\r\n")
+# (no `enable` right after `disable`: memcached sometimes answers
+# `ERROR failed to start lru crawler thread` while the old thread is still winding down)
+t("admin_slabs", b"slabs automove 0\r\n", b"slabs automove 3\r\n", b"slabs automove abc\r\n",
+  b"slabs automove ratio 0.5\r\n", b"slabs reassign 1 1\r\n", b"slabs reassign 1 2\r\n",
+  b"slabs reassign abc 1\r\n", b"slabs reassign 99 1\r\n", b"slabs bogus\r\n", b"slabs\r\n",
+  b"stats settings\r\n")
+t("admin_lru", b"lru tune 10 10 0.1 2\r\n", b"lru tune 50 50 0.1 2\r\n",
+  b"lru tune 10 10 0 2\r\n", b"lru mode flat\r\n", b"lru mode segmented\r\n",
+  b"lru temp_ttl 10\r\n", b"lru bogus\r\n", b"lru\r\n", b"stats settings\r\n")
+t("admin_watch_disabled", b"watch\r\n", b"watch fetchers\r\n", flags=["-W"])
+t("admin_release_build_unknowns", b"misbehave\r\n", b"debugtime 1\r\n", b"extstore foo 1\r\n",
+  b"refresh_certs\r\n", b"stats extstore\r\n")
+t("stats_slabs_chunked_item", s("big", b"x" * 600000), b"stats slabs\r\n", b"stats items\r\n")
+
 # ---------------------------------------------------------------- limits: -I, -M, -c
 t("too_large_default", s("big", b"x" * 1048576), b"get big\r\n", s("a", "1"), b"get a\r\n")
 t("too_large_default_fits", s("big", b"x" * 1048400), b"gets big\r\n")

@@ -20,7 +20,7 @@ cmd_get cmd_set cmd_flush cmd_touch cmd_meta get_hits get_misses
 delete_misses delete_hits incr_misses incr_hits decr_misses decr_hits cas_misses cas_hits
 cas_badval touch_hits touch_misses store_too_large store_no_memory auth_cmds auth_errors
 bytes_read limit_maxbytes accepting_conns listen_disabled_num threads conn_yields
-curr_items total_items evicted_active evictions pointer_size
+curr_items total_items evicted_active evictions pointer_size active_slabs
 """.split())
 # Not compared although deterministic in spirit: get_expired, get_flushed, reclaimed,
 # expired_unfetched, evicted_unfetched.  memcached's LRU crawler/maintainer threads may reap a
