@@ -18,7 +18,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from support.daemons import (  # noqa: E402
-    KIND_MEMCACHED, KIND_MEMCACHEPY, Daemon, memcached_available, memcachepy_status,
+    KIND_MEMCACHED, KIND_MEMCACHEPY, MEMCACHED_BIN, Daemon, memcached_available, memcachepy_status,
     reap_all, start_daemons,
 )
 
@@ -41,7 +41,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def require_memcached() -> None:
     if memcached_available():
         return
-    msg = "real memcached (/usr/bin/memcached) is not installed; apt-get install memcached"
+    msg = f"real memcached ({MEMCACHED_BIN}) is not installed; apt-get install memcached"
     if os.environ.get("CI"):
         pytest.fail(msg + " (CI is set: the reference daemon is mandatory)")
     pytest.skip(msg)

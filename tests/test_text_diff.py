@@ -329,6 +329,7 @@ t("stats_reset", s("a", "1"), b"get a zz\r\n", b"stats reset\r\n", b"stats\r\n",
 t("stats_reset_extra", b"stats reset x\r\n", b"stats\r\n")
 t("stats_bad_subcommand", b"stats bogus\r\n", b"stats noreply\r\n", b"stats items bogus\r\n")
 t("stats_settings_default", b"stats settings\r\n")
+t("stats_general_flags", s("a", "1"), b"stats\r\n", flags=["-m", "16", "-c", "64", "-t", "2", "-R", "3"])
 t("stats_settings_flags", b"stats settings\r\n",
   flags=["-m", "8", "-M", "-C", *I2K, "-F", "-A", "-c", "32", "-t", "4"])
 t("stats_settings_more_flags", b"stats settings\r\n",
@@ -505,3 +506,22 @@ def test_too_many_connections(kind: str, start_daemon) -> None:
     finally:
         for c in conns:
             c.close()
+
+
+@pytest.mark.timeout(30)
+def test_connection_counters(sut_kind: str, daemon_pair) -> None:
+    """curr_connections counts open client conns; total_connections also counts the
+    listener; both follow opens and closes (compared with memcached, values included)."""
+    ref, sut = daemon_pair(sut_kind, ())
+    outs = []
+    for d in (ref, sut):
+        a, b = Conn(d.addr), Conn(d.addr)
+        out = b.request(b"stats\r\n")
+        a.close()
+        time.sleep(0.2)  # let the daemon notice the close
+        c = Conn(d.addr)
+        out += c.request(b"stats\r\n")
+        b.close()
+        c.close()
+        outs.append(normalise(out))
+    assert lines(outs[1]) == lines(outs[0])
