@@ -69,6 +69,8 @@ memcachepy {version} (memcached {mcversion} compatible)
      does; memcachepy's LRU and allocator do not need them
 --config=<file>           read options from a memcached.conf-style file first
 --check-config            validate the options (and config file) and exit
+--metrics-listen=<[host:]port> serve Prometheus metrics (memcached_exporter names)
+                          on this address (default: off; host defaults to 127.0.0.1)
 """
 
 LICENSE_TEXT = """memcachepy is distributed under the BSD 3-Clause license (see LICENSE).
@@ -234,6 +236,7 @@ def _expand_config(argv: List[str]) -> List[str]:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    raw_args = list(args)
     try:
         args = _expand_config(args)
         ns = parse_args(args)
@@ -258,6 +261,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         sys.stderr.write(f"{e}\n")
         return e.exit_code
     if ns.check_config:
+        if ns.config:
+            from . import config
+            return config.check_config(ns.config, [a for a in raw_args if a != '--check-config'])
         sys.stdout.write("configuration OK\n")
         return 0
     if os.geteuid() == 0 and not settings.user:
