@@ -352,6 +352,36 @@ t("stats_detail", b"stats detail on\r\n", s("p:a", "1"), b"get p:a p:b q:c\r\n",
   b"delete p:a\r\n", b"stats detail dump\r\n", b"stats detail off\r\n", b"stats detail\r\n",
   b"stats detail bogus\r\n")
 
+# ---------------------------------------------------------------- more edge cases
+t("edge_exptime_overflow_truncated", s("a", "v", exptime=4294967296), b"get a\r\n",
+  s("b", "v", exptime=4294967295), b"get b\r\n")
+t("edge_bytes_overflow_truncated", b"set a 0 0 4294967297\r\nv\r\n", b"get a\r\n")
+t("edge_touch_exptime_overflow", s("a", "v"), b"touch a 4294967296\r\n", b"get a\r\n")
+t("edge_incr_long_zero_padded", s("n", "00000000000000000000001"), b"incr n 1\r\n",
+  b"get n\r\n")
+t("edge_decr_zero", s("n", "0"), b"decr n 1\r\n", b"decr n 0\r\n")
+t("edge_append_makes_numeric", s("n", "1"), st("append", "n", "0"), b"incr n 1\r\n")
+t("edge_gat_noreply_is_a_key", s("a", "1"), s("noreply", "n"), b"gat 0 a noreply\r\n")
+t("edge_noreply_trailing_spaces", b"set a 0 0 1 noreply   \r\nv\r\n", b"get a\r\n")
+t("edge_noreply_misspelled", s("n", "1"), b"incr n 1 noreplyx\r\n", b"delete n NOREPLY\r\n",
+  b"touch n 0 norep\r\n")
+t("edge_double_cr", s("a", "1"), b"get a\r\r\n", b"set b 0 0 1\r\r\nv\r\n", b"get b\r\n")
+t("edge_data_with_bare_lf", s("a", b"x\ny\n"), b"get a\r\n")
+t("edge_empty_key_positions", b"set  0 0 1\r\nv\r\n", b"get  \r\n")
+t("edge_long_get_bad_key_after_24_tokens", s("a", "1"),
+  b"get " + b" ".join([b"a"] * 30) + b" " + K251 + b"\r\n", b"get a\r\n")
+t("edge_stats_trailing_spaces", b"stats   \r\n", b"stats  settings \r\n")
+t("edge_big_response_pipeline", s("v", b"x" * 1000), b"get v\r\n" * 3000)
+t("edge_many_multiget_hits", b"".join(s("h%d" % i, b"%d" % i * 10) for i in range(300)),
+  b"gets " + b" ".join(b"h%d" % i for i in range(300)) + b"\r\n")
+t("edge_cas_noreply_bad_chunk", s("a", "1"), b"gets a\r\n",
+  b"cas a 0 0 1 {cas:a} noreply\r\nxyz\r\n", b"get a\r\n")
+t("edge_set_after_expired_keeps_new", s("a", "1", exptime=-1), s("a", "2"), b"get a\r\n")
+t("edge_prepend_empty_item", s("a", ""), st("prepend", "a", "p"), st("append", "a", "q"),
+  b"get a\r\n")
+t("edge_incr_on_empty_after_append", s("a", ""), st("append", "a", "5"), b"incr a 5\r\n")
+t("edge_verbosity_extra", b"verbosity 1 noreply extra\r\n", b"verbosity 1 2\r\n")
+
 # ---------------------------------------------------------------- admin commands (tier A)
 # (lru_crawler metadump and watch are left out: their output is asynchronous)
 t("admin_lru_crawler", b"lru_crawler sleep 2000000\r\n", b"lru_crawler sleep 100\r\n",
