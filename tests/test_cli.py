@@ -16,7 +16,6 @@ import tempfile
 import time
 
 import pytest
-
 from support.daemons import KIND_MEMCACHED, MEMCACHED_BIN, run_cli
 
 pytestmark = pytest.mark.timeout(60)

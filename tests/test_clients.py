@@ -14,10 +14,9 @@ from typing import Any, Callable
 
 import memcache  # python-memcached
 import pytest
+from pymemcache import serde
 from pymemcache.client.base import Client, PooledClient
 from pymemcache.client.hash import HashClient
-from pymemcache import serde
-
 from support.daemons import KIND_MEMCACHED, Daemon
 
 pytestmark = pytest.mark.timeout(60)

@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Sequence
 
 import pytest
-
-from support.daemons import KIND_MEMCACHED
-from support.normalise import lines, normalise
+from support.normalise import diff, normalise
 from support.rawclient import Conn, Raw, Step, run_transcript
 
 CRLF = b"\r\n"
@@ -430,7 +428,8 @@ def test_transcript(tr: T, sut_kind: str, daemon_pair) -> None:
         fut_got = pool.submit(run_transcript, sut.addr, tr.steps, tr.mode)
         want, got = fut_want.result(), fut_got.result()
     assert want, "reference produced no bytes: transcript is not testing anything"
-    assert lines(normalise(got)) == lines(normalise(want))
+    nwant, ngot = normalise(want), normalise(got)
+    assert ngot == nwant, f"{tr.name} {tr.flags}:\n" + diff(nwant, ngot, "memcached", sut.kind)
     if tr.exits:
         for d in (ref, sut):
             d.proc.wait(timeout=5)

@@ -10,14 +10,14 @@
 from __future__ import annotations
 
 import os
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
-
 from conftest import require, require_memcached
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from support.daemons import KIND_MEMCACHED, KIND_MEMCACHEPY, Daemon, start_daemons
-from support.normalise import lines, normalise
+from support.normalise import diff, normalise
 from support.rawclient import run_transcript
 
 KEYS = [b"a", b"b", b"c", b"n", b"a\tb", b"k" * 250, b"k" * 251]
@@ -115,4 +115,5 @@ def test_random_command_sequences(hyp_pair: tuple[Daemon, Daemon], steps: list[b
     want = run_transcript(ref.addr, transcript)
     got = run_transcript(sut.addr, transcript)
     assert ref.alive() and sut.alive()
-    assert lines(normalise(got)) == lines(normalise(want))
+    nwant, ngot = normalise(want), normalise(got)
+    assert ngot == nwant, diff(nwant, ngot, "memcached", sut.kind)

@@ -115,6 +115,14 @@ def normalise(reply: bytes, cas: CasMapper | None = None) -> bytes:
     return b"".join(out)
 
 
+def diff(want: bytes, got: bytes, want_name: str = "memcached",
+         got_name: str = "memcachepy", context: int = 2) -> str:
+    """Unified diff of two normalised reply streams, one reply line per diff line."""
+    import difflib
+    return "\n".join(difflib.unified_diff(lines(want), lines(got), want_name, got_name,
+                                          n=context, lineterm=""))
+
+
 def lines(reply: bytes) -> list[str]:
     """Readable form for assertion diffs (pytest shows list diffs element by element)."""
     return [repr(x)[2:-1] for x in reply.split(b"\n")]
