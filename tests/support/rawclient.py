@@ -36,7 +36,7 @@ Step = Union[bytes, Raw, float, int]
 
 _VERSION_REQ = re.compile(rb"(?m)^ *version(?: [^\r\n]*)?\r?$")
 _CAS_REF = re.compile(rb"\{cas:([^}]*)\}")
-_VALUE_LINE = re.compile(rb"VALUE (\S+) (\d+) (\d+)(?: (\d+))?")
+_VALUE_LINE = re.compile(rb"VALUE ([^ ]+) (\d+) (\d+)(?: (\d+))?")
 
 
 def count_version_lines(buf: bytes) -> int:
