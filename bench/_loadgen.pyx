@@ -755,8 +755,9 @@ cdef void lg_issue_closed(lg_thread_t *t, int64_t now) noexcept nogil:
 
 cdef void lg_issue_rate(lg_thread_t *t, int64_t now) noexcept nogil:
     # open loop: request j of this thread is due at t0 + j / rate. It goes to the next conn with
-    # a free pipeline slot; its latency counts from the due time, so a late send shows up in the
-    # percentiles instead of silently lowering the load (coordinated omission).
+    # a free pipeline slot; a send later than one tick past its due time is timed from there,
+    # so a late send shows up in the percentiles instead of silently lowering the load
+    # (coordinated omission).
     cdef uint64_t due
     cdef int64_t slot_t
     cdef int tries
@@ -778,7 +779,10 @@ cdef void lg_issue_rate(lg_thread_t *t, int64_t now) noexcept nogil:
         slot_t = t.cfg.t0 + <int64_t>(<double>t.scheduled / t.rate_per_ns)
         if now - slot_t > t.cfg.tick_ns and lg_in_window(t, now):
             t.m_late += 1
-        lg_add_request(t, c, slot_t)
+        # latency starts at the send, or at due + one tick when the send is later than that:
+        # waiting for the pacing tick is the client's own quantisation and is forgiven, any
+        # further delay (no free conn, a stalled client) is charged
+        lg_add_request(t, c, now if now - slot_t <= t.cfg.tick_ns else slot_t + t.cfg.tick_ns)
         t.scheduled += 1
         t.rr = (t.rr + 1) % t.nconns
 
