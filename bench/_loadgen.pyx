@@ -11,8 +11,10 @@
 # Protocol: memcached's classic text protocol only (`get k1 .. kn`, `set k 0 0 n`), which both
 # memcached and memcachepy speak.
 #
-# Phases (all threads move together through two barriers): connect + prefill -> barrier A ->
-# coordinator fixes t0 -> barrier B -> run (warmup, measured window) -> drain outstanding replies.
+# Phases: connect + prefill -> each thread checks in (cfg.ready) and waits for cfg.go -> the
+# coordinator, once all have checked in, fixes t0 and sets go -> run from t0 (warmup, measured
+# window) -> drain outstanding replies. The gate polls cfg.abort, so a failed thread, a failed
+# pthread_create or Ctrl-C in the coordinator never leaves anyone waiting.
 # Only replies that *complete* inside the measured window [t_meas, t_end) enter the latency
 # histogram and measured counters; the `total_*` counters cover every request so they can be
 # compared with the server's `stats` deltas.
@@ -133,22 +135,19 @@ cdef extern from "<arpa/inet.h>" nogil:
 
 cdef extern from "<pthread.h>" nogil:
     ctypedef unsigned long pthread_t
-    ctypedef struct pthread_barrier_t:
-        pass
     int pthread_create(pthread_t *t, const void *attr, void *(*start)(void *) noexcept nogil, void *arg)
     int pthread_join(pthread_t t, void **ret)
-    int pthread_barrier_init(pthread_barrier_t *b, const void *attr, unsigned count)
-    int pthread_barrier_wait(pthread_barrier_t *b)
-    int pthread_barrier_destroy(pthread_barrier_t *b)
 
 cdef extern from *:
     """
     static inline int lg_atomic_load(int *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
     static inline void lg_atomic_store(int *p, int v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+    static inline void lg_atomic_inc(int *p) { __atomic_add_fetch(p, 1, __ATOMIC_ACQ_REL); }
     """
     int lg_atomic_load(int *p) nogil
     int __builtin_clzll(unsigned long long) nogil
     void lg_atomic_store(int *p, int v) nogil
+    void lg_atomic_inc(int *p) nogil
 
 
 # ---------------------------------------------------------------------------------------------
@@ -221,12 +220,13 @@ cdef struct lg_cfg_t:
     int64_t real_minus_mono  # CLOCK_REALTIME - CLOCK_MONOTONIC, to map kernel rx stamps
     uint64_t seed
     size_t max_req
-    # set by the coordinator between barrier A and barrier B
+    # written by the coordinator before it sets `go` (release), read by threads after (acquire)
     int64_t t0
     int64_t t_meas
     int64_t t_end            # only in duration mode
     int abort                # atomic
-    pthread_barrier_t barrier
+    int ready                # atomic: threads that finished connect + prefill
+    int go                   # atomic: t0 and the window are set, start
 
 cdef struct lg_thread_t:
     lg_cfg_t *cfg
@@ -293,6 +293,9 @@ cdef int64_t lg_real_minus_mono() noexcept nogil:
     clock_gettime(CLOCK_REALTIME, &r)
     b = lg_now()
     return <int64_t>r.tv_sec * 1000000000 + r.tv_nsec - (a + b) // 2
+
+cdef void lg_nap(int64_t ns) noexcept nogil:
+    lg_sleep_until(lg_now() + ns)
 
 cdef void lg_sleep_until(int64_t t) noexcept nogil:
     cdef timespec ts
@@ -874,10 +877,11 @@ cdef void *lg_thread_main(void *arg) noexcept nogil:
         ok = 0
     if ok and t.cfg.prefill and lg_prefill(t, evs) < 0:
         ok = 0
-    pthread_barrier_wait(&t.cfg.barrier)      # A: connected and prefilled
-    pthread_barrier_wait(&t.cfg.barrier)      # B: t0 is set
-    lg_sleep_until(t.cfg.t0)                  # so request-count runs are timed from t0
+    lg_atomic_inc(&t.cfg.ready)
+    while not lg_atomic_load(&t.cfg.go) and not lg_atomic_load(&t.cfg.abort):
+        lg_nap(100000)
     if ok and not lg_atomic_load(&t.cfg.abort):
+        lg_sleep_until(t.cfg.t0)              # so request-count runs are timed from t0
         lg_run(t, evs)
     free(evs)
     return NULL
@@ -971,7 +975,6 @@ def run(*, str host="127.0.0.1", int port, int connections=50, int threads=1, in
     cdef int64_t now
     cdef uint64_t q_base, q_extra
     cdef int64_t t_stop_ns
-    cdef int barrier_ok = 0
     import os, resource
 
     if connections < 1 or threads < 1 or depth < 1 or keyspace < 1 or multiget < 1:
@@ -1071,23 +1074,22 @@ def run(*, str host="127.0.0.1", int port, int connections=50, int threads=1, in
                 if c.obuf == NULL or c.ibuf == NULL or c.q == NULL:
                     raise MemoryError()
 
-        pthread_barrier_init(&cfg.barrier, NULL, nthreads + 1)
-        barrier_ok = 1
         for i in range(nthreads):
             if pthread_create(&ts[i].tid, NULL, lg_thread_main, &ts[i]) != 0:
                 break
             ts[i].started = 1
             started += 1
         if started != nthreads:
-            # the barrier counts every thread: release the ones already running and give up
-            lg_atomic_store(&cfg.abort, 1)
-            raise OSError("pthread_create failed")
+            raise OSError("pthread_create failed")   # finally: abort, join the started ones
 
         clk_tck = os.sysconf("SC_CLK_TCK")
-        with nogil:
-            pthread_barrier_wait(&cfg.barrier)       # A
+        # wait for every thread to connect and prefill; Ctrl-C lands in finally (abort)
+        while lg_atomic_load(&cfg.ready) < started and not lg_atomic_load(&cfg.abort):
+            with nogil:
+                lg_nap(1000000)
+            PyErr_CheckSignals()
         now = lg_now()
-        cfg.t0 = now + 1000000                       # 1 ms for every thread to pass barrier B
+        cfg.t0 = now + 2000000                       # time for every thread to see `go`
         if requests:
             cfg.t_meas = cfg.t0
             cfg.t_end = 0
@@ -1101,8 +1103,7 @@ def run(*, str host="127.0.0.1", int port, int connections=50, int threads=1, in
             srv0 = _proc_cpu_ticks(server_pid) if server_pid else None
             ru0 = resource.getrusage(resource.RUSAGE_SELF)
             st0 = _proc_stat_cpus()
-        with nogil:
-            pthread_barrier_wait(&cfg.barrier)       # B
+        lg_atomic_store(&cfg.go, 1)
         try:
             if not requests and not lg_atomic_load(&cfg.abort):
                 # window boundaries: sleep in slices so Ctrl-C and thread failures are noticed
@@ -1160,8 +1161,6 @@ def run(*, str host="127.0.0.1", int port, int connections=50, int threads=1, in
                     for i in range(nthreads):
                         if ts[i].started:
                             pthread_join(ts[i].tid, NULL)
-            if barrier_ok:
-                pthread_barrier_destroy(&cfg.barrier)
             lg_free_threads(ts, nthreads)
         free(cfg.value)
         free(cfg)
