@@ -133,6 +133,10 @@ cdef extern from "<netinet/tcp.h>" nogil:
 cdef extern from "<arpa/inet.h>" nogil:
     int inet_pton(int af, const char *src, void *dst)
 
+cdef extern from "<sys/prctl.h>" nogil:
+    int prctl(int option, unsigned long arg2, unsigned long arg3, unsigned long arg4, unsigned long arg5)
+    int PR_SET_TIMERSLACK
+
 cdef extern from "<pthread.h>" nogil:
     ctypedef unsigned long pthread_t
     int pthread_create(pthread_t *t, const void *attr, void *(*start)(void *) noexcept nogil, void *arg)
@@ -235,7 +239,6 @@ cdef struct lg_thread_t:
     int started
     int epfd
     int tfd
-    int tfd_ep               # lazy fixed rate: an epoll set holding only the timer
     lg_conn_t *conns
     int nconns
     lg_conn_t **flush
@@ -798,7 +801,7 @@ cdef int lg_run(lg_thread_t *t, epoll_event *evs) noexcept nogil:
     cdef itimerspec its
     cdef epoll_event ev
     t.phase = LG_PHASE_RUN
-    if cfg.rate > 0:
+    if cfg.rate > 0 and not cfg.lazy:
         t.tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC)
         if t.tfd < 0:
             lg_fail(t, b"timerfd_create", errno)
@@ -811,10 +814,9 @@ cdef int lg_run(lg_thread_t *t, epoll_event *evs) noexcept nogil:
         if timerfd_settime(t.tfd, 1, &its, NULL) < 0:   # 1 == TFD_TIMER_ABSTIME
             lg_fail(t, b"timerfd_settime", errno)
             return -1
-        if not cfg.lazy:
-            ev.events = EPOLLIN
-            ev.data.ptr = NULL
-            epoll_ctl(t.epfd, EPOLL_CTL_ADD, t.tfd, &ev)
+        ev.events = EPOLLIN
+        ev.data.ptr = NULL
+        epoll_ctl(t.epfd, EPOLL_CTL_ADD, t.tfd, &ev)
     timeout_ms = 100
     while True:
         if lg_atomic_load(&cfg.abort):
@@ -841,30 +843,19 @@ cdef int lg_run(lg_thread_t *t, epoll_event *evs) noexcept nogil:
             lg_issue_closed(t, now)
         lg_flush_dirty(t)
         if cfg.lazy:
-            # sleep until the next tick (the timerfd is the only thing that wakes us), then
-            # collect whatever replies arrived meanwhile without blocking
+            # sleep until the next tick (nothing else wakes us), then collect whatever
+            # replies arrived meanwhile without blocking
             if lg_wait_tick(t) < 0 or lg_poll(t, evs, 0) < 0:
                 return -1
         elif lg_poll(t, evs, timeout_ms) < 0:
             return -1
 
 cdef int lg_wait_tick(lg_thread_t *t) noexcept nogil:
-    cdef uint64_t ticks
-    cdef epoll_event ev
-    cdef int n
-    if t.tfd_ep < 0:
-        t.tfd_ep = epoll_create1(EPOLL_CLOEXEC)
-        ev.events = EPOLLIN
-        ev.data.ptr = NULL
-        if t.tfd_ep < 0 or epoll_ctl(t.tfd_ep, EPOLL_CTL_ADD, t.tfd, &ev) < 0:
-            lg_fail(t, b"timer epoll", errno)
-            return -1
-    # bounded wait so that abort is noticed even if the timer misbehaves
-    n = epoll_wait(t.tfd_ep, &ev, 1, 100)
-    if n < 0 and errno != EINTR:
-        lg_fail(t, b"epoll_wait (timer)", errno)
-        return -1
-    read(t.tfd, &ticks, sizeof(ticks))
+    # lazy fixed rate: one clock_nanosleep to the next tick boundary (t0 + k * tick) is the
+    # whole wait; a client that fell behind just takes the next boundary
+    cdef int64_t now = lg_now(), tick = t.cfg.tick_ns, t0 = t.cfg.t0
+    cdef int64_t nxt = t0 if now < t0 else t0 + ((now - t0) // tick + 1) * tick
+    lg_sleep_until(nxt)
     return 0
 
 cdef void *lg_thread_main(void *arg) noexcept nogil:
@@ -873,6 +864,8 @@ cdef void *lg_thread_main(void *arg) noexcept nogil:
     cdef int ok = evs != NULL
     if not ok:
         lg_fail(t, b"out of memory", 0)
+    # the default 50 us timer slack would let every paced sleep overshoot by up to half a tick
+    prctl(PR_SET_TIMERSLACK, 1000, 0, 0, 0)
     if ok and lg_connect_all(t) < 0:
         ok = 0
     if ok and t.cfg.prefill and lg_prefill(t, evs) < 0:
@@ -909,8 +902,6 @@ cdef void lg_free_threads(lg_thread_t *ts, int nthreads) noexcept nogil:
             close(ts[i].epfd)
         if ts[i].tfd > 0:
             close(ts[i].tfd)
-        if ts[i].tfd_ep > 0:
-            close(ts[i].tfd_ep)
     free(ts)
 
 
@@ -1044,7 +1035,6 @@ def run(*, str host="127.0.0.1", int port, int connections=50, int threads=1, in
             t.idx = i
             t.epfd = -1
             t.tfd = -1
-            t.tfd_ep = -1
             t.nconns = per + (1 if i < extra else 0)
             # request quota and rate follow the thread's share of the conns
             t.quota = q_base * t.nconns
