@@ -545,6 +545,10 @@ cdef int process_command(conn_t* c, const char* line, size_t length,
         if not want_tokens_or(c, ntokens, 3, 4):
             return 0
         return process_verbosity(c, tokens, ntokens)
+    elif tok_eq(cmd, b"refresh_certs", 13):
+        # Debian's memcached is built with TLS support; without -Z it says so.
+        out_string(c, b"Error TLS not enabled")
+        return 0
     elif tok_eq(cmd, b"lru", 3):
         if ntokens < 3:
             out_string(c, b"ERROR")
