@@ -11,7 +11,11 @@
 # §3 (every classic command, its noreply form and its error paths).
 from __future__ import annotations
 
+import atexit
+import os
 import re
+import shutil
+import tempfile
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +32,18 @@ K251 = b"k" * 251
 # limits always come with a matching slab_chunk_max (in bytes, as 1.6.18 reads it).
 I1K = ("-I", "1k", "-o", "slab_chunk_max=1024")
 I2K = ("-I", "2k", "-o", "slab_chunk_max=2048")
+
+
+def _auth_file() -> str:
+    """Credentials for -Y (ASCII auth): one `user:password` per line."""
+    path = os.path.join(tempfile.mkdtemp(prefix="mcpy-auth-"), "auth")
+    with open(path, "w") as fh:
+        fh.write("user:pass\nfoo:bar\n")
+    atexit.register(shutil.rmtree, os.path.dirname(path), True)
+    return path
+
+
+AUTH_FILE = _auth_file()
 FUTURE_ABS = str(int(time.time()) + 3600).encode()  # absolute exptime one hour ahead
 PAST_ABS = b"2592001"  # > 30 days, so absolute, and long before the daemon started
 
@@ -380,6 +396,22 @@ t("edge_prepend_empty_item", s("a", ""), st("prepend", "a", "p"), st("append", "
 t("edge_incr_on_empty_after_append", s("a", ""), st("append", "a", "5"), b"incr a 5\r\n")
 t("edge_verbosity_extra", b"verbosity 1 noreply extra\r\n", b"verbosity 1 2\r\n")
 
+# ---------------------------------------------------------------- ASCII auth (-Y)
+# Until a client authenticates every reply is an error (the sentinel too), so these use Raw
+# steps and read until the daemon goes quiet or closes.
+t("auth_required_first", Raw(b"get a\r\n"), Raw(b"version\r\n"), Raw(b"mn\r\n"),
+  mode="idle", flags=["-Y", AUTH_FILE])
+t("auth_success_then_normal", Raw(b"set x 0 0 9\r\nuser pass\r\n"), s("k", "v"),
+  b"get k x\r\n", b"stats\r\n", flags=["-Y", AUTH_FILE])
+t("auth_second_user", Raw(b"set x 0 0 7\r\nfoo bar\r\n"), b"get x\r\n", flags=["-Y", AUTH_FILE])
+t("auth_wrong_password", Raw(b"set x 0 0 9\r\nuser nope\r\n"), Raw(b"get a\r\n"),
+  mode="idle", flags=["-Y", AUTH_FILE])
+t("auth_bad_token_format", Raw(b"set x 0 0 8\r\nuserpass\r\n"), Raw(b"get a\r\n"),
+  mode="idle", flags=["-Y", AUTH_FILE])
+t("auth_bad_termination", Raw(b"set x 0 0 9\r\nuser passXX\r\n"), mode="idle",
+  flags=["-Y", AUTH_FILE])
+t("auth_not_a_set", Raw(b"add x 0 0 9\r\nuser pass\r\n"), mode="idle", flags=["-Y", AUTH_FILE])
+
 # ---------------------------------------------------------------- admin commands (tier A)
 # (lru_crawler metadump and watch are left out: their output is asynchronous)
 t("admin_lru_crawler", b"lru_crawler sleep 2000000\r\n", b"lru_crawler sleep 100\r\n",
@@ -435,6 +467,8 @@ def test_transcript(tr: T, sut_kind: str, daemon_pair) -> None:
             d.proc.wait(timeout=5)
     else:
         with Conn(sut.addr) as c:
+            if "-Y" in tr.flags:  # the probe connection must log in first
+                c.request(b"set x 0 0 9\r\nuser pass\r\n")
             assert c.is_open(wait=1.0), f"{sut.kind} stopped answering after the transcript"
 
 
