@@ -396,6 +396,11 @@ t("edge_prepend_empty_item", s("a", ""), st("prepend", "a", "p"), st("append", "
 t("edge_incr_on_empty_after_append", s("a", ""), st("append", "a", "5"), b"incr a 5\r\n")
 t("edge_verbosity_extra", b"verbosity 1 noreply extra\r\n", b"verbosity 1 2\r\n")
 
+# ---------------------------------------------------------------- -B protocol selection
+BIN_GET_A = bytes([0x80, 0x00, 0x00, 0x01] + [0] * 4 + [0, 0, 0, 1] + [0] * 12) + b"a"
+t("proto_ascii_only_binary_bytes", Raw(BIN_GET_A), Raw(b"\r\n"), mode="idle", flags=["-B", "ascii"])
+t("proto_ascii_only_text_ok", s("a", "1"), b"get a\r\n", flags=["-B", "ascii"])
+
 # ---------------------------------------------------------------- ASCII auth (-Y)
 # Until a client authenticates every reply is an error (the sentinel too), so these use Raw
 # steps and read until the daemon goes quiet or closes.
