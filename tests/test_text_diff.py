@@ -300,9 +300,11 @@ t("flush_all_noreply", s("a", "1"), b"flush_all noreply\r\n", b"get a\r\n",
 t("flush_all_args", s("a", "1"), b"flush_all 0\r\n", s("a", "1"), b"flush_all -1\r\n",
   b"get a\r\n", b"flush_all abc\r\n", b"flush_all 1x\r\n", b"flush_all 0 2\r\n",
   b"flush_all 1 2 3\r\n")
-t("flush_all_delayed", s("a", "1"), b"flush_all 2\r\n", b"get a\r\n", 3.1, b"get a\r\n")
-t("flush_all_delayed_cancelled", s("a", "1"), b"flush_all 2\r\n", b"flush_all 0\r\n",
-  s("b", "1"), 3.1, b"get a b\r\n")
+# Delay 3, not 2: a delayed flush takes effect at "now + delay - 1" on a 1 s clock, so with
+# delay 2 one clock tick between `flush_all` and the next `get` would already flush.
+t("flush_all_delayed", s("a", "1"), b"flush_all 3\r\n", b"get a\r\n", 4.1, b"get a\r\n")
+t("flush_all_delayed_cancelled", s("a", "1"), b"flush_all 3\r\n", b"flush_all 0\r\n",
+  s("b", "1"), 4.1, b"get a b\r\n")
 t("flush_all_disabled", s("a", "1"), b"flush_all\r\n", b"flush_all 0 noreply\r\n",
   b"get a\r\n", b"stats\r\n", flags=["-F"])
 t("flush_all_then_add", s("a", "1"), b"flush_all\r\n", st("add", "a", "2"), b"get a\r\n")
