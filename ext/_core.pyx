@@ -28,6 +28,7 @@ include "lru.pxi"
 include "assoc.pxi"
 include "store.pxi"
 include "proto.pxi"
+include "logger.pxi"
 include "stats.pxi"
 include "proto_text.pxi"
 include "proto_meta.pxi"
@@ -126,6 +127,7 @@ def _core_init(dict cfg, int nworkers):
         raise MemoryError("cannot allocate the hash tables")
     if nworkers > 0 and workers_init(nworkers) != 0:
         raise OSError("cannot create worker event loops")
+    logger_init()
     memset(&g_stats_baseline, 0, sizeof(thread_stats_t))
     memset(&g_orphan_stats, 0, sizeof(thread_stats_t))
     g_curr_conns = 0
@@ -138,6 +140,7 @@ def _core_destroy():
     if not g_initialised:
         return
     with nogil:
+        logger_close_all()
         workers_destroy()
         store_destroy()
         slabs_destroy()

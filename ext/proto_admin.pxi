@@ -250,7 +250,3 @@ cdef int process_lru_crawler_command(conn_t* c, token_t* tokens, size_t ntokens)
     out_string(c, b"ERROR")
     return 0
 
-cdef int process_watch_command(conn_t* c, token_t* tokens, size_t ntokens) noexcept nogil:
-    # No log stream yet: answer as memcached started with -W does.
-    out_string(c, b"CLIENT_ERROR watch commands not allowed")
-    return 0
