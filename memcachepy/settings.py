@@ -135,6 +135,7 @@ class Settings:
     hashpower_init: int = 0
     lru_crawler_sleep: int = 100
     metrics_listen: Optional[str] = None
+    log_file: Optional[str] = None
     extended: Dict[str, str] = field(default_factory=dict)
 
     def check(self) -> None:
@@ -202,7 +203,7 @@ class Settings:
             line("item_size_max", self.item_size_max),
             line("maxconns_fast", yn(self.maxconns_fast)),
             line("hashpower_init", self.hashpower_init),
-            line("slab_reassign", "no"),
+            line("slab_reassign", "yes"),
         ])
         b2 = "".join([
             line("slab_automove_window", ext.get("slab_automove_window", "30")),
