@@ -154,7 +154,8 @@ def format_report(r: dict[str, Any]) -> str:
     t = r["totals"]
     lines.append(
         f"all phases   prefill sets {t['prefill_sets']:,}, gets {t['gets']:,} "
-        f"({t['get_keys']:,} keys), sets {t['sets']:,}, errors {t['errors']}"
+        f"({t['get_keys']:,} keys), sets {t['sets']:,}, errors {t['errors']}, "
+        f"values not as stored {t['bad_values']}"
     )
     return "\n".join(lines)
 
