@@ -34,6 +34,7 @@ include "stats.pxi"
 include "proto_text.pxi"
 include "proto_meta.pxi"
 include "proto_admin.pxi"
+include "auth.pxi"
 include "conn.pxi"
 include "thread.pxi"
 
@@ -129,6 +130,7 @@ def _core_init(dict cfg, int nworkers):
     if nworkers > 0 and workers_init(nworkers) != 0:
         raise OSError("cannot create worker event loops")
     logger_init()
+    auth_load(cfg.get("auth_entries") or [])
     memset(&g_stats_baseline, 0, sizeof(thread_stats_t))
     memset(&g_orphan_stats, 0, sizeof(thread_stats_t))
     g_curr_conns = 0

@@ -156,6 +156,27 @@ def atof(value: str) -> float:
     return float(m.group(1)) if m else 0.0
 
 
+def read_auth_file(path: str) -> list:
+    """memcached's -Y file: one `user:password` per line."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise SettingsError(f"Could not load authfile: {path}: {e.strerror}", 1) from None
+    entries = []
+    for raw in data.splitlines():
+        line = raw.decode("utf-8", "replace")
+        if not line:
+            continue
+        user, sep, password = line.partition(":")
+        if not sep:
+            raise SettingsError(f"Invalid authfile entry in {path}: no ':' separator", 1)
+        entries.append((user, password))
+    if not entries:
+        raise SettingsError(f"Could not load authfile: {path}: no entries", 1)
+    return entries
+
+
 def settings_from_args(ns: argparse.Namespace) -> Settings:
     """Validate parsed options exactly as memcached 1.6.18 does (same messages,
     same exit codes); raise SettingsError."""
@@ -215,8 +236,11 @@ def settings_from_args(ns: argparse.Namespace) -> Settings:
     s.flush_enabled = not ns.disable_flush_all
     s.dump_enabled = not ns.disable_dumping
     s.watch_enabled = not ns.disable_watch
-    if ns.auth_file or ns.enable_sasl or ns.enable_ssl or ns.memory_file:
-        raise SettingsError("authentication, TLS and restartable caches (-Y, -S, -Z, -e) are not supported")
+    if ns.enable_sasl or ns.enable_ssl or ns.memory_file:
+        raise SettingsError("SASL, TLS and restartable caches (-S, -Z, -e) are not supported")
+    if ns.auth_file:
+        s.auth_file = ns.auth_file
+        s.auth_entries = read_auth_file(ns.auth_file)
     for opt in ns.extended:
         parse_suboptions(s, opt)
     s.metrics_listen = ns.metrics_listen
