@@ -300,13 +300,18 @@ def test_drop_to_nobody_after_binding(mcpy, spawn, world_dir):
 @need_root
 def test_daemonized_drop_to_nobody(mcpy, world_dir):
     pidfile, logfile = world_dir / "mc.pid", world_dir / "mc.log"
-    r = run_daemonized(["-u", "nobody", "-P", str(pidfile), "--log-file", str(logfile)], world_dir)
+    r = run_daemonized(["-v", "-u", "nobody", "-P", str(pidfile), "--log-file", str(logfile)],
+                       world_dir)
     assert r.returncode == 0, r.stderr
     pid = int(pidfile.read_text())
     try:
         st = proc_status(pid)
         assert st["Uid"].split()[0] == str(os.stat(pidfile).st_uid) != "0"
         # A log file the daemon created as root is handed over, so SIGHUP can reopen it later.
+        assert os.stat(logfile).st_uid == int(st["Uid"].split()[0])
+        logfile.rename(world_dir / "mc.log.1")
+        os.kill(pid, signal.SIGHUP)
+        assert wait_for(lambda: logfile.exists() and "reopened log file" in logfile.read_text())
         assert os.stat(logfile).st_uid == int(st["Uid"].split()[0])
     finally:
         os.kill(pid, signal.SIGTERM)
