@@ -70,7 +70,9 @@ MG_FLAGS = "b c f h k l O q s t u v T N R P L"
 MS_FLAGS = "b c k O q T F I M C P L"
 MD_FLAGS = "b C I k O q T P L"
 MA_FLAGS = "b C N J D T M O q t c v k"
-JUNK_FLAGS = "z E x W S Z"  # invalid in 1.6.18 (E/x are post-1.6.18: never valid here)
+# Invalid flags in 1.6.18 and in memcachepy. Not E (any command) nor x (md):
+# memcachepy implements those post-1.6.18 flags (see the module docstring).
+JUNK_FLAGS = "z W S Z Y j"
 
 
 @st.composite
