@@ -916,6 +916,24 @@ def _proc_cpu_ticks(int pid):
     return int(fields[11]), int(fields[12])
 
 
+def _proc_stat_cpus():
+    """{cpu index: (busy, steal, total)} in ticks from /proc/stat, to spot other load."""
+    out = {}
+    try:
+        with open("/proc/stat", "rb") as f:
+            for line in f:
+                if line.startswith(b"cpu") and line[3:4].isdigit():
+                    parts = line.split()
+                    v = [int(x) for x in parts[1:]]
+                    idle = v[3] + (v[4] if len(v) > 4 else 0)
+                    steal = v[7] if len(v) > 7 else 0
+                    total = sum(v[:8])
+                    out[int(parts[0][3:])] = (total - idle - steal, steal, total)
+    except OSError:
+        pass
+    return out
+
+
 def monotonic_ns():
     """The clock the load threads use, for tests."""
     return lg_now()
@@ -1072,9 +1090,11 @@ def run(*, str host="127.0.0.1", int port, int connections=50, int threads=1, in
             cfg.t_end = cfg.t_meas + <int64_t>(duration * 1e9)
         srv0 = srv1 = None
         ru0 = ru1 = None
+        st0 = st1 = None
         if requests:
             srv0 = _proc_cpu_ticks(server_pid) if server_pid else None
             ru0 = resource.getrusage(resource.RUSAGE_SELF)
+            st0 = _proc_stat_cpus()
         with nogil:
             pthread_barrier_wait(&cfg.barrier)       # B
         try:
@@ -1089,9 +1109,11 @@ def run(*, str host="127.0.0.1", int port, int connections=50, int threads=1, in
                     if target == cfg.t_meas:
                         srv0 = _proc_cpu_ticks(server_pid) if server_pid else None
                         ru0 = resource.getrusage(resource.RUSAGE_SELF)
+                        st0 = _proc_stat_cpus()
                     else:
                         srv1 = _proc_cpu_ticks(server_pid) if server_pid else None
                         ru1 = resource.getrusage(resource.RUSAGE_SELF)
+                        st1 = _proc_stat_cpus()
         except BaseException:
             lg_atomic_store(&cfg.abort, 1)
             raise
@@ -1105,12 +1127,24 @@ def run(*, str host="127.0.0.1", int port, int connections=50, int threads=1, in
         if requests:
             srv1 = _proc_cpu_ticks(server_pid) if server_pid else None
             ru1 = resource.getrusage(resource.RUSAGE_SELF)
+            st1 = _proc_stat_cpus()
 
         errors = [ts[i].err.decode(errors="replace") for i in range(nthreads) if ts[i].err[0]]
         if errors:
             raise RuntimeError("; ".join(errors))
-        return _collect(ts, nthreads, cfg, requests, duration, t_stop_ns, srv0, srv1, ru0, ru1,
-                        clk_tck)
+        result = _collect(ts, nthreads, cfg, requests, duration, t_stop_ns, srv0, srv1, ru0,
+                          ru1, clk_tck)
+        # how busy every CPU was in the window, whoever ran there: with the daemon and the
+        # load generator pinned, busy minus their own share is load from other processes
+        cpus = {}
+        if st0 and st1:
+            for cpu in st1:
+                if cpu in st0 and st1[cpu][2] > st0[cpu][2]:
+                    dt = st1[cpu][2] - st0[cpu][2]
+                    cpus[cpu] = dict(busy=(st1[cpu][0] - st0[cpu][0]) / dt,
+                                     steal=(st1[cpu][1] - st0[cpu][1]) / dt)
+        result["cpus"] = cpus
+        return result
     finally:
         if ts != NULL:
             # never free memory a running thread may still touch

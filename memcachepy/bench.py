@@ -146,6 +146,11 @@ def format_report(r: dict[str, Any]) -> str:
                 f"{_fmt(100 * cpu['utilisation'] if cpu['utilisation'] is not None else None, '%', 0)} "
                 "of one CPU"
             )
+    if r.get("cpus"):
+        lines.append("cpus busy    " + ", ".join(
+            f"cpu{k} {100 * v['busy']:.0f}%" + (f" (steal {100 * v['steal']:.0f}%)" if v["steal"] else "")
+            for k, v in sorted(r["cpus"].items(), key=lambda kv: int(kv[0]))) +
+            "  (all processes; see other load)")
     t = r["totals"]
     lines.append(
         f"all phases   prefill sets {t['prefill_sets']:,}, gets {t['gets']:,} "

@@ -18,8 +18,9 @@ from __future__ import annotations
 import re
 import socket
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence, Union
+from typing import Union
 
 SENTINEL = b"version\r\n"
 IDLE_TIMEOUT = 0.4
@@ -35,7 +36,7 @@ Step = Union[bytes, Raw, float, int]
 
 _VERSION_REQ = re.compile(rb"(?m)^ *version(?: [^\r\n]*)?\r?$")
 _CAS_REF = re.compile(rb"\{cas:([^}]*)\}")
-_VALUE_LINE = re.compile(rb"VALUE (\S+) (\d+) (\d+)(?: (\d+))?")
+_VALUE_LINE = re.compile(rb"VALUE ([^ ]+) (\d+) (\d+)(?: (\d+))?")
 
 
 def count_version_lines(buf: bytes) -> int:
@@ -88,7 +89,7 @@ class Conn:
         except OSError:
             pass
 
-    def __enter__(self) -> "Conn":
+    def __enter__(self) -> Conn:
         return self
 
     def __exit__(self, *exc: object) -> None:
