@@ -883,6 +883,32 @@ def test_mn_flushes_and_is_ordered(server: Daemon) -> None:
             b"VA 1 kq%d\r\nx\r\n" % i for i in range(0, 200, 50))
 
 
+def test_ms_data_block_in_pieces(server: Daemon) -> None:
+    # The request line and its data block arrive in separate segments: the
+    # server must wait for the block, then answer exactly once (a handler that
+    # acted before the block was complete would store, count or decode twice).
+    with Conn(server.port) as c:
+        c.send(b"flush_all\r\n")
+        assert c.read_until(b"\r\n") == b"OK\r\n"
+        before = stats(c)
+        for piece in (b"ms Zm9v 5 b k T0 F3 O1\r\nhe", b"l", b"lo\r", b"\nmg foo v f k\r\n"):
+            c.send(piece)
+            time.sleep(0.05)
+        assert c.read_until(b"hello\r\n") == (
+            b"HD kZm9v b O1\r\nVA 5 f3 kZm9v b\r\nhello\r\n")
+        c.send(b"ms foo 2 MA\r\n")
+        time.sleep(0.05)
+        c.send(b"!!\r\nms foo 1 z\r\n")
+        time.sleep(0.05)
+        c.send(b"x\r\nmg foo v\r\n")
+        assert c.read_until(b"hello!!\r\n") == (
+            b"HD\r\nCLIENT_ERROR invalid flag\r\nVA 7\r\nhello!!\r\n")
+        after = stats(c)
+        assert after["cmd_set"] - before["cmd_set"] == 2
+        assert after["total_items"] - before["total_items"] == 2
+        assert after["get_hits"] - before["get_hits"] == 2
+
+
 def test_large_value_roundtrip(server: Daemon) -> None:
     val = bytes(range(256)) * 4000  # 1 MB-ish, chunked items in memcached
     val = val[:1000000]
