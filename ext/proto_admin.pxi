@@ -50,6 +50,7 @@ cdef int process_slabs_command(conn_t* c, token_t* tokens, size_t ntokens) noexc
             if ntokens < 5 or not parse_strtod(&tokens[3], &ratio):
                 out_string(c, b"ERROR")
                 return 0
+            g_settings.slab_automove_ratio = ratio
         else:
             if not tok_strtoul(&tokens[2], &level):
                 out_string(c, b"CLIENT_ERROR bad command line format")
@@ -57,6 +58,7 @@ cdef int process_slabs_command(conn_t* c, token_t* tokens, size_t ntokens) noexc
             if level > 2:
                 out_string(c, b"ERROR")
                 return 0
+            g_settings.slab_automove = <int>level
         out_string(c, b"OK")
         return 0
     out_string(c, b"ERROR")
@@ -78,16 +80,29 @@ cdef int process_lru_command(conn_t* c, token_t* tokens, size_t ntokens) noexcep
         elif factor <= 0 or hot_factor <= 0:
             out_string(c, b"ERROR hot/warm age factors must be greater than 0")
         else:
+            g_settings.hot_lru_pct = pct_hot
+            g_settings.warm_lru_pct = pct_warm
+            g_settings.hot_max_factor = hot_factor
+            g_settings.warm_max_factor = factor
             out_string(c, b"OK")
-    elif tok_eq(&tokens[1], b"mode", 4) and ntokens >= 4:
-        if tok_eq(&tokens[2], b"flat", 4) or tok_eq(&tokens[2], b"segmented", 9):
+    elif tok_eq(&tokens[1], b"mode", 4) and ntokens >= 4 and g_settings.lru_maintainer:
+        if tok_eq(&tokens[2], b"flat", 4):
+            g_settings.lru_segmented = False
+            out_string(c, b"OK")
+        elif tok_eq(&tokens[2], b"segmented", 9):
+            g_settings.lru_segmented = True
             out_string(c, b"OK")
         else:
             out_string(c, b"ERROR")
-    elif tok_eq(&tokens[1], b"temp_ttl", 8) and ntokens >= 4:
+    elif tok_eq(&tokens[1], b"temp_ttl", 8) and ntokens >= 4 and g_settings.lru_maintainer:
         if not tok_strtol(&tokens[2], &ttl):
             out_string(c, b"ERROR")
         else:
+            if ttl < 0:
+                g_settings.temp_lru = False
+            else:
+                g_settings.temp_lru = True
+                g_settings.temporary_ttl = ttl
             out_string(c, b"OK")
     else:
         out_string(c, b"ERROR")
@@ -178,6 +193,9 @@ cdef int process_lru_crawler_command(conn_t* c, token_t* tokens, size_t ntokens)
     cdef bint sel[MAX_SLAB_CLASSES]
     cdef uint32_t v
     if ntokens == 4 and tok_eq(&tokens[1], b"crawl", 5):
+        if not g_settings.lru_crawler:
+            out_string(c, b"CLIENT_ERROR lru crawler disabled")
+            return 0
         if parse_class_list(&tokens[2], sel):
             out_string(c, b"BADCLASS invalid class id")
             return 0
@@ -186,6 +204,9 @@ cdef int process_lru_crawler_command(conn_t* c, token_t* tokens, size_t ntokens)
         out_string(c, b"OK")
         return 0
     if ntokens == 4 and (tok_eq(&tokens[1], b"metadump", 8) or tok_eq(&tokens[1], b"mgdump", 6)):
+        if not g_settings.lru_crawler:
+            out_string(c, b"CLIENT_ERROR lru crawler disabled")
+            return 0
         if not g_settings.dump_enabled:
             out_string(c, b"ERROR metadump not allowed")
             return 0
@@ -203,6 +224,7 @@ cdef int process_lru_crawler_command(conn_t* c, token_t* tokens, size_t ntokens)
         if not tok_strtoul(&tokens[2], &v):
             out_string(c, b"CLIENT_ERROR bad command line format")
             return 0
+        g_settings.lru_crawler_tocrawl = v
         out_string(c, b"OK")
         return 0
     if ntokens == 4 and tok_eq(&tokens[1], b"sleep", 5):
@@ -212,10 +234,15 @@ cdef int process_lru_crawler_command(conn_t* c, token_t* tokens, size_t ntokens)
         if v > 1000000:
             out_string(c, b"CLIENT_ERROR sleep must be one second or less")
             return 0
+        g_settings.lru_crawler_sleep = v
         out_string(c, b"OK")
         return 0
     if ntokens == 3:
-        if tok_eq(&tokens[1], b"enable", 6) or tok_eq(&tokens[1], b"disable", 7):
+        if tok_eq(&tokens[1], b"enable", 6):
+            g_settings.lru_crawler = True
+            out_string(c, b"OK")
+        elif tok_eq(&tokens[1], b"disable", 7):
+            g_settings.lru_crawler = False
             out_string(c, b"OK")
         else:
             out_string(c, b"ERROR")
@@ -223,7 +250,3 @@ cdef int process_lru_crawler_command(conn_t* c, token_t* tokens, size_t ntokens)
     out_string(c, b"ERROR")
     return 0
 
-cdef int process_watch_command(conn_t* c, token_t* tokens, size_t ntokens) noexcept nogil:
-    # No log stream yet: answer as memcached started with -W does.
-    out_string(c, b"CLIENT_ERROR watch commands not allowed")
-    return 0

@@ -106,6 +106,8 @@ cdef item_t* do_item_get(shard_t* s, const char* key, size_t nkey, uint32_t hv,
     cdef item_t* it = assoc_find(s, key, nkey, hv)
     cdef int dead
     if it == NULL:
+        if MC_UNLIKELY(logger_wants(LOG_FETCHERS)):
+            log_item_get(key, nkey, 0, NULL)
         return NULL
     dead = item_dead(it, current_time())
     if dead:
@@ -113,8 +115,12 @@ cdef item_t* do_item_get(shard_t* s, const char* key, size_t nkey, uint32_t hv,
             sinc(&st.get_flushed)
         else:
             sinc(&st.get_expired)
+        if MC_UNLIKELY(logger_wants(LOG_FETCHERS)):
+            log_item_get(key, nkey, 2 if dead == 2 else 3, NULL)
         do_item_unlink(s, it)
         return NULL
+    if MC_UNLIKELY(logger_wants(LOG_FETCHERS)):
+        log_item_get(key, nkey, 1, it)
     if bump:
         lru_bump(s, it)
     return it

@@ -168,6 +168,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (RuntimeError, OSError, ValueError) as exc:
         print(f"memcachepy-bench: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("memcachepy-bench: interrupted", file=sys.stderr)
+        return 130
     if args.json:
         print(json.dumps(result, indent=2))
     else:

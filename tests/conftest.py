@@ -7,6 +7,12 @@
 #  * memcached missing  -> differential tests FAIL when $CI is set (the reference is part of
 #    the CI image, its absence is a broken environment), skip otherwise.
 #  * memcachepy._core not importable -> memcachepy-side tests skip with the reason.
+#
+# Fixtures:  start_daemon(kind, *flags) -> Daemon      (any test; stopped at teardown)
+#            daemon_pair(sut_kind, flags) -> (memcached, sut)   (differential tests)
+#            kind      parametrises a test over memcached and memcachepy
+#            sut_kind  parametrises the side compared with memcached ("sanity-memcached"
+#                      runs memcached against itself, proving a comparison is deterministic)
 from __future__ import annotations
 
 import os

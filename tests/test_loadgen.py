@@ -282,3 +282,67 @@ def test_compare_script_smoke(tmp_path: Path) -> None:
     assert rows[("a", "rps")]["memcached"] > 0
     # the same daemon storing the same 200k items uses the same memory
     assert rows[("g", "rss_mb")]["ratio"] == pytest.approx(1.0, rel=0.1)
+
+
+class SlowServer:
+    """Answers every `get` with a miss after a fixed delay: a known latency to measure."""
+
+    def __init__(self, delay: float) -> None:
+        import threading
+        self.delay = delay
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.conns: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import threading
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(c)
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def _serve(self, c: socket.socket) -> None:
+        buf = b""
+        try:
+            while True:
+                data = c.recv(4096)
+                if not data:
+                    return
+                buf += data
+                while b"\r\n" in buf:
+                    line, buf = buf.split(b"\r\n", 1)
+                    assert line.startswith(b"get ")
+                    time.sleep(self.delay)
+                    c.sendall(b"END\r\n")
+        except OSError:
+            return
+
+    def close(self) -> None:
+        self.sock.close()
+        for c in self.conns:
+            c.close()
+
+
+@pytest.mark.parametrize("mode", ["closed", "rate-lazy", "rate-eager"])
+def test_latency_matches_a_known_delay(mode: str) -> None:
+    # every reply takes 20 ms: the reported latency must be that, not the time the client
+    # happened to look (lazy mode reads replies only on ticks and relies on kernel stamps)
+    srv = SlowServer(0.020)
+    try:
+        kw = dict(rate=20.0, tick_us=40000.0, lazy=mode == "rate-lazy") if mode != "closed" else {}
+        r = lg.run(port=srv.port, connections=4, get_ratio=1, set_ratio=0, requests=20, **kw)
+    finally:
+        srv.close()
+    lat = r["latency_us"]
+    assert r["requests"] == 20 and r["hit_ratio"] == 0.0
+    assert r["totals"]["unstamped_reads"] == 0
+    # lazy mode reads replies only on 40 ms ticks: timed at the read instead of by the kernel
+    # stamp, p50 would sit near 40 ms
+    assert 19_500 <= lat["p50"] <= 30_000, lat
+    assert lat["p50"] <= lat["max"] < 200_000, lat

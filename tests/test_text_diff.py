@@ -11,7 +11,11 @@
 # §3 (every classic command, its noreply form and its error paths).
 from __future__ import annotations
 
+import atexit
+import os
 import re
+import shutil
+import tempfile
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +32,18 @@ K251 = b"k" * 251
 # limits always come with a matching slab_chunk_max (in bytes, as 1.6.18 reads it).
 I1K = ("-I", "1k", "-o", "slab_chunk_max=1024")
 I2K = ("-I", "2k", "-o", "slab_chunk_max=2048")
+
+
+def _auth_file() -> str:
+    """Credentials for -Y (ASCII auth): one `user:password` per line."""
+    path = os.path.join(tempfile.mkdtemp(prefix="mcpy-auth-"), "auth")
+    with open(path, "w") as fh:
+        fh.write("user:pass\nfoo:bar\n")
+    atexit.register(shutil.rmtree, os.path.dirname(path), True)
+    return path
+
+
+AUTH_FILE = _auth_file()
 FUTURE_ABS = str(int(time.time()) + 3600).encode()  # absolute exptime one hour ahead
 PAST_ABS = b"2592001"  # > 30 days, so absolute, and long before the daemon started
 
@@ -284,9 +300,11 @@ t("flush_all_noreply", s("a", "1"), b"flush_all noreply\r\n", b"get a\r\n",
 t("flush_all_args", s("a", "1"), b"flush_all 0\r\n", s("a", "1"), b"flush_all -1\r\n",
   b"get a\r\n", b"flush_all abc\r\n", b"flush_all 1x\r\n", b"flush_all 0 2\r\n",
   b"flush_all 1 2 3\r\n")
-t("flush_all_delayed", s("a", "1"), b"flush_all 2\r\n", b"get a\r\n", 3.1, b"get a\r\n")
-t("flush_all_delayed_cancelled", s("a", "1"), b"flush_all 2\r\n", b"flush_all 0\r\n",
-  s("b", "1"), 3.1, b"get a b\r\n")
+# Delay 3, not 2: a delayed flush takes effect at "now + delay - 1" on a 1 s clock, so with
+# delay 2 one clock tick between `flush_all` and the next `get` would already flush.
+t("flush_all_delayed", s("a", "1"), b"flush_all 3\r\n", b"get a\r\n", 4.1, b"get a\r\n")
+t("flush_all_delayed_cancelled", s("a", "1"), b"flush_all 3\r\n", b"flush_all 0\r\n",
+  s("b", "1"), 4.1, b"get a b\r\n")
 t("flush_all_disabled", s("a", "1"), b"flush_all\r\n", b"flush_all 0 noreply\r\n",
   b"get a\r\n", b"stats\r\n", flags=["-F"])
 t("flush_all_then_add", s("a", "1"), b"flush_all\r\n", st("add", "a", "2"), b"get a\r\n")
@@ -380,6 +398,27 @@ t("edge_prepend_empty_item", s("a", ""), st("prepend", "a", "p"), st("append", "
 t("edge_incr_on_empty_after_append", s("a", ""), st("append", "a", "5"), b"incr a 5\r\n")
 t("edge_verbosity_extra", b"verbosity 1 noreply extra\r\n", b"verbosity 1 2\r\n")
 
+# ---------------------------------------------------------------- -B protocol selection
+BIN_GET_A = bytes([0x80, 0x00, 0x00, 0x01] + [0] * 4 + [0, 0, 0, 1] + [0] * 12) + b"a"
+t("proto_ascii_only_binary_bytes", Raw(BIN_GET_A), Raw(b"\r\n"), mode="idle", flags=["-B", "ascii"])
+t("proto_ascii_only_text_ok", s("a", "1"), b"get a\r\n", flags=["-B", "ascii"])
+
+# ---------------------------------------------------------------- ASCII auth (-Y)
+# Until a client authenticates every reply is an error (the sentinel too), so these use Raw
+# steps and read until the daemon goes quiet or closes.
+t("auth_required_first", Raw(b"get a\r\n"), Raw(b"version\r\n"), Raw(b"mn\r\n"),
+  mode="idle", flags=["-Y", AUTH_FILE])
+t("auth_success_then_normal", Raw(b"set x 0 0 9\r\nuser pass\r\n"), s("k", "v"),
+  b"get k x\r\n", b"stats\r\n", flags=["-Y", AUTH_FILE])
+t("auth_second_user", Raw(b"set x 0 0 7\r\nfoo bar\r\n"), b"get x\r\n", flags=["-Y", AUTH_FILE])
+t("auth_wrong_password", Raw(b"set x 0 0 9\r\nuser nope\r\n"), Raw(b"get a\r\n"),
+  mode="idle", flags=["-Y", AUTH_FILE])
+t("auth_bad_token_format", Raw(b"set x 0 0 8\r\nuserpass\r\n"), Raw(b"get a\r\n"),
+  mode="idle", flags=["-Y", AUTH_FILE])
+t("auth_bad_termination", Raw(b"set x 0 0 9\r\nuser passXX\r\n"), mode="idle",
+  flags=["-Y", AUTH_FILE])
+t("auth_not_a_set", Raw(b"add x 0 0 9\r\nuser pass\r\n"), mode="idle", flags=["-Y", AUTH_FILE])
+
 # ---------------------------------------------------------------- admin commands (tier A)
 # (lru_crawler metadump and watch are left out: their output is asynchronous)
 t("admin_lru_crawler", b"lru_crawler sleep 2000000\r\n", b"lru_crawler sleep 100\r\n",
@@ -435,6 +474,8 @@ def test_transcript(tr: T, sut_kind: str, daemon_pair) -> None:
             d.proc.wait(timeout=5)
     else:
         with Conn(sut.addr) as c:
+            if "-Y" in tr.flags:  # the probe connection must log in first
+                c.request(b"set x 0 0 9\r\nuser pass\r\n")
             assert c.is_open(wait=1.0), f"{sut.kind} stopped answering after the transcript"
 
 

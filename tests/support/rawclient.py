@@ -190,7 +190,7 @@ def run_transcript(addr: tuple[str, int], steps: Sequence[Step], mode: str = "sy
                 data = fill_cas(step, out)
                 out += conn.request(data)
         if mode == "eof":
-            out += conn.read_until_eof()
+            out += conn.read_until_eof(total=3.0)
         elif mode == "idle":
             out += conn.read_idle()
         elif mode != "sync":
