@@ -476,6 +476,7 @@ cdef int process_mset(conn_t* c, token_t* tokens, size_t ntokens,
     cdef bint consumed
     cdef size_t size_out
     cdef char f
+    cdef int clsid
     if tokens[1].length > KEY_MAX_LENGTH:
         out_errstring(c, META_ERR_FORMAT)
         return 0
@@ -557,8 +558,12 @@ cdef int process_mset(conn_t* c, token_t* tokens, size_t ntokens,
     it.cas = of.req_cas if of.has_cas else 0
     if of.key_binary:
         it.it_flags |= ITEM_KEY_BINARY
+    clsid = it.slabs_clsid
     ret = do_store_item(s, it, comm, st, of.set_stale and comm == NREAD_CAS,
                         of.cas_in if of.has_cas_in else 0, &cas_out, &consumed)
+    if MC_UNLIKELY(logger_wants(LOG_MUTATIONS)):
+        log_item_store(c, of.key, of.nkey, 1 if ret == STORE_STORED else 2 if ret == STORE_EXISTS else
+                       3 if ret == STORE_NOT_FOUND else 0, comm, exptime, clsid, vlen)
     if not consumed:
         item_free(it)
     size_out = vlen - 2
