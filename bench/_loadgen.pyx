@@ -198,6 +198,8 @@ cdef struct lg_conn_t:
     uint32_t qhead
     uint32_t qcount
     uint64_t skip            # value bytes still to skip (+2 for its CRLF)
+    uint64_t vlen            # length of the value being skipped
+    int vcheck               # still comparing it with the value we store (same length so far)
     uint32_t cur_hits        # VALUE blocks seen for the request at the queue head
 
 cdef struct lg_cfg_t:
@@ -276,6 +278,7 @@ cdef struct lg_thread_t:
     uint64_t t_prefill
     uint64_t t_timeouts
     uint64_t t_unstamped     # lazy reads that came without a kernel receive stamp
+    uint64_t t_bad_values    # hits whose length or bytes differ from what we store
     int64_t last_done
     char err[256]
 
@@ -546,7 +549,7 @@ cdef int lg_parse(lg_thread_t *t, lg_conn_t *c, int64_t now) noexcept nogil:
     cdef char *nl
     cdef char *s
     cdef size_t avail, n, take
-    cdef uint64_t nbytes
+    cdef uint64_t nbytes, off, dn
     while True:
         avail = c.ilen - c.ioff
         if c.skip:
@@ -557,6 +560,16 @@ cdef int lg_parse(lg_thread_t *t, lg_conn_t *c, int64_t now) noexcept nogil:
                 if c.ibuf[c.ioff + take - 1] != b'\n' or (take >= 2 and c.ibuf[c.ioff + take - 2] != b'\r'):
                     lg_fail(t, b"protocol: value block not followed by CRLF", 0)
                     return -1
+            # every value in our key space is cfg.value: compare while skipping, so a server
+            # that hands back another item's bytes is caught, at the cost of a memcmp
+            off = c.vlen + 2 - c.skip
+            if c.vcheck and off < c.vlen:
+                dn = c.vlen - off
+                if dn > take:
+                    dn = take
+                if memcmp(c.ibuf + c.ioff, t.cfg.value + off, dn) != 0:
+                    t.t_bad_values += 1
+                    c.vcheck = 0
             c.ioff += take
             c.skip -= take
             if c.skip:
@@ -580,7 +593,7 @@ cdef int lg_parse(lg_thread_t *t, lg_conn_t *c, int64_t now) noexcept nogil:
             if c.q[c.qhead].nkeys == 0:
                 lg_fail(t, b"protocol: VALUE in reply to a set", 0)
                 return -1
-            # the byte count is the last token of "VALUE <key> <flags> <bytes>[ <cas>]"
+            # the byte count is the third token of "VALUE <key> <flags> <bytes>[ <cas>]"
             s = p + 6
             while s < nl and s[0] != b' ':
                 s += 1
@@ -594,6 +607,10 @@ cdef int lg_parse(lg_thread_t *t, lg_conn_t *c, int64_t now) noexcept nogil:
                 s += 1
             c.cur_hits += 1
             c.skip = nbytes + 2
+            c.vlen = nbytes
+            c.vcheck = nbytes == t.cfg.value_size
+            if not c.vcheck and t.phase == LG_PHASE_RUN:
+                t.t_bad_values += 1
         elif lg_starts(p, n, b"END\r\n", 5):
             if c.q[c.qhead].nkeys == 0:
                 lg_fail(t, b"protocol: END in reply to a set", 0)
@@ -1165,7 +1182,7 @@ cdef object _collect(lg_thread_t *ts, int nthreads, lg_cfg_t *cfg, uint64_t requ
     memset(hist, 0, sizeof(hist))
     agg = dict(gets=0, get_keys=0, hits=0, sets=0, errors=0, late=0)
     tot = dict(gets=0, get_keys=0, hits=0, sets=0, not_stored=0, errors=0, prefill_sets=0,
-               unstamped_reads=0)
+               unstamped_reads=0, bad_values=0)
     lat_sum = 0.0
     lat_max = 0
     for i in range(nthreads):
@@ -1185,6 +1202,7 @@ cdef object _collect(lg_thread_t *ts, int nthreads, lg_cfg_t *cfg, uint64_t requ
         tot["errors"] += ts[i].t_errors
         tot["prefill_sets"] += ts[i].t_prefill
         tot["unstamped_reads"] += ts[i].t_unstamped
+        tot["bad_values"] += ts[i].t_bad_values
         lat_sum += ts[i].lat_sum
         lat_max = max(lat_max, ts[i].lat_max)
         if ts[i].last_done > last_done:

@@ -27,12 +27,14 @@ include "items.pxi"
 include "lru.pxi"
 include "assoc.pxi"
 include "store.pxi"
+include "slabs_rebalance.pxi"
 include "proto.pxi"
 include "logger.pxi"
 include "stats.pxi"
 include "proto_text.pxi"
 include "proto_meta.pxi"
 include "proto_admin.pxi"
+include "auth.pxi"
 include "conn.pxi"
 include "thread.pxi"
 
@@ -128,6 +130,7 @@ def _core_init(dict cfg, int nworkers):
     if nworkers > 0 and workers_init(nworkers) != 0:
         raise OSError("cannot create worker event loops")
     logger_init()
+    auth_load(cfg.get("auth_entries") or [])
     memset(&g_stats_baseline, 0, sizeof(thread_stats_t))
     memset(&g_orphan_stats, 0, sizeof(thread_stats_t))
     g_curr_conns = 0

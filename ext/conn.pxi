@@ -177,6 +177,12 @@ cdef int conn_process(conn_t* c) noexcept nogil:
         avail = c.rend - c.rstart
         if avail == 0:
             break
+        if MC_UNLIKELY(g_auth_enabled and not c.authenticated):
+            r = process_auth(c, c.rbuf + c.rstart, avail)
+            if r < 0:
+                break
+            c.rstart += <size_t>r
+            continue
         if c.state == CONN_SWALLOW:
             k = avail if avail < c.swallow else <size_t>c.swallow
             c.rstart += k

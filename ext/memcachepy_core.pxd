@@ -286,6 +286,8 @@ cdef struct thread_stats_t:
     uint64_t store_too_large
     uint64_t store_no_memory
     uint64_t idle_kicks
+    uint64_t auth_cmds
+    uint64_t auth_errors
     slab_thread_stats_t slab[66]
 
 # ---------------------------------------------------------------- connections
@@ -315,6 +317,9 @@ cdef struct conn_t:
     uint64_t swallow
     size_t get_resume    # offset in the current line where a paused multiget resumes
     int watch_flags      # what a `watch` connection asked to see
+    bint authenticated   # -Y: passed the ASCII auth exchange
+    bint auth_started    # -Y: saw the auth `set` line, waiting for "user pass"
+    size_t auth_need
     rel_time_t last_cmd_time
     void* worker
     conn_t* next

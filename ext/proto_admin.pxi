@@ -1,11 +1,11 @@
-# proto_admin.pxi -- operator commands: slabs, lru, lru_crawler, watch.
+# proto_admin.pxi -- operator commands: slabs, lru, lru_crawler.
 #
-# These are not on the request hot path. memcachepy has no slab rebalancer and
-# a single (non-segmented) LRU per class and shard, so `slabs reassign` answers
-# as a memcached started with slab reassignment off does, and the tuning
-# commands (`slabs automove`, `lru tune|mode|temp_ttl`, `lru_crawler
-# sleep|tocrawl|enable|disable`) are parsed and validated exactly as memcached
-# does but change nothing. `lru_crawler crawl` reclaims expired items
+# These are not on the request hot path. `slabs reassign` and `slabs automove`
+# drive the page mover (slabs_rebalance.pxi). memcachepy has a single
+# (non-segmented) LRU per class and shard, so the LRU tuning commands (`lru
+# tune|mode|temp_ttl`, `lru_crawler sleep|tocrawl`) are parsed and validated
+# exactly as memcached does and reported by `stats settings`, but change no
+# behaviour. `lru_crawler crawl` reclaims expired items
 # synchronously; `lru_crawler metadump`/`mgdump` list keys in memcached's format.
 
 cdef inline bint parse_strtod(token_t* t, double* out) noexcept nogil:
@@ -41,8 +41,22 @@ cdef int process_slabs_command(conn_t* c, token_t* tokens, size_t ntokens) noexc
     cdef double ratio
     cdef int32_t src
     cdef int32_t dst
+    cdef int rv
     if ntokens == 5 and tok_eq(&tokens[1], b"reassign", 8):
-        out_string(c, b"CLIENT_ERROR slab reassignment disabled")
+        if not (tok_strtol(&tokens[2], &src) and tok_strtol(&tokens[3], &dst)):
+            out_string(c, b"CLIENT_ERROR bad command line format")
+            return 0
+        rv = slabs_reassign(src, dst)
+        if rv == 0:
+            out_string(c, b"OK")
+        elif rv == 1:
+            out_string(c, b"BUSY currently processing reassign request")
+        elif rv == 2:
+            out_string(c, b"SAME src and dst class are identical")
+        elif rv == 3:
+            out_string(c, b"BADCLASS invalid src or dst class id")
+        else:
+            out_string(c, b"NOSPARE source class has no spare pages")
         return 0
     if ntokens >= 4 and tok_eq(&tokens[1], b"automove", 8):
         set_noreply_maybe(c, tokens, ntokens)

@@ -165,6 +165,7 @@ cdef void worker_loop(worker_t* w) noexcept nogil:
 cdef void acceptor_loop(int nlisteners) noexcept nogil:
     global g_acceptor_epfd
     cdef int epfd = epoll_create1(EPOLL_CLOEXEC)
+    cdef rel_time_t last_automove = current_time()
     cdef char drain[256]
     cdef epoll_event ev
     cdef epoll_event events[16]
@@ -188,6 +189,13 @@ cdef void acceptor_loop(int nlisteners) noexcept nogil:
         # watchers are fed every 20 ms; otherwise wake 4 times a second for the clock
         n = epoll_wait(epfd, events, 16, 20 if mc_load_int(&g_nwatchers) else 250)
         clock_tick()
+        if mc_load_int(&g_rebal_signal) == 1:
+            slabs_rebalance_run()
+        if current_time() != last_automove:
+            last_automove = current_time()
+            slabs_automove_tick()
+            if mc_load_int(&g_rebal_signal) == 1:
+                slabs_rebalance_run()
         if mc_load_int(&g_nwatchers):
             logger_flush(-1)
         for j in range(n):

@@ -135,6 +135,9 @@ class Settings:
     hashpower_init: int = 0
     lru_crawler_sleep: int = 100
     metrics_listen: Optional[str] = None
+    auth_file: Optional[str] = None
+    auth_entries: List[tuple] = field(default_factory=list)
+    log_file: Optional[str] = None
     extended: Dict[str, str] = field(default_factory=dict)
 
     def check(self) -> None:
@@ -198,11 +201,11 @@ class Settings:
             line("tcp_backlog", self.backlog),
             line("binding_protocol", self.binding_protocol),
             line("auth_enabled_sasl", "no"),
-            line("auth_enabled_ascii", "no"),
+            line("auth_enabled_ascii", self.auth_file or "no"),
             line("item_size_max", self.item_size_max),
             line("maxconns_fast", yn(self.maxconns_fast)),
             line("hashpower_init", self.hashpower_init),
-            line("slab_reassign", "no"),
+            line("slab_reassign", "yes"),
         ])
         b2 = "".join([
             line("slab_automove_window", ext.get("slab_automove_window", "30")),
@@ -275,6 +278,7 @@ class Settings:
             "idle_timeout": self.idle_timeout,
             "nshards": self.nshards,
             "detail_enabled": self.detail_enabled,
+            "auth_entries": list(self.auth_entries),
             "prefix_delimiter": self.prefix_delimiter,
             "version": self.memcached_version,
             "own_version": __version__,
