@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Union
 
 SENTINEL = b"version\r\n"
-IDLE_TIMEOUT = 0.4
+IDLE_TIMEOUT = 1.0  # generous: a loaded CI machine can stall a daemon for a while
 TOTAL_TIMEOUT = 8.0
 
 
