@@ -53,6 +53,13 @@ cdef bint auth_check(token_t* user, token_t* password) noexcept nogil:
             ok = True
     return ok
 
+# memcached reuses one response object during the auth exchange, so an auth
+# reply not yet sent is replaced by the next one (pipelined junk before
+# authentication gets a single error). Only auth replies can be pending here.
+cdef inline void auth_reply(conn_t* c, const char* msg) noexcept nogil:
+    c.wlen = c.wsent
+    out_string(c, msg)
+
 # One step of the auth exchange on the unparsed input p[0:avail]. Returns the
 # bytes consumed, or -1 when more input is needed.
 cdef int process_auth(conn_t* c, const char* p, size_t avail) noexcept nogil:
@@ -76,7 +83,7 @@ cdef int process_auth(conn_t* c, const char* p, size_t avail) noexcept nogil:
         nul = <const char*>memchr(p, 0, linelen)
         ntokens = tokenize(p, <size_t>(nul - p) if nul != NULL else linelen, tokens, MAX_TOKENS)
         if ntokens < 6 or not tok_eq(&tokens[0], b"set", 3) or not tok_strtoul(&tokens[4], &size):
-            out_string(c, b"CLIENT_ERROR unauthenticated")
+            auth_reply(c, b"CLIENT_ERROR unauthenticated")
             return <int>(linelen + 1)
         c.auth_need = <size_t>size + 2
         c.auth_started = True
@@ -88,18 +95,18 @@ cdef int process_auth(conn_t* c, const char* p, size_t avail) noexcept nogil:
     c.auth_started = False
     linelen = c.auth_need
     if p[linelen - 2] != c'\r' or p[linelen - 1] != c'\n':
-        out_string(c, b"CLIENT_ERROR bad command line termination")
+        auth_reply(c, b"CLIENT_ERROR bad command line termination")
         return <int>linelen
     nul = <const char*>memchr(p, 0, linelen - 2)
     ntokens = tokenize(p, <size_t>(nul - p) if nul != NULL else linelen - 2, tokens, MAX_TOKENS)
     sinc(&st.auth_cmds)
     if ntokens < 3:
-        out_string(c, b"CLIENT_ERROR bad authentication token format")
+        auth_reply(c, b"CLIENT_ERROR bad authentication token format")
         return <int>linelen
     if auth_check(&tokens[0], &tokens[1]):
         c.authenticated = True
-        out_string(c, b"STORED")
+        auth_reply(c, b"STORED")
     else:
         sinc(&st.auth_errors)
-        out_string(c, b"CLIENT_ERROR authentication failure")
+        auth_reply(c, b"CLIENT_ERROR authentication failure")
     return <int>linelen

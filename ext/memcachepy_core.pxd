@@ -317,6 +317,7 @@ cdef struct conn_t:
     uint64_t swallow
     size_t get_resume    # offset in the current line where a paused multiget resumes
     int watch_flags      # what a `watch` connection asked to see
+    bint announced       # -vv: "Client using the ascii protocol" printed
     bint authenticated   # -Y: passed the ASCII auth exchange
     bint auth_started    # -Y: saw the auth `set` line, waiting for "user pass"
     size_t auth_need

@@ -444,6 +444,9 @@ cdef int process_command(conn_t* c, const char* line, size_t length,
         length = <size_t>(nul - line)      # memcached sees the line as a C string
     if c.rneed == 0 and c.get_resume == 0:
         if g_settings.verbose > 1:
+            if not c.announced:
+                c.announced = True
+                fprintf(stderr, "%d: Client using the ascii protocol\n", c.fd)
             fprintf(stderr, "<%d %.*s\n", c.fd, <int>length, line)
         if MC_UNLIKELY(logger_wants(LOG_RAWCMDS)):
             log_rawcmd(c, line, length)

@@ -279,8 +279,9 @@ class LogFile:
     def install(self) -> None:
         """Make the opened file fd 2."""
         sys.stderr.flush()
-        os.dup2(self.fd, 2)
-        os.close(self.fd)
+        if self.fd != 2:        # started with fd 2 closed: open() already gave 2
+            os.dup2(self.fd, 2)
+            os.close(self.fd)
         self.fd = -1
 
     def reopen(self) -> None:
@@ -396,11 +397,14 @@ def _daemonize(keep_stdio: bool) -> int:
         os.close(wfd)
         os.waitpid(pid, 0)   # the intermediate child, gone at once
         data = b""
-        while True:
-            chunk = os.read(rfd, 64)
-            if not chunk:
-                break
-            data += chunk
+        try:
+            while True:
+                chunk = os.read(rfd, 64)
+                if not chunk:
+                    break
+                data += chunk
+        except KeyboardInterrupt:
+            os._exit(130)    # the daemon, in its own session, carries on
         try:
             code = int(data.strip().split()[-1])
         except (ValueError, IndexError):

@@ -300,7 +300,8 @@ def test_drop_to_nobody_after_binding(mcpy, spawn, world_dir):
 @need_root
 def test_daemonized_drop_to_nobody(mcpy, world_dir):
     pidfile, logfile = world_dir / "mc.pid", world_dir / "mc.log"
-    r = run_daemonized(["-u", "nobody", "-P", str(pidfile), "--log-file", str(logfile)], world_dir)
+    r = run_daemonized(["-v", "-u", "nobody", "-P", str(pidfile), "--log-file", str(logfile)],
+                       world_dir)
     assert r.returncode == 0, r.stderr
     pid = int(pidfile.read_text())
     try:
@@ -308,10 +309,56 @@ def test_daemonized_drop_to_nobody(mcpy, world_dir):
         assert st["Uid"].split()[0] == str(os.stat(pidfile).st_uid) != "0"
         # A log file the daemon created as root is handed over, so SIGHUP can reopen it later.
         assert os.stat(logfile).st_uid == int(st["Uid"].split()[0])
+        logfile.rename(world_dir / "mc.log.1")
+        os.kill(pid, signal.SIGHUP)
+        assert wait_for(lambda: logfile.exists() and "reopened log file" in logfile.read_text())
+        assert os.stat(logfile).st_uid == int(st["Uid"].split()[0])
     finally:
         os.kill(pid, signal.SIGTERM)
     wait_gone(pid)
     assert not pidfile.exists()
+
+
+@need_root
+def test_low_port_bound_before_the_switch(mcpy, spawn, world_dir):
+    """Listeners are bound as root, then the daemon becomes nobody: a port below 1024
+    works (memcached binds after its switch, so it cannot)."""
+    low = None
+    for port in range(700, 1000):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            low = port
+            break
+    if low is None:
+        pytest.skip("no free port below 1024")
+    p = spawn([sys.executable, "-m", "memcachepy", "-u", "nobody", "-U", "0", "-l", "127.0.0.1",
+               "-p", str(low)], workdir=world_dir)
+    assert p.wait_port() == low
+    assert request(("127.0.0.1", low), b"version\r\n").startswith(b"VERSION ")
+    assert proc_status(p.proc.pid)["Uid"].split()[0] != "0"
+
+
+def test_daemonize_with_v_keeps_stderr(mcpy, tmp_path):
+    """memcached -d -v keeps its stdio; so does memcachepy when there is no --log-file."""
+    err = tmp_path / "err"
+    env = dict(os.environ, MEMCACHED_PORT_FILENAME=str(tmp_path / "port"))
+    pidfile = tmp_path / "pid"
+    with open(err, "wb") as fh:
+        r = subprocess.run(argv_for(KIND_MEMCACHEPY, ["-d", "-v", "-P", str(pidfile)]),
+                           cwd=str(REPO_ROOT), env=env, stdout=subprocess.DEVNULL, stderr=fh,
+                           timeout=15)
+    assert r.returncode == 0, err.read_text()
+    pid = int(pidfile.read_text())
+    try:
+        assert os.readlink(f"/proc/{pid}/fd/2") == str(err)
+        assert wait_for(lambda: "daemon started" in err.read_text())
+    finally:
+        os.kill(pid, signal.SIGTERM)
+    wait_gone(pid)
+    assert "INFO stopped" in err.read_text()
 
 
 # ------------------------------------------------------------------ signals

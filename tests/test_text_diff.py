@@ -357,6 +357,7 @@ t("stats_settings_extended_opts", b"stats settings\r\n",
          "lru_crawler_sleep=50,lru_crawler_tocrawl=5,slab_automove=0,idle_timeout=30,"
          "hash_algorithm=jenkins,maxconns_fast"])
 t("stats_settings_extended_opts2", b"stats settings\r\n", b"stats sizes\r\n",
+  s("a", "1"), s("b", b"x" * 100), s("c", b"y" * 100), b"stats sizes\r\n",
   flags=["-o", "track_sizes,no_maxconns_fast,no_lru_maintainer"])
 t("stats_items_after_sets", s("a", "1"), s("b", "x" * 100), s("c", "y" * 1000),
   s("d", "z" * 1000), b"get a b c d\r\n", b"stats items\r\n")

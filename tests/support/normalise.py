@@ -52,6 +52,8 @@ _ITEM = re.compile(rb"ITEM ([^ ]+) \[(\d+) b; (\d+) s\]")
 
 
 def _stat_compared(name: str) -> bool:
+    if name.isdigit():  # `stats sizes` bucket: item count per 32-byte size bucket
+        return True
     parts = name.split(":")
     if len(parts) == 3 and parts[0] == "items":
         return parts[2] in ITEMS_COMPARED
