@@ -340,3 +340,18 @@ cdef void store_totals(uint64_t* curr_items, uint64_t* total_items, uint64_t* by
         total_items[0] += g_shards[i].total_items
         bytes[0] += g_shards[i].bytes
         pthread_mutex_unlock(&g_shards[i].lock)
+
+# ---- meta helpers
+
+# The meta E flag gave `it` a client-chosen CAS. flush_all tells items set
+# before it from items set after it, in the same second, by comparing CAS
+# values, which a client CAS defeats; such items carry ITEM_CAS_CLIENT and
+# the flush epoch current when the CAS was set instead (items.pxi item_dead).
+cdef inline void item_set_client_cas(item_t* it, uint64_t cas) noexcept nogil:
+    it.cas = cas
+    it.it_flags = <uint16_t>((it.it_flags & 0xFF) | ITEM_CAS_CLIENT
+                             | (flush_epoch(mc_load_u64(&g_settings.oldest_cas)) << 8))
+
+# The item got a server CAS again (in-place incr, md I): ordinary flush rules.
+cdef inline void item_clear_client_cas(item_t* it) noexcept nogil:
+    it.it_flags = <uint16_t>(it.it_flags & 0xFF & ~ITEM_CAS_CLIENT)
