@@ -34,6 +34,7 @@ include "proto_meta.pxi"
 include "proto_admin.pxi"
 include "conn.pxi"
 include "thread.pxi"
+include "testing.pxi"
 
 import time as _time
 
