@@ -239,7 +239,7 @@ cdef class Store:
         cdef rel_time_t exp = exptime_to_rel(exptime)
         if nk == 0 or nk > KEY_MAX_LENGTH:
             raise ValueError("bad key length")
-        if not item_size_ok(nk, nv):
+        if not item_size_ok(nk, nv, flags):
             return "TOO_LARGE"
         with nogil:
             pthread_mutex_lock(&s.lock)
