@@ -168,7 +168,8 @@ cdef extern from "<stdio.h>" nogil:
 cdef enum:
     KEY_MAX_LENGTH = 250
     MAX_TOKENS = 24
-    MAX_SLAB_CLASSES = 64          # memcached's MAX_NUMBER_OF_SLAB_CLASSES
+    MC_MAX_CLASSES = 64            # memcached's MAX_NUMBER_OF_SLAB_CLASSES
+    MAX_SLAB_CLASSES = 66          # ours: memcached's classes plus one for items > slab_chunk_max
     SLAB_PAGE_SIZE = 1048576       # 1 MiB pages, as memcached
     CHUNK_ALIGN_BYTES = 8
     REALTIME_MAXDELTA = 2592000    # 30 days: relative vs absolute exptime
@@ -245,9 +246,9 @@ cdef struct shard_t:
     item_t** buckets
     uint32_t hashpower
     uint64_t hash_items
-    item_t* heads[64]
-    item_t* tails[64]
-    lru_stats_t lru[64]
+    item_t* heads[66]
+    item_t* tails[66]
+    lru_stats_t lru[66]
     uint64_t curr_items
     uint64_t total_items
     uint64_t bytes
@@ -284,7 +285,7 @@ cdef struct thread_stats_t:
     uint64_t store_too_large
     uint64_t store_no_memory
     uint64_t idle_kicks
-    slab_thread_stats_t slab[64]
+    slab_thread_stats_t slab[66]
 
 # ---------------------------------------------------------------- connections
 cdef enum conn_state_t:

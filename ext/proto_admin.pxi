@@ -107,7 +107,7 @@ cdef int parse_class_list(token_t* t, bint* sel) noexcept nogil:
         s = i
         while i < t.length and t.value[i] != c',':
             i += 1
-        if not safe_strtoul(t.value + s, i - s, &id) or id == 0 or id >= MAX_SLAB_CLASSES - 1:
+        if not safe_strtoul(t.value + s, i - s, &id) or id == 0 or id >= MC_MAX_CLASSES - 1:
             return 1
         sel[id] = True
         i += 1

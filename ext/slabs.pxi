@@ -39,7 +39,7 @@ cdef void slabs_init(uint64_t limit, double factor, uint32_t item_header) noexce
     g_mem_malloced = 0
     while True:
         i += 1
-        if i >= MAX_SLAB_CLASSES - 2:
+        if i >= MC_MAX_CLASSES - 1:
             break
         if size >= chunk_max / factor:
             break

@@ -557,7 +557,7 @@ cdef int process_stat(conn_t* c, token_t* tokens, size_t ntokens) noexcept nogil
         if not (tok_strtoul(&tokens[2], &id) and tok_strtoul(&tokens[3], &limit)):
             out_string(c, b"CLIENT_ERROR bad command line format")
             return 0
-        if id >= MAX_SLAB_CLASSES:
+        if id >= MC_MAX_CLASSES:
             out_string(c, b"CLIENT_ERROR Illegal slab id")
             return 0
         stats_cachedump(c, id, limit)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from typing import List, Optional, Sequence
 
@@ -68,6 +69,8 @@ memcachepy {version} (memcached {mcversion} compatible)
      does; memcachepy's LRU and allocator do not need them
 --config=<file>           read options from a memcached.conf-style file first
 --check-config            validate the options (and config file) and exit
+--metrics-listen=<[host:]port> serve Prometheus metrics (memcached_exporter names)
+                          on this address (default: off; host defaults to 127.0.0.1)
 """
 
 LICENSE_TEXT = """memcachepy is distributed under the BSD 3-Clause license (see LICENSE).
@@ -130,22 +133,28 @@ class _Parser(argparse.ArgumentParser):
         raise _ArgError(message)
 
 
-def _int(value: str, what: str) -> int:
-    try:
-        return int(value, 10)
-    except (TypeError, ValueError):
-        raise SettingsError(f"Invalid value for {what}: {value!r}") from None
+def atoi(value: str) -> int:
+    """C's atoi(), which memcached uses for its numeric flags: leading digits
+    (after blanks and a sign) or 0."""
+    m = re.match(r"\s*([+-]?\d+)", value or "")
+    return int(m.group(1)) if m else 0
+
+
+def atof(value: str) -> float:
+    m = re.match(r"\s*([+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?)", value or "")
+    return float(m.group(1)) if m else 0.0
 
 
 def settings_from_args(ns: argparse.Namespace) -> Settings:
-    """Validate parsed options exactly as memcached does; raise SettingsError."""
+    """Validate parsed options exactly as memcached 1.6.18 does (same messages,
+    same exit codes); raise SettingsError."""
     s = Settings()
-    s.port = _int(ns.port, "-p")
+    s.port = atoi(ns.port)
     if s.port == -1:
         s.port = 0        # memcached's spelling of "any free port"
-    s.udpport = _int(ns.udp_port, "-U")
     if s.port < 0 or s.port > 65535:
         raise SettingsError("Invalid port number")
+    s.udpport = atoi(ns.udp_port)
     if s.udpport != 0:
         raise SettingsError("UDP is not supported by memcachepy (memcached turns it off by default too); use -U 0")
     s.domain_socket = ns.unix_socket
@@ -158,38 +167,33 @@ def settings_from_args(ns: argparse.Namespace) -> Settings:
         s.listen = [a.strip() for item in ns.listen for a in item.split(",") if a.strip()]
     s.daemonize = ns.daemon
     s.user = ns.user
-    mb = _int(ns.memory_limit, "-m")
-    if mb <= 0:
-        raise SettingsError("Memory limit must be at least 1 megabyte")
-    s.maxbytes = mb * 1024 * 1024
+    s.maxbytes = atoi(ns.memory_limit) * 1024 * 1024
     s.evict_to_free = not ns.disable_evictions
-    s.maxconns = _int(ns.conn_limit, "-c")
+    s.maxconns = atoi(ns.conn_limit)
     if s.maxconns <= 0:
-        raise SettingsError("Maximum connections must be greater than 0")
+        raise SettingsError("Maximum connections must be greater than 0", 1)
     s.verbose = min(ns.verbose, 2)
     s.pidfile = ns.pidfile
-    try:
-        s.factor = float(ns.slab_growth_factor)
-    except ValueError:
-        raise SettingsError("Factor must be greater than 1") from None
+    s.factor = atof(ns.slab_growth_factor)
     if s.factor <= 1.0:
-        raise SettingsError("Factor must be greater than 1")
-    s.chunk_size = _int(ns.slab_min_size, "-n")
-    if s.chunk_size <= 0:
-        raise SettingsError("Chunk size must be greater than 0")
+        raise SettingsError("Factor must be greater than 1", 1)
+    s.chunk_size = atoi(ns.slab_min_size)
+    if s.chunk_size == 0:
+        raise SettingsError("Chunk size must be greater than 0", 1)
     if ns.prefix_delimiter is not None:
         s.prefix_delimiter = ns.prefix_delimiter[:1] or ":"
         s.detail_enabled = True
-    s.num_threads = _int(ns.threads, "-t")
+    s.num_threads = atoi(ns.threads)
     if s.num_threads <= 0:
-        raise SettingsError("Number of threads must be greater than 0")
+        raise SettingsError("Number of threads must be greater than 0", 1)
     if s.num_threads > 64:
-        raise SettingsError("Number of threads must be at most 64")
-    s.reqs_per_event = _int(ns.max_reqs_per_event, "-R")
-    if s.reqs_per_event <= 0:
-        raise SettingsError("Number of requests per event must be greater than 0")
+        sys.stderr.write("WARNING: Setting a high number of worker threads is not recommended.\n"
+                         " Set this value to the number of cores in your machine or less.\n")
+    s.reqs_per_event = atoi(ns.max_reqs_per_event)
+    if s.reqs_per_event == 0:
+        raise SettingsError("Number of requests per event must be greater than 0", 1)
     s.use_cas = not ns.disable_cas
-    s.backlog = _int(ns.listen_backlog, "-b")
+    s.backlog = atoi(ns.listen_backlog)
     if ns.protocol not in ("ascii", "binary", "auto"):
         raise SettingsError(f"Invalid value for binding protocol: {ns.protocol}\n"
                             " -- should be one of auto, binary, or ascii")
@@ -232,6 +236,7 @@ def _expand_config(argv: List[str]) -> List[str]:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    raw_args = list(args)
     try:
         args = _expand_config(args)
         ns = parse_args(args)
@@ -256,6 +261,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         sys.stderr.write(f"{e}\n")
         return e.exit_code
     if ns.check_config:
+        if ns.config:
+            from . import config
+            return config.check_config(ns.config, [a for a in raw_args if a != '--check-config'])
         sys.stdout.write("configuration OK\n")
         return 0
     if os.geteuid() == 0 and not settings.user:

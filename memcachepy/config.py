@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import ipaddress
-import os
 import shlex
 import socket
 import sys
@@ -479,8 +478,8 @@ def parse_config_text(text: str, source: str = "<config>") -> ConfigFile:
             continue
         try:
             tokens = shlex.split(line)
-        except ValueError as e:
-            raise ConfigError(f"cannot split line: {e}", source, lineno) from None
+        except ValueError as exc:
+            raise ConfigError(f"cannot split line: {exc}", source, lineno) from None
         if tokens and not tokens[0].startswith("-"):
             # Debian's conf has `logfile PATH`; the journal replaces it.
             if tokens[0] == "logfile":
@@ -592,9 +591,9 @@ def validate(entries: Iterable[Entry]) -> list[ConfigError]:
             if why:
                 errors.append(ConfigError(f"{_optname(o)}: {why}", e.source, e.lineno))
                 continue
-        if o.short == "m":
+        if o.short == "m" and e.value is not None:
             s.memory_mb = int(e.value)
-        elif o.short == "I":
+        elif o.short == "I" and e.value is not None:
             s.item_size_max = parse_size(e.value)
         elif o.short == "o":
             for name, part in split_suboptions(e.value or ""):
@@ -646,8 +645,8 @@ def check_config(path: str, argv: Sequence[str] = (), out: TextIO = sys.stdout,
     """
     try:
         cfg = load_config(path)
-    except ConfigError as e:
-        print(f"memcachepy: {e}", file=err)
+    except ConfigError as exc:
+        print(f"memcachepy: {exc}", file=err)
         return 1
     for w in cfg.warnings:
         print(f"memcachepy: warning: {w}", file=err)
@@ -655,8 +654,8 @@ def check_config(path: str, argv: Sequence[str] = (), out: TextIO = sys.stdout,
     try:
         merged = merge_argv(cfg.argv, argv)
         cli_entries, unknown = parse_argv(argv)
-    except ConfigError as e:
-        print(f"memcachepy: {e}", file=err)
+    except ConfigError as exc:
+        print(f"memcachepy: {exc}", file=err)
         return 1
     # Entries with their file positions, minus what the command line overrides.
     overridden = {e.option.key for e in cli_entries if e.option.short != "o"}
@@ -665,8 +664,8 @@ def check_config(path: str, argv: Sequence[str] = (), out: TextIO = sys.stdout,
     errors = validate(entries)
     if unknown:
         errors.append(ConfigError(f"unknown command-line arguments: {' '.join(unknown)}"))
-    for e in errors:
-        print(f"memcachepy: {e}", file=err)
+    for problem in errors:
+        print(f"memcachepy: {problem}", file=err)
     if errors:
         return 1
     print(f"{path}: OK ({' '.join(shlex.quote(t) for t in merged) or 'defaults'})", file=out)

@@ -401,7 +401,9 @@ class ExporterHandle:
     def __init__(self, server: _Server, thread: threading.Thread) -> None:
         self._server = server
         self._thread = thread
-        self.host, self.port = server.server_address[:2]
+        addr = server.server_address
+        self.host: str = str(addr[0])
+        self.port: int = int(addr[1])
 
     @property
     def url(self) -> str:

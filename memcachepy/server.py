@@ -221,9 +221,12 @@ def run(settings: Settings) -> int:
     logging.basicConfig(
         level=logging.DEBUG if settings.verbose > 1 else logging.INFO if settings.verbose else logging.WARNING,
         format="%(message)s", stream=sys.stderr)
+    from . import systemd
+    notifier = systemd.Notifier()
+    notifier.status("binding listeners")
     server = MemcacheServer(settings)
     try:
-        server.bind()
+        server.bind(systemd.listen_fds() or None)
         if settings.user:
             _drop_privileges(settings.user)
     except ListenError as e:
@@ -239,6 +242,7 @@ def run(settings: Settings) -> int:
             sys.stderr.write(f"Could not open the pid file {settings.pidfile} for writing: {e.strerror}\n")
     def on_signal(signum, frame):  # noqa: ARG001
         log.info("Signal handled: %s.", signal.Signals(signum).name)
+        notifier.stopping()
         server.request_stop(0)
 
     signal.signal(signal.SIGTERM, on_signal)
@@ -254,10 +258,33 @@ def run(settings: Settings) -> int:
         from . import _core
         for cls, size, perslab in _core.slab_classes():
             sys.stderr.write(f"slab class {cls:3d}: chunk size {size:9d} perslab {perslab:7d}\n")
+    # The probe target for the watchdog and the metrics scraper: the first
+    # TCP listener (over loopback when bound to a wildcard), else the unix socket.
+    tcp = [(h, p) for fam, h, p in server.bound if fam != "UNIX"]
+    unix = [h for fam, h, _ in server.bound if fam == "UNIX"]
+    t_host, t_port = (systemd.connectable_host(tcp[0][0]), tcp[0][1]) if tcp else ("", 0)
+    t_unix = None if tcp else (unix[0] if unix else None)
+    exporter = None
+    if settings.metrics_listen:
+        from . import metrics
+        m_host, m_port = metrics.parse_listen(settings.metrics_listen)
+        try:
+            exporter = metrics.start_exporter(m_host, m_port, t_host, t_port, target_unix=t_unix)
+        except OSError as e:
+            sys.stderr.write(f"failed to listen on metrics address {settings.metrics_listen}: "
+                             f"{e.strerror}\n")
+            server.stop()
+            return 71
     server.write_port_file()
+    where = ", ".join(h if fam == "UNIX" else f"{h}:{p}" for fam, h, p in server.bound)
+    notifier.ready(f"accepting connections on {where}; {settings.num_threads} threads")
+    notifier.start_watchdog(systemd.version_probe(t_host, t_port, unix_path=t_unix))
     try:
         server.wait()
     finally:
+        notifier.stop_watchdog()
+        if exporter is not None:
+            exporter.stop()
         server.stop()
         if settings.pidfile:
             try:

@@ -23,17 +23,15 @@ class SettingsError(Exception):
 
 def parse_size(text: str) -> int:
     """-I value: bytes, or with a k/m suffix, as memcached reads it."""
-    t = text.strip().lower()
+    import re
+    t = text or ""
     mult = 1
-    if t.endswith("k"):
+    if t[-1:] in ("k", "K"):
         mult, t = 1024, t[:-1]
-    elif t.endswith("m"):
+    elif t[-1:] in ("m", "M"):
         mult, t = 1024 * 1024, t[:-1]
-    try:
-        value = int(t, 10) * mult
-    except ValueError:
-        raise SettingsError(f"Invalid value for -I: {text!r}") from None
-    return value
+    m = re.match(r"\s*([+-]?\d+)", t)     # atoi(), as memcached
+    return (int(m.group(1)) if m else 0) * mult
 
 
 # -o sub-options memcached 1.6.18 accepts that memcachepy's design makes moot;
@@ -148,11 +146,14 @@ class Settings:
         if self.item_size_max > 1024 * 1024 * 1024:
             raise SettingsError("Cannot set item size limit higher than a gigabyte.")
         if self.slab_chunk_size_max > self.item_size_max:
-            self.slab_chunk_size_max = self.item_size_max
-        if self.slab_chunk_size_max > 1024 * 1024:
-            raise SettingsError("slab_chunk_max cannot be larger than the slab page size")
-        if self.item_size_max > 1024 * 1024 and self.item_size_max % self.slab_chunk_size_max:
-            raise SettingsError("-I must be a multiple of slab_chunk_max when above 1m")
+            raise SettingsError(f"slab_chunk_max (bytes: {self.slab_chunk_size_max}) cannot be larger "
+                                f"than -I (item_size_max {self.item_size_max})")
+        if self.item_size_max % self.slab_chunk_size_max:
+            raise SettingsError(f"-I (item_size_max: {self.item_size_max}) must be evenly divisible by "
+                                f"slab_chunk_max (bytes: {self.slab_chunk_size_max})")
+        if (1024 * 1024) % self.slab_chunk_size_max:
+            raise SettingsError(f"slab_chunk_max (bytes: {self.slab_chunk_size_max}) must divide "
+                                f"evenly into {1024 * 1024} (slab_page_size)")
         if self.nshards < 1 or self.nshards > 256 or self.nshards & (self.nshards - 1):
             raise SettingsError("shards must be a power of two between 1 and 256", 1)
         if self.idle_timeout < 0:

@@ -19,7 +19,7 @@ import socket
 import sys
 import threading
 from importlib import resources
-from typing import Callable, Iterable, Optional
+from typing import Callable, Iterable, MutableMapping, Optional
 
 __all__ = [
     "notify",
@@ -81,7 +81,7 @@ def notify(state: str, *, unset_environment: bool = False,
         return False
 
 
-def watchdog_interval(environ: Optional[dict] = None) -> Optional[float]:
+def watchdog_interval(environ: Optional[MutableMapping[str, str]] = None) -> Optional[float]:
     """Seconds between watchdog pings, or None when the watchdog is off.
 
     systemd sets WATCHDOG_USEC (and WATCHDOG_PID, meant for exactly one
@@ -118,7 +118,7 @@ class Notifier:
     """
 
     def __init__(self, notify_socket: Optional[str] = None,
-                 environ: Optional[dict] = None) -> None:
+                 environ: Optional[MutableMapping[str, str]] = None) -> None:
         env = os.environ if environ is None else environ
         self.socket_path: Optional[str] = (
             notify_socket if notify_socket is not None else env.get("NOTIFY_SOCKET"))
@@ -262,7 +262,7 @@ def version_probe(host: str, port: int, timeout: float = 2.0,
 
 
 def listen_fds_with_names(unset_environment: bool = True,
-                          environ: Optional[dict] = None) -> list[tuple[int, str]]:
+                          environ: Optional[MutableMapping[str, str]] = None) -> list[tuple[int, str]]:
     """Sockets passed by systemd socket activation, as (fd, name) pairs.
 
     Only honoured when LISTEN_PID is this process (the variables leak into
@@ -293,13 +293,14 @@ def listen_fds_with_names(unset_environment: bool = True,
     return out
 
 
-def listen_fds(unset_environment: bool = True, environ: Optional[dict] = None) -> list[int]:
+def listen_fds(unset_environment: bool = True,
+               environ: Optional[MutableMapping[str, str]] = None) -> list[int]:
     """File descriptors passed by socket activation (see listen_fds_with_names)."""
     return [fd for fd, _ in listen_fds_with_names(unset_environment, environ)]
 
 
 def listen_sockets(unset_environment: bool = True,
-                   environ: Optional[dict] = None) -> list[socket.socket]:
+                   environ: Optional[MutableMapping[str, str]] = None) -> list[socket.socket]:
     """Like listen_fds() but wrapped as socket objects (family/type autodetected).
 
     The socket objects own the fds: closing one closes the fd.  Call

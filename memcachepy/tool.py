@@ -35,7 +35,7 @@ class ToolError(RuntimeError):
     """Something the operator needs to read; printed without a traceback."""
 
 
-def parse_address(addr: str) -> tuple[str, object]:
+def parse_address(addr: str) -> tuple[str, "str | tuple[str, int]"]:
     """'host', 'host:port', '[v6]:port', '/path/to.sock' -> (family, sockaddr)."""
     if "/" in addr:
         return "unix", addr
@@ -59,13 +59,12 @@ class AdminClient:
         self.timeout = timeout
         family, sockaddr = parse_address(addr)
         try:
-            if family == "unix":
+            if isinstance(sockaddr, str):
                 self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
                 self.sock.settimeout(timeout)
                 self.sock.connect(sockaddr)
             else:
-                host, port = sockaddr  # type: ignore[misc]
-                self.sock = socket.create_connection((host, port), timeout=timeout)
+                self.sock = socket.create_connection(sockaddr, timeout=timeout)
         except OSError as e:
             raise ToolError(f"cannot connect to {addr}: {e.strerror or e}") from None
         self._buf = b""
@@ -163,7 +162,7 @@ class AdminClient:
         crawler disabled, older server).  The crawler may be busy with
         another request; that is retried for a few seconds.
         """
-        for attempt in range(50):
+        for _attempt in range(50):
             self.send(b"lru_crawler metadump all\r\n")
             first = self.readline()
             if first.startswith(b"BUSY"):
@@ -190,7 +189,7 @@ class AdminClient:
     def cachedump(self, slab_class: int, limit: int = 0) -> list[tuple[bytes, int, int]]:
         """`stats cachedump CLASS LIMIT` -> [(key, bytes, exptime)] (exptime 0 = never)."""
         self.send(f"stats cachedump {slab_class} {limit}\r\n".encode())
-        out = []
+        out: list[tuple[bytes, int, int]] = []
         while True:
             line = self.readline()
             if line == b"END":
@@ -455,7 +454,7 @@ def _uptime(s: int) -> str:
     return f"{d}d {h:02d}:{m:02d}:{s:02d}"
 
 
-def format_top(addr: str, r: dict[str, object]) -> str:
+def format_top(addr: str, r: dict) -> str:
     span = "since start" if r["since_start"] else f"last {r['interval_s']:.1f}s"
     lines = [
         f"memcachepy-tool top - {addr}  version {r['version']}  up {_uptime(r['uptime_s'])}"

@@ -11,15 +11,22 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Callable
 
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from support.daemons import (  # noqa: E402
-    KIND_MEMCACHED, KIND_MEMCACHEPY, Daemon, memcached_available, memcachepy_status,
-    reap_all, start_daemons,
+from support.daemons import (
+    KIND_MEMCACHED,
+    KIND_MEMCACHEPY,
+    MEMCACHED_BIN,
+    Daemon,
+    memcached_available,
+    memcachepy_status,
+    reap_all,
+    start_daemons,
 )
 
 DEFAULT_TIMEOUT = 120  # seconds per test unless the test sets its own
@@ -41,7 +48,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def require_memcached() -> None:
     if memcached_available():
         return
-    msg = "real memcached (/usr/bin/memcached) is not installed; apt-get install memcached"
+    msg = f"real memcached ({MEMCACHED_BIN}) is not installed; apt-get install memcached"
     if os.environ.get("CI"):
         pytest.fail(msg + " (CI is set: the reference daemon is mandatory)")
     pytest.skip(msg)

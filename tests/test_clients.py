@@ -14,10 +14,9 @@ from typing import Any, Callable
 
 import memcache  # python-memcached
 import pytest
+from pymemcache import serde
 from pymemcache.client.base import Client, PooledClient
 from pymemcache.client.hash import HashClient
-from pymemcache import serde
-
 from support.daemons import KIND_MEMCACHED, Daemon
 
 pytestmark = pytest.mark.timeout(60)
@@ -121,6 +120,8 @@ def pymemcache_scenario(c: Any, r: Recorder, full: bool) -> None:
     r("get_expired", lambda: c.get(b"x"))
     r("key_with_space", lambda: c.set(b"bad key", b"v", noreply=False))
     r("key_too_long", lambda: c.get(b"k" * 251))
+    if hasattr(c, "check_key"):
+        r("check_key", lambda: c.check_key(b"ok_key"))
     if full:
         st = r("stats", lambda: c.stats(), keep=False)
         r("stats_values", lambda: [(k, st.get(k)) for k in STATS_KEYS])
@@ -138,6 +139,8 @@ def pymemcache_scenario(c: Any, r: Recorder, full: bool) -> None:
     r("after_quit_reconnects", lambda: c.get(b"k"))
     r("flush_all_delay0", lambda: c.flush_all(delay=0, noreply=False))
     r("after_flush", lambda: c.get(b"k"))
+    r("disconnect_all", lambda: c.disconnect_all())
+    r("after_disconnect_all", lambda: c.get(b"k"))
     r("close", lambda: c.close())
     r("after_close_reconnects", lambda: c.set(b"k", b"again", noreply=False) and c.get(b"k"))
 
@@ -253,6 +256,7 @@ def test_hash_client_three_daemons(sut_kind: str, start_daemon) -> None:
             per.append(len(direct.get_many(keys)))
             direct.close()
         assert sum(per) == 60 and all(n > 0 for n in per), per
+        # (remove_server is pymemcache's internal dead-server hook, not exercised here)
         r("delete_many_60", lambda: hc.delete_many(keys, noreply=False))
         r("get_many_after_delete", lambda: hc.get_many(keys))
         hc.close()

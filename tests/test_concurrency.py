@@ -14,7 +14,6 @@ import threading
 import time
 
 import pytest
-
 from support.daemons import Daemon
 
 THREADS = 16

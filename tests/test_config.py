@@ -254,6 +254,29 @@ def test_file_argv_means_the_same_to_real_memcached(tmp_path):
     assert st["tcpport"] != "11211"  # -p -1 on the command line won
 
 
+@need_memcached
+def test_shipped_example_starts_real_memcached(tmp_path):
+    path = os.path.join(REPO, "memcachepy", "data", "memcachepy.conf")
+    argv = config.merge_argv(config.read_config_file(path), ["-u", "root", "-p", "-1"])
+    portfile = tmp_path / "port"
+    proc = subprocess.Popen([MEMCACHED, *argv], stderr=subprocess.DEVNULL,
+                            env={**os.environ, "MEMCACHED_PORT_FILENAME": str(portfile)})
+    try:
+        deadline = time.monotonic() + 10
+        port = None
+        while port is None and time.monotonic() < deadline:
+            m = re.search(r"TCP INET: (\d+)", portfile.read_text()) if portfile.exists() else None
+            port = int(m.group(1)) if m else None
+            time.sleep(0.02)
+        assert port, "memcached refused the shipped example's options"
+        st = _stats_settings(port)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    assert st["maxbytes"] == str(64 * 1024 * 1024)
+    assert st["inter"] == "127.0.0.1" and st["udpport"] == "0"
+
+
 # Values real memcached 1.6.18 refuses at start-up; ours must refuse them too.
 REFUSED_BY_MEMCACHED = [
     ["-c", "0"],

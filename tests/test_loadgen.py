@@ -262,3 +262,23 @@ def test_cli_text_report(memcached: Server) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "500 requests (500 gets for 5,000 keys, 0 sets)" in proc.stdout
     assert "p99.9" in proc.stdout
+
+
+def test_compare_script_smoke(tmp_path: Path) -> None:
+    # bench/compare end to end in its A/A mode (memcached in both slots), on the two cheapest
+    # workloads: daemons start and stop, the report is written, identical daemons come out equal
+    if not os.access(MEMCACHED, os.X_OK) or shutil.which("taskset") is None:
+        pytest.skip("needs memcached and taskset")
+    proc = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "bench" / "compare"), "--quick", "--aa",
+         "--workloads", "ag", "--duration", "0.5", "--warmup", "0.1", "--out", str(tmp_path),
+         "--server-cpu", "0", "--client-cpu", str(1 % (os.cpu_count() or 1))],
+        capture_output=True, text=True, timeout=50, cwd=REPO_ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = (tmp_path / "RESULTS.md").read_text()
+    assert "| (a) get-heavy" in report and "RSS after fill" in report
+    rows = {(r["workload"], r["metric"]): r for r in
+            json.loads((tmp_path / "results.json").read_text())["rows"]}
+    assert rows[("a", "rps")]["memcached"] > 0
+    # the same daemon storing the same 200k items uses the same memory
+    assert rows[("g", "rss_mb")]["ratio"] == pytest.approx(1.0, rel=0.1)

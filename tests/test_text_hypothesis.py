@@ -10,15 +10,16 @@
 from __future__ import annotations
 
 import os
-from typing import Iterator
+import time
+from collections.abc import Iterator
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
-
 from conftest import require, require_memcached
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from support.daemons import KIND_MEMCACHED, KIND_MEMCACHEPY, Daemon, start_daemons
-from support.normalise import lines, normalise
-from support.rawclient import run_transcript
+from support.normalise import diff, normalise
+from support.rawclient import Conn, fill_cas, run_transcript
 
 KEYS = [b"a", b"b", b"c", b"n", b"a\tb", b"k" * 250, b"k" * 251]
 KEY_WEIGHTS = st.sampled_from(KEYS[:4] * 6 + KEYS[4:])  # mostly the colliding short keys
@@ -104,7 +105,7 @@ def hyp_pair(request: pytest.FixtureRequest) -> Iterator[tuple[Daemon, Daemon]]:
 
 
 @pytest.mark.timeout(300)
-@settings(max_examples=int(os.environ.get("MEMCACHEPY_HYPOTHESIS_EXAMPLES", "150")),
+@settings(max_examples=int(os.environ.get("MEMCACHEPY_HYPOTHESIS_EXAMPLES", "300")),
           deadline=None, derandomize=bool(os.environ.get("CI")),
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                  HealthCheck.function_scoped_fixture])
@@ -115,4 +116,65 @@ def test_random_command_sequences(hyp_pair: tuple[Daemon, Daemon], steps: list[b
     want = run_transcript(ref.addr, transcript)
     got = run_transcript(sut.addr, transcript)
     assert ref.alive() and sut.alive()
-    assert lines(normalise(got)) == lines(normalise(want))
+    nwant, ngot = normalise(want), normalise(got)
+    assert ngot == nwant, diff(nwant, ngot, "memcached", sut.kind)
+
+
+# ---------------------------------------------------------------- several connections
+# Steps are (conn index, kind, bytes): "sync" sends and waits for the reply; "part" sends the
+# first bytes of a command without waiting, so another connection's command is processed
+# while this one holds a partial request in its read buffer.  The daemon must keep per-conn
+# parse state apart (and both daemons must agree on every reply).
+@st.composite
+def multi_steps(draw: st.DrawFn) -> list[tuple[int, str, bytes]]:
+    out: list[tuple[int, str, bytes]] = []
+    for _ in range(draw(st.integers(1, 10))):
+        conn = draw(st.integers(0, 2))
+        cmd = draw(BATCHABLE)
+        if len(cmd) > 2 and draw(st.booleans()):
+            cut = draw(st.integers(1, len(cmd) - 1))
+            other = (conn + 1) % 3
+            out.append((conn, "part", cmd[:cut]))
+            out.append((other, "sync", draw(BATCHABLE)))
+            out.append((conn, "sync", cmd[cut:]))
+        else:
+            out.append((conn, "sync", cmd))
+    return out
+
+
+def run_multi(addr: tuple[str, int], steps: list[tuple[int, str, bytes]]) -> bytes:
+    conns = [Conn(addr) for _ in range(3)]
+    out = b""
+    try:
+        conns[0].request(b"flush_all\r\n")
+        for idx, kind, data in steps:
+            c = conns[idx]
+            if c.closed_by_peer:
+                out += b"[conn %d closed]\r\n" % idx
+                continue
+            data = fill_cas(data, out)
+            if kind == "part":
+                c.send(data)
+                time.sleep(0.005)
+            else:
+                out += b"[conn %d]\r\n" % idx + c.request(data)
+    finally:
+        for c in conns:
+            c.close()
+    return out
+
+
+@pytest.mark.timeout(300)
+@settings(max_examples=int(os.environ.get("MEMCACHEPY_HYPOTHESIS_EXAMPLES", "300")) // 2,
+          deadline=None, derandomize=bool(os.environ.get("CI")),
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                 HealthCheck.function_scoped_fixture])
+@given(steps=multi_steps())
+def test_interleaved_connections(hyp_pair: tuple[Daemon, Daemon],
+                                 steps: list[tuple[int, str, bytes]]) -> None:
+    ref, sut = hyp_pair
+    want = run_multi(ref.addr, steps)
+    got = run_multi(sut.addr, steps)
+    assert ref.alive() and sut.alive()
+    nwant, ngot = normalise(want), normalise(got)
+    assert ngot == nwant, diff(nwant, ngot, "memcached", sut.kind)

@@ -333,3 +333,14 @@ def test_connection_refused_is_a_clear_error():
 ])
 def test_parse_address(addr, expect):
     assert tool.parse_address(addr) == expect
+
+
+def test_top_clears_the_screen_only_when_asked(start_daemon):
+    d = start_daemon("memcached")
+    out = io.StringIO()
+    assert tool.run_top(d.server_string, 0.05, 2, False, out, 5.0, clear=True) == 0
+    assert out.getvalue().count("\x1b[H\x1b[2J") == 2
+    out = io.StringIO()
+    tool.run_top(d.server_string, 0.05, 2, False, out, 5.0, clear=False)
+    text = out.getvalue()
+    assert "\x1b[" not in text and text.count("memcachepy-tool top - ") == 2

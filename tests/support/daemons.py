@@ -21,10 +21,10 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Sequence
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MEMCACHED_BIN = os.environ.get("MEMCACHED_BIN", "/usr/bin/memcached")
@@ -153,7 +153,7 @@ class Daemon:
             self.proc.wait(timeout=STOP_GRACE)
         shutil.rmtree(self.workdir, ignore_errors=True)
 
-    def __enter__(self) -> "Daemon":
+    def __enter__(self) -> Daemon:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -20,7 +20,7 @@ cmd_get cmd_set cmd_flush cmd_touch cmd_meta get_hits get_misses
 delete_misses delete_hits incr_misses incr_hits decr_misses decr_hits cas_misses cas_hits
 cas_badval touch_hits touch_misses store_too_large store_no_memory auth_cmds auth_errors
 bytes_read limit_maxbytes accepting_conns listen_disabled_num threads conn_yields
-curr_items total_items evicted_active evictions pointer_size
+curr_items total_items evicted_active evictions pointer_size active_slabs
 """.split())
 # Not compared although deterministic in spirit: get_expired, get_flushed, reclaimed,
 # expired_unfetched, evicted_unfetched.  memcached's LRU crawler/maintainer threads may reap a
@@ -113,6 +113,14 @@ def normalise(reply: bytes, cas: CasMapper | None = None) -> bytes:
             continue
         out.append(line)
     return b"".join(out)
+
+
+def diff(want: bytes, got: bytes, want_name: str = "memcached",
+         got_name: str = "memcachepy", context: int = 2) -> str:
+    """Unified diff of two normalised reply streams, one reply line per diff line."""
+    import difflib
+    return "\n".join(difflib.unified_diff(lines(want), lines(got), want_name, got_name,
+                                          n=context, lineterm=""))
 
 
 def lines(reply: bytes) -> list[str]:

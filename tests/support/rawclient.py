@@ -18,8 +18,9 @@ from __future__ import annotations
 import re
 import socket
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence, Union
+from typing import Union
 
 SENTINEL = b"version\r\n"
 IDLE_TIMEOUT = 0.4
@@ -88,7 +89,7 @@ class Conn:
         except OSError:
             pass
 
-    def __enter__(self) -> "Conn":
+    def __enter__(self) -> Conn:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -1,0 +1,161 @@
+# Command-line compatibility with memcached 1.6.18.
+#
+# Tools and init scripts pass memcached's flags to whatever binary they are given and judge it
+# by its exit status and message, so memcachepy must reject the same bad input with the same
+# status (64 = EX_USAGE for value errors, 1 for getopt-level errors, 71 = EX_OSERR when a
+# listener cannot be created) and a message carrying memcached's wording.  Each case runs
+# against both binaries; the table itself is what memcached 1.6.18 does.
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+from support.daemons import KIND_MEMCACHED, MEMCACHED_BIN, run_cli
+
+pytestmark = pytest.mark.timeout(60)
+
+# Network flags that keep a wrongly *accepted* invocation harmless (loopback, no UDP; -p 0
+# means "no TCP" to memcached and "any free port" to memcachepy).
+BASE = ["-u", "root", "-U", "0", "-l", "127.0.0.1", "-p", "0"]
+
+# (id, extra args, exit status, substring of stderr+stdout)
+REJECTED = [
+    ("conn_limit_zero", ["-c", "0"], 1, "Maximum connections must be greater than 0"),
+    ("conn_limit_negative", ["-c", "-1"], 1, "Maximum connections must be greater than 0"),
+    ("threads_zero", ["-t", "0"], 1, "Number of threads must be greater than 0"),
+    ("threads_garbage", ["-t", "abc"], 1, "Number of threads must be greater than 0"),
+    ("factor_too_small", ["-f", "0.5"], 1, "Factor must be greater than 1"),
+    ("chunk_size_zero", ["-n", "0"], 1, "Chunk size must be greater than 0"),
+    ("reqs_per_event_zero", ["-R", "0"], 1,
+     "Number of requests per event must be greater than 0"),
+    ("item_size_too_small", ["-I", "512"], 64, "Item max size cannot be less than 1024 bytes."),
+    ("item_size_garbage", ["-I", "abc"], 64, "Item max size cannot be less than 1024 bytes."),
+    ("item_size_half_memory", ["-m", "8", "-I", "5m"], 64,
+     "Cannot set item size limit higher than 1/2 of memory max."),
+    ("item_size_over_gigabyte", ["-m", "4096", "-I", "1025m"], 64,
+     "Cannot set item size limit higher than a gigabyte."),
+    ("item_size_below_chunk_max", ["-I", "2k"], 64,
+     "slab_chunk_max (bytes: 524288) cannot be larger than -I (item_size_max 2048)"),
+    ("item_size_not_divisible", ["-I", "1500k"], 64,
+     "must be evenly divisible by slab_chunk_max"),
+    ("binding_protocol", ["-B", "foo"], 64, "Invalid value for binding protocol: foo"),
+    ("illegal_suboption", ["-o", "bogus"], 1, 'Illegal suboption "bogus"'),
+    ("unknown_long_option", ["--bogus"], 1, "--bogus"),
+    ("unknown_short_option", ["-q"], 1, "q"),
+    # (own argv: with `-p 0` memcached would never try to resolve the -l host)
+    ("bad_listen_host", ["-u", "root", "-U", "0", "-p", "<free>", "-l", "fooble"], 71,
+     "getaddrinfo(): Name or service not known"),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _run(kind: str, args: list[str]) -> subprocess.CompletedProcess:
+    try:
+        return run_cli(kind, args, timeout=5)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"{kind} {' '.join(args)} was accepted (still running after 5 s)")
+
+
+@pytest.mark.parametrize("case", REJECTED, ids=[c[0] for c in REJECTED])
+def test_rejected_options(kind: str, case: tuple) -> None:
+    _, extra, status, message = case
+    if "<free>" in extra:
+        argv = [str(free_port()) if a == "<free>" else a for a in extra]
+    else:
+        argv = BASE + extra
+    proc = _run(kind, argv)
+    out = (proc.stderr + proc.stdout).decode(errors="replace")
+    assert proc.returncode == status, out
+    assert message in out, out
+
+
+@pytest.mark.parametrize("flag", ["-V", "--version"])
+def test_version_flag(kind: str, flag: str) -> None:
+    proc = _run(kind, [flag])
+    out = proc.stdout.decode()
+    assert proc.returncode == 0
+    assert re.search(r"\b1\.6\.\d+", out), out  # memcached-1.6-shaped version for tools
+    assert len(out.splitlines()) == 1
+
+
+def test_help_lists_memcached_options(kind: str) -> None:
+    proc = _run(kind, ["-h"])
+    out = proc.stdout.decode()
+    assert proc.returncode == 0
+    # tools probe features by grepping -h, so memcached's option spellings must be there
+    for opt in ["-p, --port=", "-U, --udp-port=", "-l, --listen=", "-d, --daemon",
+                "-u, --user=", "-m, --memory-limit=", "-M, --disable-evictions",
+                "-c, --conn-limit=", "-t, --threads=", "-I, --max-item-size=",
+                "-C, --disable-cas", "-A, --enable-shutdown", "-F, --disable-flush-all",
+                "-o, --extended", "-v, --verbose", "-h, --help", "-V, --version",
+                "-B, --protocol=", "-R, --max-reqs-per-event", "-b, --listen-backlog=",
+                "-f, --slab-growth-factor=", "-n, --slab-min-size=", "-X, --disable-dumping",
+                "-P, --pidfile=", "-s, --unix-socket=", "-a, --unix-mask="]:
+        assert opt in out, f"{opt!r} missing from -h output"
+
+
+def test_version_wins_over_other_flags(kind: str) -> None:
+    proc = _run(kind, ["-A", "-m", "8", "-V"])
+    assert proc.returncode == 0 and re.search(rb"1\.6\.\d+", proc.stdout)
+
+
+def test_port_zero_and_port_file(start_daemon) -> None:
+    """memcachepy: `-p 0` listens on a free port and writes `TCP INET: <port>` to
+    $MEMCACHED_PORT_FILENAME (memcached 1.6.18 would disable TCP; this is the harness
+    contract).  The launcher relies on it; check it and that the port answers."""
+    d = start_daemon("memcachepy")
+    with socket.create_connection(d.addr, timeout=5) as s:
+        s.sendall(b"version\r\n")
+        assert s.recv(100).startswith(b"VERSION 1.6")
+
+
+def test_ephemeral_port_via_listen_spec(kind: str) -> None:
+    """`-l 127.0.0.1:0` with a non-zero -p binds an ephemeral port (how the harness starts
+    memcached); the port file must name it and no UDP line may appear with -U 0."""
+    with tempfile.TemporaryDirectory() as tmp:
+        port_file = os.path.join(tmp, "port")
+        env = dict(os.environ, MEMCACHED_PORT_FILENAME=port_file)
+        argv = ["-u", "root", "-U", "0", "-l", "127.0.0.1:0", "-p", "11211"]
+        if kind == KIND_MEMCACHED:
+            cmd = [MEMCACHED_BIN, *argv]
+        else:
+            cmd = [sys.executable, "-m", "memcachepy", *argv]
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE)
+        try:
+            deadline = time.monotonic() + 10
+            text = ""
+            while time.monotonic() < deadline and "TCP INET:" not in text:
+                try:
+                    with open(port_file) as fh:
+                        text = fh.read()
+                except OSError:
+                    pass
+                assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+                time.sleep(0.02)
+            m = re.fullmatch(r"TCP INET: (\d+)\n", text)
+            assert m, repr(text)
+            assert int(m.group(1)) not in (0, 11211)
+            with socket.create_connection(("127.0.0.1", int(m.group(1))), timeout=5) as s:
+                s.sendall(b"version\r\n")
+                assert s.recv(100).startswith(b"VERSION ")
+        finally:
+            proc.kill()
+            proc.wait()
+
+
+def test_sigterm_exits_cleanly(kind: str, start_daemon) -> None:
+    d = start_daemon(kind)
+    d.proc.terminate()
+    assert d.proc.wait(timeout=10) == 0

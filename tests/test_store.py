@@ -1,0 +1,205 @@
+# Store tests through memcachepy._core.Store: the same C functions the daemon
+# runs (slab allocator, item allocation, LRU, eviction, expiry, flush, incr),
+# driven directly, without sockets and with a hand-controlled clock.
+#
+# Slab class sizes are checked against what real memcached prints with -vv.
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from memcachepy.settings import Settings
+
+core = pytest.importorskip("memcachepy._core")
+
+MEMCACHED = shutil.which("memcached") or "/usr/bin/memcached"
+
+
+def make_store(**kw):
+    s = Settings()
+    for k, v in kw.items():
+        setattr(s, k, v)
+    return core.Store(s.to_core())
+
+
+@pytest.fixture
+def store_factory():
+    made = []
+
+    def factory(**kw):
+        st = make_store(**kw)
+        made.append(st)
+        return st
+
+    yield factory
+    for st in made:
+        st.close()
+
+
+def memcached_slab_classes(args):
+    """Class table printed by `memcached -vv` (it prints it, then we stop it)."""
+    proc = subprocess.Popen([MEMCACHED, "-u", "root", "-vv", "-U", "0", "-p", "0", "-l", "127.0.0.1"] + args,
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    lines = []
+    try:
+        for raw in proc.stderr:
+            line = raw.decode()
+            m = re.match(r"slab class\s+(\d+): chunk size\s+(\d+) perslab\s+(\d+)", line)
+            if m:
+                lines.append(tuple(int(x) for x in m.groups()))
+                if lines[-1][1] == 524288:      # slab_chunk_max: always the last class
+                    break
+    finally:
+        proc.kill()
+        proc.wait()
+    return lines
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("args,kw", [
+    ([], {}),
+    (["-n", "100"], {"chunk_size": 100}),
+    (["-f", "2"], {"factor": 2.0}),
+    (["-f", "1.05", "-n", "16"], {"factor": 1.05, "chunk_size": 16}),
+])
+def test_slab_classes_match_memcached(store_factory, args, kw):
+    if not shutil.which("memcached"):
+        pytest.skip("memcached not installed")
+    want = memcached_slab_classes(args)
+    assert want, "memcached printed no slab classes"
+    st = store_factory(**kw)
+    got = st.slab_classes()
+    assert got[:len(want)] == want
+
+
+def test_memory_limit_is_honoured_and_lru_evicts(store_factory):
+    st = store_factory(maxbytes=4 * 1024 * 1024, item_size_max=512 * 1024, nshards=4)
+    value = b"x" * 1000
+    for i in range(20000):          # ~20 MB of values into a 4 MB cache
+        assert st.set(b"key:%d" % i, value) == "STORED"
+    assert st.mem_malloced() <= st.mem_limit()
+    c = st.counters()
+    assert c["evictions"] > 0
+    assert c["curr_items"] + c["evictions"] == 20000
+    assert c["bytes"] <= st.mem_limit()
+    # the newest items are the ones still there
+    assert st.get(b"key:19999") is not None
+    assert st.get(b"key:0") is None
+
+
+def test_eviction_order_is_lru_with_second_chance(store_factory):
+    # one shard: a single LRU per class, so the order is exact
+    st = store_factory(maxbytes=2 * 1024 * 1024, item_size_max=512 * 1024, nshards=1)
+    value = b"v" * 900
+    cls = st.clsid_for(len(b"k00000"), len(value))
+    n = 0
+    while st.counters()["evictions"] == 0:
+        assert st.set(b"k%05d" % n, value) == "STORED"
+        n += 1
+    # k00000 went first; then the tail moves on in insertion order
+    assert st.get(b"k00000", bump=False) is None
+    survivor = b"k%05d" % 5
+    assert st.get(survivor) is not None      # first hit: FETCHED
+    assert st.get(survivor) is not None      # second hit: ACTIVE (protected once)
+    for i in range(n, n + 20):
+        st.set(b"k%05d" % i, value)
+    order = st.keys_lru_order(cls)
+    assert survivor in order, "an active item must get its second chance"
+    for i in range(1, 5):
+        assert st.get(b"k%05d" % i, bump=False) is None, "older untouched items go first"
+
+
+def test_disable_evictions_gives_no_memory(store_factory):
+    st = store_factory(maxbytes=2 * 1024 * 1024, item_size_max=512 * 1024, evict_to_free=False)
+    results = [st.set(b"k%d" % i, b"z" * 4000) for i in range(2000)]
+    assert "NO_MEMORY" in results
+    assert st.counters()["evictions"] == 0
+    first = results.index("NO_MEMORY")
+    assert all(r == "STORED" for r in results[:first])
+
+
+def test_too_large(store_factory):
+    st = store_factory(item_size_max=1024 * 1024)
+    assert st.set(b"big", b"x" * (1024 * 1024)) == "TOO_LARGE"
+    assert st.set(b"fits", b"x" * (1024 * 1024 - 200)) == "STORED"
+
+
+def test_expiry_relative_absolute_negative(store_factory):
+    st = store_factory()
+    assert st.set(b"ttl10", b"a", exptime=10) == "STORED"
+    assert st.set(b"never", b"b", exptime=0) == "STORED"
+    assert st.set(b"neg", b"c", exptime=-1) == "STORED"
+    assert st.get(b"neg") is None                     # negative: already expired
+    st.advance_clock(9)
+    assert st.get(b"ttl10") is not None
+    st.advance_clock(2)
+    assert st.get(b"ttl10") is None
+    assert st.get(b"never") is not None
+    assert st.counters()["get_expired"] >= 2
+    # beyond 30 days is an absolute unix time
+    import time
+    assert st.set(b"abs", b"d", exptime=int(time.time()) + 100) == "STORED"
+    st.advance_clock(50)
+    assert st.get(b"abs") is not None
+    st.advance_clock(60)
+    assert st.get(b"abs") is None
+    assert st.set(b"past", b"e", exptime=2592001) == "STORED"   # absolute, long past
+    assert st.get(b"past") is None
+
+
+def test_flush_all_hides_older_items_only(store_factory):
+    st = store_factory()
+    st.set(b"old", b"1")
+    st.advance_clock(1)
+    st.flush_all()
+    assert st.get(b"old") is None
+    assert st.counters()["get_flushed"] == 1
+    st.advance_clock(1)
+    st.set(b"new", b"2")
+    assert st.get(b"new")[0] == b"2"
+
+
+def test_store_modes_and_cas(store_factory):
+    st = store_factory()
+    assert st.set(b"k", b"v1", mode=1) == "STORED"          # add
+    assert st.set(b"k", b"v2", mode=1) == "NOT_STORED"      # add existing
+    assert st.set(b"m", b"x", mode=3) == "NOT_STORED"       # replace missing
+    assert st.set(b"k", b"+", mode=4) == "STORED"           # append
+    assert st.set(b"k", b"<", mode=5) == "STORED"           # prepend
+    value, flags, cas = st.get(b"k")
+    assert value == b"<v1+"
+    assert st.set(b"k", b"new", mode=6, cas=cas + 100) == "EXISTS"
+    assert st.set(b"k", b"new", mode=6, cas=cas) == "STORED"
+    assert st.set(b"gone", b"new", mode=6, cas=1) == "NOT_FOUND"
+    assert st.get(b"k")[2] > cas                              # every store takes a new CAS
+
+
+def test_incr_decr_in_place_padding_and_wrap(store_factory):
+    st = store_factory()
+    st.set(b"n", b"100")
+    assert st.incr(b"n", 1, False) == 99
+    assert st.get(b"n")[0] == b"99 "                           # memcached pads in place
+    st.set(b"w", b"18446744073709551615")
+    assert st.incr(b"w", 1) == 0                               # 64-bit wrap
+    st.set(b"z", b"5")
+    assert st.incr(b"z", 10, False) == 0                       # decr clamps at 0
+    st.set(b"s", b"abc")
+    assert st.incr(b"s", 1) == "NON_NUMERIC"
+    assert st.incr(b"missing", 1) == "NOT_FOUND"
+    st.set(b"grow", b"9")
+    assert st.incr(b"grow", 1) == 10
+    assert st.get(b"grow")[0] == b"10"
+
+
+def test_hash_tables_grow(store_factory):
+    st = store_factory(maxbytes=256 * 1024 * 1024, nshards=2)
+    before = st.counters()["hash_buckets"]
+    for i in range(200000):
+        st.set(b"g%d" % i, b"v")
+    c = st.counters()
+    assert c["curr_items"] == 200000
+    assert c["hash_buckets"] > before
+    assert all(st.get(b"g%d" % i) is not None for i in range(0, 200000, 997))
