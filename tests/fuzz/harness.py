@@ -82,3 +82,16 @@ def split_input(data: bytes) -> tuple[bytes, list[int]]:
     cuts = [int.from_bytes(data[1 + 2 * i:3 + 2 * i], "little") % (len(stream) + 1)
             for i in range(ncuts)] if len(data) >= hdr else []
     return stream, cuts
+
+
+def fresh_core(args: Optional[Sequence[str]] = None):
+    """Close the process's Store and open a new, empty one (same CAS sequence, clock and
+    memory as a freshly started daemon), so two runs of one stream can be compared."""
+    global _store, STORE_ARGS
+    from memcachepy import _core
+    if args is not None:
+        STORE_ARGS = list(args)
+    if _store is not None:
+        _store.close()
+        _store = None
+    return core()
