@@ -127,6 +127,7 @@ def _core_destroy():
         workers_destroy()
         store_destroy()
         slabs_destroy()
+        stats_prefix_clear()
     free(g_settings_text_a)
     free(g_settings_text_b)
     g_settings_text_a = NULL
