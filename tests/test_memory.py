@@ -27,6 +27,7 @@ import time
 
 import pytest
 
+from conftest import require_memcachepy
 from support.daemons import KIND_MEMCACHEPY, Daemon
 from support.rawclient import Conn
 
@@ -158,10 +159,12 @@ def core_leaks(report: str) -> list[str]:
 @pytest.mark.skipif(not LSAN, reason="needs the ASan build (.ci/sanitize sets MEMCACHEPY_LSAN=1)")
 @pytest.mark.timeout(180)
 def test_no_core_leaks_under_lsan(start_daemon, monkeypatch, tmp_path) -> None:
+    require_memcachepy()      # probe first: the probe process must not run with LSan on
     log = tmp_path / "lsan"
     opts = os.environ.get("ASAN_OPTIONS", "")
-    opts = re.sub(r"(detect_leaks|log_path|abort_on_error)=[^:]*:?", "", opts)
-    monkeypatch.setenv("ASAN_OPTIONS", f"{opts}:detect_leaks=1:log_path={log}".lstrip(":"))
+    opts = re.sub(r"(detect_leaks|log_path|abort_on_error|exitcode)=[^:]*:?", "", opts)
+    # exitcode=0: Python's own leaks at exit must not mask the daemon's exit status
+    monkeypatch.setenv("ASAN_OPTIONS", f"{opts}:detect_leaks=1:exitcode=0:log_path={log}".lstrip(":"))
     d = start_daemon(KIND_MEMCACHEPY, "-m", "8", "-t", "4", "-I", "2m", "-o", "idle_timeout=5")
     with Conn(d.addr, timeout=20) as c:
         assert c.request(b"stats detail on\r\n").startswith(b"OK")
