@@ -37,6 +37,7 @@ include "proto_admin.pxi"
 include "auth.pxi"
 include "conn.pxi"
 include "thread.pxi"
+include "testing.pxi"
 
 import time as _time
 
@@ -147,6 +148,7 @@ def _core_destroy():
         workers_destroy()
         store_destroy()
         slabs_destroy()
+        stats_prefix_clear()
     free(g_settings_text_a)
     g_settings_text_a = NULL
     for i in range(4):
@@ -260,7 +262,7 @@ cdef class Store:
         cdef rel_time_t exp = exptime_to_rel(exptime)
         if nk == 0 or nk > KEY_MAX_LENGTH:
             raise ValueError("bad key length")
-        if not item_size_ok(nk, nv):
+        if not item_size_ok(nk, nv, flags):
             return "TOO_LARGE"
         with nogil:
             pthread_mutex_lock(&s.lock)

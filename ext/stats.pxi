@@ -305,6 +305,8 @@ cdef void stats_general(conn_t* c) noexcept nogil:
     append_stat_u64(c, b"store_no_memory", ts.store_no_memory)
     append_stat_u64(c, b"auth_cmds", ts.auth_cmds)
     append_stat_u64(c, b"auth_errors", ts.auth_errors)
+    if g_settings.idle_timeout:
+        append_stat_u64(c, b"idle_kicks", ts.idle_kicks)
     append_stat_u64(c, b"bytes_read", ts.bytes_read)
     append_stat_u64(c, b"bytes_written", ts.bytes_written)
     append_stat_u64(c, b"limit_maxbytes", mc_load_u64(&g_settings.maxbytes))
