@@ -227,15 +227,27 @@ cdef class Server:
         return mc_load_u64(&g_curr_conns)
 
 
+cdef int g_store_generation = 0
+
 cdef class Store:
     """Test API: the same C store functions, no sockets. Values are bytes.
-    Counters land in a private stats block; the clock is set by hand."""
+    Counters land in a private stats block; the clock is set by hand.
+    Opening a Store replaces one still open in this process (test modules
+    need not know about each other); closing a replaced Store does nothing."""
+
+    cdef int generation
 
     def __init__(self, dict cfg):
+        global g_store_generation
+        if g_initialised and g_store_generation:
+            _core_destroy()
         _core_init(cfg, 0)
+        g_store_generation += 1
+        self.generation = g_store_generation
 
     def close(self):
-        _core_destroy()
+        if self.generation == g_store_generation and g_initialised:
+            _core_destroy()
 
     def advance_clock(self, int seconds):
         global g_time_offset
