@@ -131,6 +131,10 @@ def _core_init(dict cfg, int nworkers):
     if nworkers > 0 and workers_init(nworkers) != 0:
         raise OSError("cannot create worker event loops")
     logger_init()
+    global g_sizes_hist, g_sizes_buckets
+    if cfg.get("track_sizes"):
+        g_sizes_buckets = cfg["item_size_max"] // 32 + 2
+        g_sizes_hist = <uint64_t*>calloc(g_sizes_buckets, sizeof(uint64_t))
     auth_load(cfg.get("auth_entries") or [])
     memset(&g_stats_baseline, 0, sizeof(thread_stats_t))
     memset(&g_orphan_stats, 0, sizeof(thread_stats_t))
@@ -143,6 +147,10 @@ def _core_destroy():
     global g_initialised, g_settings_text_a, g_settings_text_b
     if not g_initialised:
         return
+    global g_sizes_hist, g_sizes_buckets
+    free(g_sizes_hist)
+    g_sizes_hist = NULL
+    g_sizes_buckets = 0
     with nogil:
         logger_close_all()
         workers_destroy()
