@@ -498,6 +498,21 @@ cdef void stats_conns(conn_t* c) noexcept nogil:
     cdef char name[64]
     cdef char addr[160]
     cdef rel_time_t now = current_time()
+    cdef sockaddr_storage ss
+    cdef socklen_t sl
+    cdef int i
+    # listeners first, as memcached lists its listening conns (lowest fds)
+    for i in range(g_nlisteners):
+        sl = sizeof(sockaddr_storage)
+        memset(&ss, 0, sizeof(ss))
+        getsockname(g_listen_fds[i], <sockaddr*>&ss, &sl)
+        format_addr(&ss, g_listen_kinds[i], addr, sizeof(addr))
+        snprintf(name, sizeof(name), b"%d:addr", g_listen_fds[i])
+        append_stat_str(c, name, addr)
+        snprintf(name, sizeof(name), b"%d:state", g_listen_fds[i])
+        append_stat_str(c, name, b"conn_listening")
+        snprintf(name, sizeof(name), b"%d:secs_since_last_cmd", g_listen_fds[i])
+        append_stat_u64(c, name, 0)
     for w in range(g_nworkers):
         pthread_mutex_lock(&g_workers[w].lock)
         o = g_workers[w].conns
