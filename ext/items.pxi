@@ -25,9 +25,21 @@ cdef inline size_t item_ntotal_of(size_t nkey, size_t nbytes) noexcept nogil:
 cdef inline size_t ITEM_ntotal(item_t* it) noexcept nogil:
     return sizeof(item_t) + it.nkey + it.nbytes
 
+# The size memcached gives an item when it decides "object too large": its
+# 48-byte header, the key and its NUL, 4 bytes of client flags unless they are
+# 0, the value with CRLF, and the CAS unless -C. Refusing by this size (not by
+# our own smaller header) makes the largest storable value exactly memcached's.
+cdef enum:
+    MC_ITEM_HEADER = 48
+
+cdef inline size_t mc_item_ntotal(size_t nkey, uint32_t flags, size_t nbytes) noexcept nogil:
+    return (MC_ITEM_HEADER + nkey + 1 + (4 if flags != 0 else 0) + nbytes
+            + (8 if g_settings.use_cas else 0))
+
 # True when an item of this size could ever be stored (else: "object too large").
-cdef inline bint item_size_ok(size_t nkey, size_t nbytes) noexcept nogil:
-    return slabs_clsid(item_ntotal_of(nkey, nbytes)) != 0
+cdef inline bint item_size_ok(size_t nkey, size_t nbytes, uint32_t flags=0) noexcept nogil:
+    return (mc_item_ntotal(nkey, flags, nbytes) <= g_settings.item_size_max
+            and slabs_clsid(item_ntotal_of(nkey, nbytes)) != 0)
 
 # Small tag of the flush horizon in force (0 = never flushed): two flush_all
 # commands in one second get different CAS ids, hence different tags.
@@ -64,7 +76,7 @@ cdef item_t* item_alloc(shard_t* shard, const char* key, size_t nkey, uint32_t f
     cdef int id = slabs_clsid(ntotal)
     cdef item_t* it = NULL
     cdef int tries
-    if id == 0:
+    if id == 0 or mc_item_ntotal(nkey, flags, nbytes) > g_settings.item_size_max:
         return NULL
     for tries in range(10):
         it = <item_t*>slabs_alloc(ntotal, id)

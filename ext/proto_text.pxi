@@ -204,7 +204,7 @@ cdef int process_update(conn_t* c, token_t* tokens, size_t ntokens, int comm, bi
         stats_prefix_record(key, nkey, 1, False)
     h = hash_key(key, nkey)
     s = shard_of(h)
-    if not item_size_ok(nkey, vlen):
+    if not item_size_ok(nkey, vlen, flags):
         out_string(c, b"SERVER_ERROR object too large for cache")
         sinc(&st.store_too_large)
         if comm == NREAD_SET:

@@ -25,6 +25,9 @@ cdef uint64_t g_mem_malloced = 0
 cdef uint64_t g_malloc_fails = 0
 cdef pthread_mutex_t g_slabs_lock
 
+cdef enum:
+    LARGE_CLASS_SLACK = 8
+
 cdef void slabs_init(uint64_t limit, double factor, uint32_t item_header) noexcept nogil:
     global g_power_largest, g_large_class, g_mem_limit, g_mem_malloced
     cdef int i = 0
@@ -48,10 +51,14 @@ cdef void slabs_init(uint64_t limit, double factor, uint32_t item_header) noexce
     g_power_largest = i
     g_slabclass[i].size = chunk_max
     g_slabclass[i].perslab = SLAB_PAGE_SIZE // chunk_max
+    # The size limit itself is memcached's (items.pxi, mc_item_ntotal); our item
+    # header is up to 7 bytes larger than memcached's smallest (-C, no flags), so
+    # the class for the largest items has that much slack to hold every item
+    # memcached would accept.
     g_large_class = 0
-    if g_settings.item_size_max > chunk_max:
+    if g_settings.item_size_max + LARGE_CLASS_SLACK > chunk_max:
         g_large_class = i + 1
-        g_slabclass[i + 1].size = g_settings.item_size_max
+        g_slabclass[i + 1].size = g_settings.item_size_max + LARGE_CLASS_SLACK
         g_slabclass[i + 1].perslab = 1
 
 cdef void slabs_destroy() noexcept nogil:

@@ -305,6 +305,8 @@ cdef void stats_general(conn_t* c) noexcept nogil:
     append_stat_u64(c, b"store_no_memory", ts.store_no_memory)
     append_stat_u64(c, b"auth_cmds", ts.auth_cmds)
     append_stat_u64(c, b"auth_errors", ts.auth_errors)
+    if g_settings.idle_timeout:
+        append_stat_u64(c, b"idle_kicks", ts.idle_kicks)
     append_stat_u64(c, b"bytes_read", ts.bytes_read)
     append_stat_u64(c, b"bytes_written", ts.bytes_written)
     append_stat_u64(c, b"limit_maxbytes", mc_load_u64(&g_settings.maxbytes))
@@ -540,6 +542,8 @@ cdef void stats_cachedump(conn_t* c, uint32_t id, uint32_t limit) noexcept nogil
 
 cdef int process_stat(conn_t* c, token_t* tokens, size_t ntokens) noexcept nogil:
     cdef token_t* sub = &tokens[1]
+    cdef char sname[24]
+    cdef size_t bucket
     cdef uint32_t id
     cdef uint32_t limit
     if ntokens < 2:
@@ -591,7 +595,13 @@ cdef int process_stat(conn_t* c, token_t* tokens, size_t ntokens) noexcept nogil
     elif tok_eq(sub, b"extstore", 8):
         pass          # as memcached built with extstore but started without ext_path
     elif tok_eq(sub, b"sizes", 5):
-        out_raw(c, b"STAT sizes_status disabled\r\n", 28)
+        if g_sizes_hist == NULL:
+            out_raw(c, b"STAT sizes_status disabled\r\n", 28)
+        else:
+            for bucket in range(g_sizes_buckets):
+                if mc_load_u64(&g_sizes_hist[bucket]):
+                    snprintf(sname, sizeof(sname), b"%d", <int>(bucket * 32))
+                    append_stat_u64(c, sname, mc_load_u64(&g_sizes_hist[bucket]))
     else:
         out_string(c, b"ERROR")
         return 0

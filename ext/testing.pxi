@@ -1,0 +1,176 @@
+# testing.pxi -- test hooks: the real request path without sockets.
+#
+# The fuzzers and the bad-input tests need to push arbitrary bytes through the
+# same parser and handlers the daemon runs (conn_process and everything below
+# it) without a socket per input, and to look inside the store afterwards. This
+# fragment adds that and nothing else: it is included last by _core.pyx, only
+# defines new functions, and nothing in the daemon calls them, so the hot path
+# is untouched.
+#
+#  * feed(data, cuts) makes a conn_t that is not attached to any epoll set (its
+#    worker is a static test worker_t, so conn_stats() works), hands it `data`
+#    in the pieces a sequence of recv() calls would deliver, and returns exactly
+#    what a client would have received: output is "flushed" after each piece as
+#    conn_drive() does, and output still queued when the conn is dropped with
+#    close_now is lost, as it is in the daemon. It also reports the largest
+#    amount of output ever queued and the largest read buffer, so tests can
+#    check that backpressure bounds both.
+#  * check_invariants() walks every shard and slab class and verifies that the
+#    hash tables, LRU lists, item counters and slab accounting agree and that
+#    every stored value still ends in CRLF: a cheap oracle for corruption.
+#
+# Both need the core initialised (a `Store` open in this process).
+
+cdef worker_t g_test_worker
+
+cdef inline void _test_take_output(conn_t* c, bytearray out, size_t* max_pending, size_t limit):
+    cdef size_t pending = c.wlen - c.wsent
+    if pending > max_pending[0]:
+        max_pending[0] = pending
+    if pending and <size_t>len(out) < limit:
+        out += (c.wbuf + c.wsent)[:pending]
+    c.wlen = 0
+    c.wsent = 0
+
+def feed(bytes data, cuts=None, size_t output_limit=64 << 20):
+    """Run `data` through a fresh connection, delivered in pieces ending at the
+    offsets in `cuts` (default: all at once). Returns (output, closed,
+    max_pending, max_rbuf): the bytes a client would receive, whether the
+    server closed the connection, the most output queued at once, and the
+    largest read buffer it needed."""
+    if not g_initialised:
+        raise RuntimeError("feed() needs an open Store")
+    cdef size_t n = len(data)
+    cdef const char* src = data
+    cdef conn_t* c = <conn_t*>calloc(1, sizeof(conn_t))
+    cdef size_t pos = 0
+    cdef size_t end
+    cdef size_t k
+    cdef size_t max_pending = 0
+    cdef size_t max_rbuf = 0
+    cdef int r
+    cdef int saved_verbose = g_settings.verbose
+    cdef bint closed = False
+    cdef list ends
+    out = bytearray()
+    if c == NULL:
+        raise MemoryError()
+    c.fd = -1
+    c.worker = &g_test_worker
+    c.state = CONN_READ
+    c.rbuf = <char*>malloc(RBUF_INITIAL)
+    c.rsize = RBUF_INITIAL
+    c.last_cmd_time = current_time()
+    if c.rbuf == NULL:
+        free(c)
+        raise MemoryError()
+    ends = sorted({int(x) for x in (cuts or ()) if 0 < int(x) < <Py_ssize_t>n})
+    ends.append(n)
+    try:
+        for end in ends:
+            while pos < end and not closed:
+                if not conn_rbuf_room(c):
+                    closed = True
+                    break
+                if c.rsize > max_rbuf:
+                    max_rbuf = c.rsize
+                k = end - pos
+                if k > c.rsize - c.rend:
+                    k = c.rsize - c.rend
+                memcpy(c.rbuf + c.rend, src + pos, k)
+                c.rend += k
+                pos += k
+                # conn_drive(): process, flushing whenever output must drain,
+                # then flush what the batch produced.
+                while True:
+                    with nogil:
+                        r = conn_process(c)
+                    if c.close_now:
+                        closed = True     # queued output is dropped, as in the daemon
+                        break
+                    _test_take_output(c, out, &max_pending, output_limit)
+                    if r == 0:
+                        break
+                if c.state == CONN_CLOSING:
+                    closed = True
+            if closed:
+                break
+    finally:
+        g_settings.verbose = saved_verbose
+        free(c.rbuf)
+        free(c.wbuf)
+        free(c)
+    return bytes(out), closed, max_pending, max_rbuf
+
+
+def check_invariants():
+    """Raise AssertionError if the store's structures disagree. Returns the
+    number of linked items."""
+    cdef int i
+    cdef int j
+    cdef uint64_t b
+    cdef uint64_t nhash
+    cdef uint64_t nlru
+    cdef uint64_t total_items = 0
+    cdef uint64_t nbytes
+    cdef uint64_t used = 0
+    cdef item_t* it
+    cdef item_t* prev
+    cdef char* d
+    for i in range(g_nshards):
+        pthread_mutex_lock(&g_shards[i].lock)
+        try:
+            nhash = 0
+            nbytes = 0
+            for b in range(<uint64_t>1 << g_shards[i].hashpower):
+                it = g_shards[i].buckets[b]
+                while it != NULL:
+                    nhash += 1
+                    if not (it.it_flags & ITEM_LINKED):
+                        raise AssertionError(f"shard {i}: unlinked item in hash chain")
+                    if (it.hv & ((<uint32_t>1 << g_shards[i].hashpower) - 1)) != b:
+                        raise AssertionError(f"shard {i}: item in the wrong bucket")
+                    if it.nkey == 0 or it.nkey > KEY_MAX_LENGTH:
+                        raise AssertionError(f"shard {i}: key length {it.nkey}")
+                    if it.nbytes < 2:
+                        raise AssertionError(f"shard {i}: value length {it.nbytes}")
+                    d = ITEM_data(it)
+                    if d[it.nbytes - 2] != c'\r' or d[it.nbytes - 1] != c'\n':
+                        raise AssertionError(f"shard {i}: value of {ITEM_key(it)[:it.nkey]!r} lost its CRLF")
+                    if bucket_hv(hash_key(ITEM_key(it), it.nkey)) != it.hv:
+                        raise AssertionError(f"shard {i}: stored hash does not match key")
+                    if it.slabs_clsid == 0 or ITEM_ntotal(it) > g_slabclass[it.slabs_clsid].size:
+                        raise AssertionError(f"shard {i}: item larger than its chunk")
+                    nbytes += ITEM_ntotal(it)
+                    it = it.h_next
+            if nhash != g_shards[i].hash_items or nhash != g_shards[i].curr_items:
+                raise AssertionError(f"shard {i}: {nhash} hashed, hash_items {g_shards[i].hash_items}, "
+                                     f"curr_items {g_shards[i].curr_items}")
+            if nbytes != g_shards[i].bytes:
+                raise AssertionError(f"shard {i}: bytes {g_shards[i].bytes} but items hold {nbytes}")
+            nlru = 0
+            for j in range(MAX_SLAB_CLASSES):
+                it = g_shards[i].heads[j]
+                prev = NULL
+                while it != NULL:
+                    if it.prev != prev:
+                        raise AssertionError(f"shard {i} class {j}: broken LRU back link")
+                    if it.slabs_clsid != j:
+                        raise AssertionError(f"shard {i} class {j}: item of class {it.slabs_clsid} on this LRU")
+                    nlru += 1
+                    prev = it
+                    it = it.next
+                if g_shards[i].tails[j] != prev:
+                    raise AssertionError(f"shard {i} class {j}: tail is not the last item")
+            if nlru != nhash:
+                raise AssertionError(f"shard {i}: {nlru} items on LRUs, {nhash} in the hash table")
+            total_items += nhash
+        finally:
+            pthread_mutex_unlock(&g_shards[i].lock)
+    pthread_mutex_lock(&g_slabs_lock)
+    for j in range(MAX_SLAB_CLASSES):
+        used += g_slabclass[j].used_chunks
+    pthread_mutex_unlock(&g_slabs_lock)
+    if used != total_items:
+        raise AssertionError(f"slabs: {used} chunks in use, {total_items} items linked")
+    return total_items

@@ -1,0 +1,242 @@
+# Connection abuse (issue 5, item 4): the daemon survives clients that misbehave at the
+# connection level, and one such client never costs the others their service.
+#
+#  * -c held: thousands of connections held open up to -c; the next one gets memcached's
+#    `ERROR Too many open connections` and is closed; held ones keep working; closing some
+#    makes room again. memcached 1.6.18 decides by fd number (fd >= -c - 1), memcachepy by
+#    count (open conns + 5 per worker + 3 + listeners >= -c - 1), so the exact cut-over can
+#    differ by a few connections between them; both must reject before -c is exceeded.
+#  * connect/close storms (with and without half-sent requests, with RST): curr_connections
+#    returns to its baseline and the daemon still answers.
+#  * a client that pipelines hundreds of MB of large gets and never reads: the daemon's
+#    RSS stays bounded (it stops reading that conn, see conn.pxi), and when the client
+#    finally reads, every reply is complete and correct.
+#  * -o idle_timeout: idle conns are closed, busy ones are not.
+#  * half-closed sockets: shutdown(SHUT_WR) right after the requests; every reply still
+#    arrives before the daemon closes its side.
+# Each test runs against real memcached too, which keeps the expectations honest.
+from __future__ import annotations
+
+import os
+import resource
+import socket
+import struct
+import threading
+import time
+
+import pytest
+
+from support.daemons import KIND_MEMCACHEPY, Daemon
+from support.rawclient import Conn
+
+CRLF = b"\r\n"
+TOO_MANY = b"ERROR Too many open connections\r\n"
+
+
+def rss_kb(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+def stat(d: Daemon, name: str, conn: Conn | None = None) -> int:
+    c = conn or Conn(d.addr)
+    try:
+        c.send(b"stats\r\n")
+        buf = b""
+        while not buf.endswith(b"END\r\n"):
+            chunk = c._recv(5.0)
+            if not chunk:
+                break
+            buf += chunk
+    finally:
+        if conn is None:
+            c.close()
+    for line in buf.split(CRLF):
+        parts = line.split(b" ")
+        if len(parts) == 3 and parts[1] == name.encode():
+            return int(parts[2])
+    raise KeyError(name)
+
+
+def raise_nofile(n: int) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < n:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(n, hard), hard))
+
+
+def recv_exact(sock: socket.socket, n: int, timeout: float = 30.0) -> bytes:
+    sock.settimeout(timeout)
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = sock.recv(min(1 << 20, n - len(buf)))
+        if not chunk:
+            break
+        buf += chunk
+    return bytes(buf)
+
+
+@pytest.mark.timeout(120)
+def test_max_connections_held(kind: str, start_daemon) -> None:
+    limit = 2000
+    raise_nofile(limit * 2 + 200)
+    d = start_daemon(kind, "-c", str(limit), "-t", "4")
+    held: list[socket.socket] = []
+    rejected = None
+    try:
+        for i in range(limit + 10):
+            s = socket.create_connection(d.addr, timeout=10)
+            s.sendall(b"version\r\n")
+            got = s.recv(64)
+            if got == TOO_MANY:
+                assert s.recv(64) == b"", "rejected connection was not closed"
+                s.close()
+                rejected = i
+                break
+            assert got.startswith(b"VERSION "), got
+            held.append(s)
+        assert rejected is not None, f"{kind} accepted more than -c {limit} connections"
+        assert limit - 40 <= rejected < limit, rejected
+        # every held connection still works, and the daemon is still itself
+        for s in held[:: max(1, len(held) // 50)]:
+            s.sendall(b"get nothing\r\n")
+            assert s.recv(64) == b"END\r\n"
+        # closing some makes room for new ones
+        for s in held[:20]:
+            s.close()
+        del held[:20]
+        time.sleep(0.3)
+        with Conn(d.addr) as c:
+            assert c.request(b"").startswith(b"VERSION ")
+        print(f"{kind}: held {len(held) + 20} connections, rejected connection #{rejected + 1}")
+    finally:
+        for s in held:
+            s.close()
+
+
+@pytest.mark.timeout(120)
+def test_connect_close_storm(kind: str, start_daemon) -> None:
+    d = start_daemon(kind, "-t", "4")
+    watcher = Conn(d.addr)     # one conn for every stats read, so it is in the baseline
+    base = stat(d, "curr_connections", watcher)
+    linger_rst = struct.pack("ii", 1, 0)
+
+    def storm(seed: int) -> None:
+        for i in range(600):
+            s = socket.create_connection(d.addr, timeout=10)
+            mode = (i + seed) % 4
+            if mode == 1:
+                s.sendall(b"set storm%d 0 0 100\r\nabc" % i)     # half a data block
+            elif mode == 2:
+                s.sendall(b"get a b c d e f")                     # half a request line
+            elif mode == 3:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger_rst)
+                s.sendall(b"get " + b"k " * 100 + CRLF)
+            s.close()
+
+    threads = [threading.Thread(target=storm, args=(t,)) for t in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and stat(d, "curr_connections", watcher) != base:
+        time.sleep(0.1)
+    curr = stat(d, "curr_connections", watcher)
+    total = stat(d, "total_connections", watcher)
+    # connections the kernel dropped from a full accept queue never reach the daemon
+    assert (curr, total >= 1200) == (base, True), (base, curr, total)
+    watcher.close()
+    with Conn(d.addr) as c:
+        assert c.request(b"set after 0 0 2\r\nok\r\nget after\r\n").startswith(
+            b"STORED\r\nVALUE after 0 2\r\nok\r\nEND\r\n")
+    assert d.alive()
+
+
+@pytest.mark.timeout(120)
+def test_client_that_never_reads(kind: str, start_daemon) -> None:
+    """Pipeline ~400 MB worth of gets of a 500 KB value without reading: RSS must not
+    follow. Then read: every reply complete and byte-exact."""
+    d = start_daemon(kind, "-m", "64", "-t", "2")
+    value = os.urandom(500_000)
+    with Conn(d.addr, timeout=20) as c:
+        assert c.request(b"set big 0 0 %d\r\n" % len(value) + value + CRLF).startswith(b"STORED")
+    before = rss_kb(d.proc.pid)
+    s = socket.create_connection(d.addr, timeout=20)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    n = 800
+    req = b"get big\r\n" * n
+    s.setblocking(False)
+    sent = 0
+    deadline = time.monotonic() + 10
+    while sent < len(req) and time.monotonic() < deadline:
+        try:
+            sent += s.send(req[sent:])
+        except BlockingIOError:
+            time.sleep(0.05)
+    time.sleep(1.0)
+    during = rss_kb(d.proc.pid)
+    # meanwhile another client is served normally
+    with Conn(d.addr) as other:
+        assert other.request(b"get nothing\r\n").startswith(b"END\r\n")
+    grown_mb = (during - before) / 1024
+    print(f"{kind}: RSS {before // 1024} MB before, {during // 1024} MB with {sent} bytes of "
+          f"unread gets queued ({n * len(value) // 2**20} MB of replies)")
+    assert grown_mb < 40, f"RSS grew {grown_mb:.0f} MB for a client that does not read"
+    s.setblocking(True)
+    # the requests that did get in are answered completely
+    whole = n if sent == len(req) else sent // len(b"get big\r\n")
+    one = b"VALUE big 0 %d\r\n" % len(value) + value + b"\r\nEND\r\n"
+    for i in range(whole):
+        got = recv_exact(s, len(one))
+        assert got == one, f"reply {i} differs"
+    s.close()
+    assert d.alive()
+
+
+@pytest.mark.timeout(60)
+def test_idle_timeout(kind: str, start_daemon) -> None:
+    d = start_daemon(kind, "-o", "idle_timeout=2")
+    idle = Conn(d.addr, timeout=10)
+    busy = Conn(d.addr, timeout=10)
+    try:
+        assert idle.request(b"").startswith(b"VERSION ")
+        t0 = time.monotonic()
+        closed_at = None
+        while time.monotonic() - t0 < 8:
+            assert busy.request(b"get k\r\n").startswith(b"END\r\n"), "busy conn was closed"
+            if closed_at is None:
+                idle.sock.settimeout(0.01)
+                try:
+                    if idle.sock.recv(16) == b"":
+                        closed_at = time.monotonic() - t0
+                except socket.timeout:
+                    pass
+                except ConnectionResetError:
+                    closed_at = time.monotonic() - t0
+            time.sleep(0.25)
+        assert closed_at is not None, "idle connection was never closed"
+        assert 1.5 <= closed_at <= 5.0, closed_at
+        assert stat(d, "idle_kicks") >= 1
+    finally:
+        idle.close()
+        busy.close()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("size", [10, 200_000])
+def test_half_closed_socket_gets_replies(kind: str, start_daemon, size: int) -> None:
+    d = start_daemon(kind)
+    value = os.urandom(size)
+    n = 100
+    s = socket.create_connection(d.addr, timeout=20)
+    req = b"set h 0 0 %d\r\n" % size + value + CRLF + b"get h\r\n" * n + b"version\r\n"
+    s.sendall(req)
+    s.shutdown(socket.SHUT_WR)
+    want = b"STORED\r\n" + (b"VALUE h 0 %d\r\n" % size + value + b"\r\nEND\r\n") * n
+    got = recv_exact(s, len(want) + 200, timeout=20)
+    s.close()
+    assert got[:len(want)] == want
+    assert got[len(want):].startswith(b"VERSION ") and got.endswith(CRLF)

@@ -1,0 +1,191 @@
+# Memory limits and leaks (issue 5, item 5).
+#
+# What memcachepy promises (docs/reliability.md has the measured figures):
+#   RSS <= baseline + -m + (slab classes x 1 MiB) + connection buffers
+# where baseline is the idle daemon (interpreter + core + hash tables, ~18 MB), and the
+# per-class term is memcached's own rule that every slab class may take its first 1 MiB
+# page even when the limit is reached (41 classes at the default -n/-f/-I). Items only ever
+# live in slab pages (total_malloced), so the store cannot grow past that whatever the mix
+# of sizes; connection buffers are bounded per conn (test_abuse.py).
+#
+#  * a fill with log-uniform sizes (10 B .. 1 MB) of 3x -m under eviction stays inside it;
+#  * a run with many expiring and evicted items keeps RSS flat once the pages are cut;
+#  * LeakSanitizer: with MEMCACHEPY_LSAN=1 (set by .ci/sanitize with an ASan build
+#    preloaded) a daemon that served a mixed workload and got SIGTERM frees everything
+#    the core allocated; leaks whose allocation is not made by the core itself (the
+#    interpreter's own, at exit) are not the core's and are ignored.
+from __future__ import annotations
+
+import glob
+import os
+import random
+import re
+import signal
+import socket
+import threading
+import time
+
+import pytest
+
+from conftest import require_memcachepy
+from support.daemons import KIND_MEMCACHEPY, Daemon
+from support.rawclient import Conn
+
+CRLF = b"\r\n"
+MB = 1 << 20
+BASELINE_SLACK_MB = 16      # hash-table growth, 4 conns' buffers, allocator slack
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+def stats(d: Daemon, sub: bytes = b"") -> dict[str, str]:
+    with Conn(d.addr, timeout=10) as c:
+        c.send(b"stats" + sub + CRLF)
+        buf = b""
+        while not buf.endswith(b"END\r\n"):
+            chunk = c._recv(5.0)
+            if not chunk:
+                break
+            buf += chunk
+    out = {}
+    for line in buf.decode().split("\r\n"):
+        p = line.split(" ")
+        if len(p) == 3 and p[0] == "STAT":
+            out[p[1]] = p[2]
+    return out
+
+
+def fill(d: Daemon, total: int, seed: int, ttl: tuple[int, int] = (0, 0),
+         max_size: int = 1_000_000) -> int:
+    rng = random.Random(seed)
+    s = socket.create_connection(d.addr, timeout=30)
+    sent = 0
+    i = 0
+    while sent < total:
+        n = min(int(10 ** rng.uniform(1, 6)), max_size)
+        exp = rng.randint(*ttl)
+        s.sendall(b"set k%d_%d 0 %d %d noreply\r\n" % (seed, i, exp, n) + b"v" * n + CRLF)
+        sent += n
+        i += 1
+    s.sendall(b"version\r\n")
+    buf = b""
+    while not buf.endswith(CRLF):
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        buf += chunk
+    s.close()
+    return i
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("m", [16, 64])
+def test_rss_within_limit_mixed_sizes(start_daemon, m: int) -> None:
+    d = start_daemon(KIND_MEMCACHEPY, "-m", str(m), "-t", "4")
+    time.sleep(0.3)
+    base = rss_mb(d.proc.pid)
+    threads = [threading.Thread(target=fill, args=(d, 3 * m * MB // 4, t)) for t in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    after = rss_mb(d.proc.pid)
+    st = stats(d)
+    sl = stats(d, b" slabs")
+    nclasses = int(sl["active_slabs"])
+    malloced = int(sl["total_malloced"])
+    print(f"-m {m}: RSS {base:.0f} MB idle, {after:.0f} MB after {3 * m} MB of mixed sets; "
+          f"total_malloced {malloced / MB:.1f} MB in {nclasses} classes, "
+          f"evictions {st['evictions']}")
+    assert int(st["evictions"]) > 0, "the fill did not reach the limit"
+    assert malloced <= m * MB + nclasses * MB
+    assert after - base <= m + nclasses + BASELINE_SLACK_MB, (base, after)
+    assert d.alive()
+
+
+@pytest.mark.timeout(120)
+def test_rss_flat_with_expiring_and_evicted_items(start_daemon) -> None:
+    """Sets with 1-2 s TTLs and evictions at -m 16 for ~16 s: once every class has its
+    pages, RSS must not grow (expired and evicted chunks are reused, nothing leaks)."""
+    d = start_daemon(KIND_MEMCACHEPY, "-m", "16", "-t", "2")
+    samples = []
+    t0 = time.monotonic()
+    seed = 0
+    while time.monotonic() - t0 < 16:
+        threads = [threading.Thread(target=fill, args=(d, 12 * MB, seed + t, (1, 2), 200_000))
+                   for t in range(2)]
+        seed += 2
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        samples.append(rss_mb(d.proc.pid))
+    st = stats(d)
+    print(f"RSS (MB) over {len(samples)} samples: first {samples[0]:.0f}, at 1/3 "
+          f"{samples[len(samples) // 3]:.0f}, max {max(samples):.0f}, last {samples[-1]:.0f}; "
+          f"evictions {st['evictions']}, "
+          f"reclaimed {st['reclaimed']}, expired_unfetched {st['expired_unfetched']}")
+    assert len(samples) >= 4
+    warm = samples[len(samples) // 3]
+    assert max(samples[len(samples) // 3:]) - warm <= 3, samples
+    assert int(st["evictions"]) + int(st["reclaimed"]) > 0
+
+
+# ---------------------------------------------------------------- LeakSanitizer
+LSAN = os.environ.get("MEMCACHEPY_LSAN") == "1"
+_LEAK_HEAD = re.compile(r"^(Direct|Indirect) leak of (\d+) byte", re.M)
+_ALLOC_FNS = ("malloc", "calloc", "realloc", "__interceptor_", "operator new")
+
+
+def core_leaks(report: str) -> list[str]:
+    """Leak records whose first frame past the allocator is in the compiled core."""
+    found = []
+    for block in report.split("\n\n"):
+        if not _LEAK_HEAD.search(block):
+            continue
+        frames = [ln for ln in block.splitlines() if re.match(r"\s+#\d+ ", ln)]
+        first = next((f for f in frames if not any(a in f for a in _ALLOC_FNS)), "")
+        if "_core" in first:
+            found.append(block)
+    return found
+
+
+@pytest.mark.skipif(not LSAN, reason="needs the ASan build (.ci/sanitize sets MEMCACHEPY_LSAN=1)")
+@pytest.mark.timeout(180)
+def test_no_core_leaks_under_lsan(start_daemon, monkeypatch, tmp_path) -> None:
+    require_memcachepy()      # probe first: the probe process must not run with LSan on
+    log = tmp_path / "lsan"
+    opts = os.environ.get("ASAN_OPTIONS", "")
+    opts = re.sub(r"(detect_leaks|log_path|abort_on_error|exitcode)=[^:]*:?", "", opts)
+    # exitcode=0: Python's own leaks at exit must not mask the daemon's exit status
+    monkeypatch.setenv("ASAN_OPTIONS", f"{opts}:detect_leaks=1:exitcode=0:log_path={log}".lstrip(":"))
+    d = start_daemon(KIND_MEMCACHEPY, "-m", "8", "-t", "4", "-I", "2m", "-o", "idle_timeout=5")
+    with Conn(d.addr, timeout=20) as c:
+        assert c.request(b"stats detail on\r\n").startswith(b"OK")
+        for i in range(300):
+            c.send(b"set p%d:k%d 0 %d %d\r\n" % (i % 7, i, i % 3, i * 97) + b"x" * (i * 97) + CRLF)
+        c.send(b"set big 0 0 1500000\r\n" + b"b" * 1500000 + CRLF)
+        c.send(b"append p1:k1 0 0 5\r\nhello\r\nincr p2:k2 1\r\n")
+        c.send(b"get " + b" ".join(b"p%d:k%d" % (i % 7, i) for i in range(300)) + CRLF)
+        c.request(b"stats detail dump\r\nstats slabs\r\nstats items\r\nlru_crawler metadump all\r\n")
+    fill(d, 30 * MB, 1, (0, 1), 300_000)
+    socks = []
+    for i in range(50):
+        s = socket.create_connection(d.addr, timeout=5)
+        s.sendall(b"set half%d 0 0 100\r\nabc" % i)
+        socks.append(s)
+    time.sleep(0.5)
+    d.proc.send_signal(signal.SIGTERM)
+    rc = d.proc.wait(timeout=60)
+    for s in socks:
+        s.close()
+    report = "\n".join(open(p).read() for p in glob.glob(f"{log}*"))
+    leaks = core_leaks(report)
+    assert not leaks, "\n\n".join(leaks[:5])
+    assert rc == 0, report[-3000:]
