@@ -11,6 +11,12 @@
 # unchanged value), ms s (size), ms MA/MP with N (append-vivify) and md x
 # (empty the value instead of deleting).
 #
+# Deliberate differences from 1.6.18 besides those additions: `me` reports
+# our item size (56-byte header); ma writes a shorter number in place even
+# when an earlier mg of the same pipelined batch still references the item
+# (memcached then allocates a new item); an E-chosen CAS is exempt from
+# flush_all's CAS ordering (items.pxi / store.pxi meta helpers).
+#
 # Shape of every handler: check the line and pre-parse the flags into a
 # meta_flags_t (no side effects), take the shard lock, do the store work,
 # build the reply in a stack buffer while the item is still locked, unlock.
