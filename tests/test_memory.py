@@ -36,6 +36,11 @@ MB = 1 << 20
 BASELINE_SLACK_MB = 16      # hash-table growth, 4 conns' buffers, allocator slack
 
 
+# Sanitizer runtimes (shadow memory, quarantine) make RSS meaningless.
+UNDER_SANITIZER = any(x in os.environ.get("LD_PRELOAD", "") for x in ("asan", "tsan"))
+rss_test = pytest.mark.skipif(UNDER_SANITIZER, reason="RSS is not meaningful under a sanitizer")
+
+
 def rss_mb(pid: int) -> float:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -84,6 +89,7 @@ def fill(d: Daemon, total: int, seed: int, ttl: tuple[int, int] = (0, 0),
     return i
 
 
+@rss_test
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("m", [16, 64])
 def test_rss_within_limit_mixed_sizes(start_daemon, m: int) -> None:
@@ -109,6 +115,7 @@ def test_rss_within_limit_mixed_sizes(start_daemon, m: int) -> None:
     assert d.alive()
 
 
+@rss_test
 @pytest.mark.timeout(120)
 def test_rss_flat_with_expiring_and_evicted_items(start_daemon) -> None:
     """Sets with 1-2 s TTLs and evictions at -m 16 for ~16 s: once every class has its
