@@ -88,10 +88,20 @@ def test_max_connections_held(kind: str, start_daemon) -> None:
     try:
         for i in range(limit + 10):
             s = socket.create_connection(d.addr, timeout=10)
-            s.sendall(b"version\r\n")
-            got = s.recv(64)
+            try:
+                s.sendall(b"version\r\n")
+                got = s.recv(64)
+            except ConnectionResetError:
+                # closed with our request unread: the kernel sends RST, which may destroy
+                # the error line; a probe that sends nothing must get it intact
+                s.close()
+                s = socket.create_connection(d.addr, timeout=10)
+                got = s.recv(64)
             if got == TOO_MANY:
-                assert s.recv(64) == b"", "rejected connection was not closed"
+                try:
+                    assert s.recv(64) == b"", "rejected connection was not closed"
+                except ConnectionResetError:
+                    pass
                 s.close()
                 rejected = i
                 break
