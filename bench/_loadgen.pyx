@@ -11,8 +11,10 @@
 # Protocol: memcached's classic text protocol only (`get k1 .. kn`, `set k 0 0 n`), which both
 # memcached and memcachepy speak.
 #
-# Phases (all threads move together through two barriers): connect + prefill -> barrier A ->
-# coordinator fixes t0 -> barrier B -> run (warmup, measured window) -> drain outstanding replies.
+# Phases: connect + prefill -> each thread checks in (cfg.ready) and waits for cfg.go -> the
+# coordinator, once all have checked in, fixes t0 and sets go -> run from t0 (warmup, measured
+# window) -> drain outstanding replies. The gate polls cfg.abort, so a failed thread, a failed
+# pthread_create or Ctrl-C in the coordinator never leaves anyone waiting.
 # Only replies that *complete* inside the measured window [t_meas, t_end) enter the latency
 # histogram and measured counters; the `total_*` counters cover every request so they can be
 # compared with the server's `stats` deltas.
@@ -131,24 +133,25 @@ cdef extern from "<netinet/tcp.h>" nogil:
 cdef extern from "<arpa/inet.h>" nogil:
     int inet_pton(int af, const char *src, void *dst)
 
+cdef extern from "<sys/prctl.h>" nogil:
+    int prctl(int option, unsigned long arg2, unsigned long arg3, unsigned long arg4, unsigned long arg5)
+    int PR_SET_TIMERSLACK
+
 cdef extern from "<pthread.h>" nogil:
     ctypedef unsigned long pthread_t
-    ctypedef struct pthread_barrier_t:
-        pass
     int pthread_create(pthread_t *t, const void *attr, void *(*start)(void *) noexcept nogil, void *arg)
     int pthread_join(pthread_t t, void **ret)
-    int pthread_barrier_init(pthread_barrier_t *b, const void *attr, unsigned count)
-    int pthread_barrier_wait(pthread_barrier_t *b)
-    int pthread_barrier_destroy(pthread_barrier_t *b)
 
 cdef extern from *:
     """
     static inline int lg_atomic_load(int *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
     static inline void lg_atomic_store(int *p, int v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+    static inline void lg_atomic_inc(int *p) { __atomic_add_fetch(p, 1, __ATOMIC_ACQ_REL); }
     """
     int lg_atomic_load(int *p) nogil
     int __builtin_clzll(unsigned long long) nogil
     void lg_atomic_store(int *p, int v) nogil
+    void lg_atomic_inc(int *p) nogil
 
 
 # ---------------------------------------------------------------------------------------------
@@ -195,6 +198,8 @@ cdef struct lg_conn_t:
     uint32_t qhead
     uint32_t qcount
     uint64_t skip            # value bytes still to skip (+2 for its CRLF)
+    uint64_t vlen            # length of the value being skipped
+    int vcheck               # still comparing it with the value we store (same length so far)
     uint32_t cur_hits        # VALUE blocks seen for the request at the queue head
 
 cdef struct lg_cfg_t:
@@ -221,12 +226,13 @@ cdef struct lg_cfg_t:
     int64_t real_minus_mono  # CLOCK_REALTIME - CLOCK_MONOTONIC, to map kernel rx stamps
     uint64_t seed
     size_t max_req
-    # set by the coordinator between barrier A and barrier B
+    # written by the coordinator before it sets `go` (release), read by threads after (acquire)
     int64_t t0
     int64_t t_meas
     int64_t t_end            # only in duration mode
     int abort                # atomic
-    pthread_barrier_t barrier
+    int ready                # atomic: threads that finished connect + prefill
+    int go                   # atomic: t0 and the window are set, start
 
 cdef struct lg_thread_t:
     lg_cfg_t *cfg
@@ -235,7 +241,6 @@ cdef struct lg_thread_t:
     int started
     int epfd
     int tfd
-    int tfd_ep               # lazy fixed rate: an epoll set holding only the timer
     lg_conn_t *conns
     int nconns
     lg_conn_t **flush
@@ -272,6 +277,8 @@ cdef struct lg_thread_t:
     uint64_t t_errors
     uint64_t t_prefill
     uint64_t t_timeouts
+    uint64_t t_unstamped     # lazy reads that came without a kernel receive stamp
+    uint64_t t_bad_values    # hits whose length or bytes differ from what we store
     int64_t last_done
     char err[256]
 
@@ -292,6 +299,9 @@ cdef int64_t lg_real_minus_mono() noexcept nogil:
     clock_gettime(CLOCK_REALTIME, &r)
     b = lg_now()
     return <int64_t>r.tv_sec * 1000000000 + r.tv_nsec - (a + b) // 2
+
+cdef void lg_nap(int64_t ns) noexcept nogil:
+    lg_sleep_until(lg_now() + ns)
 
 cdef void lg_sleep_until(int64_t t) noexcept nogil:
     cdef timespec ts
@@ -539,7 +549,7 @@ cdef int lg_parse(lg_thread_t *t, lg_conn_t *c, int64_t now) noexcept nogil:
     cdef char *nl
     cdef char *s
     cdef size_t avail, n, take
-    cdef uint64_t nbytes
+    cdef uint64_t nbytes, off, dn
     while True:
         avail = c.ilen - c.ioff
         if c.skip:
@@ -550,6 +560,16 @@ cdef int lg_parse(lg_thread_t *t, lg_conn_t *c, int64_t now) noexcept nogil:
                 if c.ibuf[c.ioff + take - 1] != b'\n' or (take >= 2 and c.ibuf[c.ioff + take - 2] != b'\r'):
                     lg_fail(t, b"protocol: value block not followed by CRLF", 0)
                     return -1
+            # every value in our key space is cfg.value: compare while skipping, so a server
+            # that hands back another item's bytes is caught, at the cost of a memcmp
+            off = c.vlen + 2 - c.skip
+            if c.vcheck and off < c.vlen:
+                dn = c.vlen - off
+                if dn > take:
+                    dn = take
+                if memcmp(c.ibuf + c.ioff, t.cfg.value + off, dn) != 0:
+                    t.t_bad_values += 1
+                    c.vcheck = 0
             c.ioff += take
             c.skip -= take
             if c.skip:
@@ -573,7 +593,7 @@ cdef int lg_parse(lg_thread_t *t, lg_conn_t *c, int64_t now) noexcept nogil:
             if c.q[c.qhead].nkeys == 0:
                 lg_fail(t, b"protocol: VALUE in reply to a set", 0)
                 return -1
-            # the byte count is the last token of "VALUE <key> <flags> <bytes>[ <cas>]"
+            # the byte count is the third token of "VALUE <key> <flags> <bytes>[ <cas>]"
             s = p + 6
             while s < nl and s[0] != b' ':
                 s += 1
@@ -587,6 +607,10 @@ cdef int lg_parse(lg_thread_t *t, lg_conn_t *c, int64_t now) noexcept nogil:
                 s += 1
             c.cur_hits += 1
             c.skip = nbytes + 2
+            c.vlen = nbytes
+            c.vcheck = nbytes == t.cfg.value_size
+            if not c.vcheck and t.phase == LG_PHASE_RUN:
+                t.t_bad_values += 1
         elif lg_starts(p, n, b"END\r\n", 5):
             if c.q[c.qhead].nkeys == 0:
                 lg_fail(t, b"protocol: END in reply to a set", 0)
@@ -626,8 +650,9 @@ cdef ssize_t lg_recv_stamped(lg_thread_t *t, lg_conn_t *c, int64_t *now) noexcep
             if cm.cmsg_level == SOL_SOCKET and cm.cmsg_type == SCM_TIMESTAMPNS:
                 ts = <timespec *>CMSG_DATA(cm)
                 now[0] = <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec - t.cfg.real_minus_mono
-                break
+                return n
             cm = CMSG_NXTHDR(&m, cm)
+        t.t_unstamped += 1      # timed at the poll instead: up to a tick late
     return n
 
 cdef int lg_on_readable(lg_thread_t *t, lg_conn_t *c, int64_t now) noexcept nogil:
@@ -755,8 +780,9 @@ cdef void lg_issue_closed(lg_thread_t *t, int64_t now) noexcept nogil:
 
 cdef void lg_issue_rate(lg_thread_t *t, int64_t now) noexcept nogil:
     # open loop: request j of this thread is due at t0 + j / rate. It goes to the next conn with
-    # a free pipeline slot; its latency counts from the due time, so a late send shows up in the
-    # percentiles instead of silently lowering the load (coordinated omission).
+    # a free pipeline slot; a send later than one tick past its due time is timed from there,
+    # so a late send shows up in the percentiles instead of silently lowering the load
+    # (coordinated omission).
     cdef uint64_t due
     cdef int64_t slot_t
     cdef int tries
@@ -778,7 +804,10 @@ cdef void lg_issue_rate(lg_thread_t *t, int64_t now) noexcept nogil:
         slot_t = t.cfg.t0 + <int64_t>(<double>t.scheduled / t.rate_per_ns)
         if now - slot_t > t.cfg.tick_ns and lg_in_window(t, now):
             t.m_late += 1
-        lg_add_request(t, c, slot_t)
+        # latency starts at the send, or at due + one tick when the send is later than that:
+        # waiting for the pacing tick is the client's own quantisation and is forgiven, any
+        # further delay (no free conn, a stalled client) is charged
+        lg_add_request(t, c, now if now - slot_t <= t.cfg.tick_ns else slot_t + t.cfg.tick_ns)
         t.scheduled += 1
         t.rr = (t.rr + 1) % t.nconns
 
@@ -789,7 +818,7 @@ cdef int lg_run(lg_thread_t *t, epoll_event *evs) noexcept nogil:
     cdef itimerspec its
     cdef epoll_event ev
     t.phase = LG_PHASE_RUN
-    if cfg.rate > 0:
+    if cfg.rate > 0 and not cfg.lazy:
         t.tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC)
         if t.tfd < 0:
             lg_fail(t, b"timerfd_create", errno)
@@ -802,10 +831,9 @@ cdef int lg_run(lg_thread_t *t, epoll_event *evs) noexcept nogil:
         if timerfd_settime(t.tfd, 1, &its, NULL) < 0:   # 1 == TFD_TIMER_ABSTIME
             lg_fail(t, b"timerfd_settime", errno)
             return -1
-        if not cfg.lazy:
-            ev.events = EPOLLIN
-            ev.data.ptr = NULL
-            epoll_ctl(t.epfd, EPOLL_CTL_ADD, t.tfd, &ev)
+        ev.events = EPOLLIN
+        ev.data.ptr = NULL
+        epoll_ctl(t.epfd, EPOLL_CTL_ADD, t.tfd, &ev)
     timeout_ms = 100
     while True:
         if lg_atomic_load(&cfg.abort):
@@ -832,30 +860,19 @@ cdef int lg_run(lg_thread_t *t, epoll_event *evs) noexcept nogil:
             lg_issue_closed(t, now)
         lg_flush_dirty(t)
         if cfg.lazy:
-            # sleep until the next tick (the timerfd is the only thing that wakes us), then
-            # collect whatever replies arrived meanwhile without blocking
+            # sleep until the next tick (nothing else wakes us), then collect whatever
+            # replies arrived meanwhile without blocking
             if lg_wait_tick(t) < 0 or lg_poll(t, evs, 0) < 0:
                 return -1
         elif lg_poll(t, evs, timeout_ms) < 0:
             return -1
 
 cdef int lg_wait_tick(lg_thread_t *t) noexcept nogil:
-    cdef uint64_t ticks
-    cdef epoll_event ev
-    cdef int n
-    if t.tfd_ep < 0:
-        t.tfd_ep = epoll_create1(EPOLL_CLOEXEC)
-        ev.events = EPOLLIN
-        ev.data.ptr = NULL
-        if t.tfd_ep < 0 or epoll_ctl(t.tfd_ep, EPOLL_CTL_ADD, t.tfd, &ev) < 0:
-            lg_fail(t, b"timer epoll", errno)
-            return -1
-    # bounded wait so that abort is noticed even if the timer misbehaves
-    n = epoll_wait(t.tfd_ep, &ev, 1, 100)
-    if n < 0 and errno != EINTR:
-        lg_fail(t, b"epoll_wait (timer)", errno)
-        return -1
-    read(t.tfd, &ticks, sizeof(ticks))
+    # lazy fixed rate: one clock_nanosleep to the next tick boundary (t0 + k * tick) is the
+    # whole wait; a client that fell behind just takes the next boundary
+    cdef int64_t now = lg_now(), tick = t.cfg.tick_ns, t0 = t.cfg.t0
+    cdef int64_t nxt = t0 if now < t0 else t0 + ((now - t0) // tick + 1) * tick
+    lg_sleep_until(nxt)
     return 0
 
 cdef void *lg_thread_main(void *arg) noexcept nogil:
@@ -864,14 +881,17 @@ cdef void *lg_thread_main(void *arg) noexcept nogil:
     cdef int ok = evs != NULL
     if not ok:
         lg_fail(t, b"out of memory", 0)
+    # the default 50 us timer slack would let every paced sleep overshoot by up to half a tick
+    prctl(PR_SET_TIMERSLACK, 1000, 0, 0, 0)
     if ok and lg_connect_all(t) < 0:
         ok = 0
     if ok and t.cfg.prefill and lg_prefill(t, evs) < 0:
         ok = 0
-    pthread_barrier_wait(&t.cfg.barrier)      # A: connected and prefilled
-    pthread_barrier_wait(&t.cfg.barrier)      # B: t0 is set
-    lg_sleep_until(t.cfg.t0)                  # so request-count runs are timed from t0
+    lg_atomic_inc(&t.cfg.ready)
+    while not lg_atomic_load(&t.cfg.go) and not lg_atomic_load(&t.cfg.abort):
+        lg_nap(100000)
     if ok and not lg_atomic_load(&t.cfg.abort):
+        lg_sleep_until(t.cfg.t0)              # so request-count runs are timed from t0
         lg_run(t, evs)
     free(evs)
     return NULL
@@ -899,8 +919,6 @@ cdef void lg_free_threads(lg_thread_t *ts, int nthreads) noexcept nogil:
             close(ts[i].epfd)
         if ts[i].tfd > 0:
             close(ts[i].tfd)
-        if ts[i].tfd_ep > 0:
-            close(ts[i].tfd_ep)
     free(ts)
 
 
@@ -914,6 +932,24 @@ def _proc_cpu_ticks(int pid):
     fields = data[data.rindex(b")") + 2:].split()
     # fields[0] is field 3 (state); utime and stime are fields 14 and 15
     return int(fields[11]), int(fields[12])
+
+
+def _proc_stat_cpus():
+    """{cpu index: (busy, steal, total)} in ticks from /proc/stat, to spot other load."""
+    out = {}
+    try:
+        with open("/proc/stat", "rb") as f:
+            for line in f:
+                if line.startswith(b"cpu") and line[3:4].isdigit():
+                    parts = line.split()
+                    v = [int(x) for x in parts[1:]]
+                    idle = v[3] + (v[4] if len(v) > 4 else 0)
+                    steal = v[7] if len(v) > 7 else 0
+                    total = sum(v[:8])
+                    out[int(parts[0][3:])] = (total - idle - steal, steal, total)
+    except OSError:
+        pass
+    return out
 
 
 def monotonic_ns():
@@ -947,7 +983,6 @@ def run(*, str host="127.0.0.1", int port, int connections=50, int threads=1, in
     cdef int64_t now
     cdef uint64_t q_base, q_extra
     cdef int64_t t_stop_ns
-    cdef int barrier_ok = 0
     import os, resource
 
     if connections < 1 or threads < 1 or depth < 1 or keyspace < 1 or multiget < 1:
@@ -1017,7 +1052,6 @@ def run(*, str host="127.0.0.1", int port, int connections=50, int threads=1, in
             t.idx = i
             t.epfd = -1
             t.tfd = -1
-            t.tfd_ep = -1
             t.nconns = per + (1 if i < extra else 0)
             # request quota and rate follow the thread's share of the conns
             t.quota = q_base * t.nconns
@@ -1047,23 +1081,22 @@ def run(*, str host="127.0.0.1", int port, int connections=50, int threads=1, in
                 if c.obuf == NULL or c.ibuf == NULL or c.q == NULL:
                     raise MemoryError()
 
-        pthread_barrier_init(&cfg.barrier, NULL, nthreads + 1)
-        barrier_ok = 1
         for i in range(nthreads):
             if pthread_create(&ts[i].tid, NULL, lg_thread_main, &ts[i]) != 0:
                 break
             ts[i].started = 1
             started += 1
         if started != nthreads:
-            # the barrier counts every thread: release the ones already running and give up
-            lg_atomic_store(&cfg.abort, 1)
-            raise OSError("pthread_create failed")
+            raise OSError("pthread_create failed")   # finally: abort, join the started ones
 
         clk_tck = os.sysconf("SC_CLK_TCK")
-        with nogil:
-            pthread_barrier_wait(&cfg.barrier)       # A
+        # wait for every thread to connect and prefill; Ctrl-C lands in finally (abort)
+        while lg_atomic_load(&cfg.ready) < started and not lg_atomic_load(&cfg.abort):
+            with nogil:
+                lg_nap(1000000)
+            PyErr_CheckSignals()
         now = lg_now()
-        cfg.t0 = now + 1000000                       # 1 ms for every thread to pass barrier B
+        cfg.t0 = now + 2000000                       # time for every thread to see `go`
         if requests:
             cfg.t_meas = cfg.t0
             cfg.t_end = 0
@@ -1072,11 +1105,12 @@ def run(*, str host="127.0.0.1", int port, int connections=50, int threads=1, in
             cfg.t_end = cfg.t_meas + <int64_t>(duration * 1e9)
         srv0 = srv1 = None
         ru0 = ru1 = None
+        st0 = st1 = None
         if requests:
             srv0 = _proc_cpu_ticks(server_pid) if server_pid else None
             ru0 = resource.getrusage(resource.RUSAGE_SELF)
-        with nogil:
-            pthread_barrier_wait(&cfg.barrier)       # B
+            st0 = _proc_stat_cpus()
+        lg_atomic_store(&cfg.go, 1)
         try:
             if not requests and not lg_atomic_load(&cfg.abort):
                 # window boundaries: sleep in slices so Ctrl-C and thread failures are noticed
@@ -1089,9 +1123,11 @@ def run(*, str host="127.0.0.1", int port, int connections=50, int threads=1, in
                     if target == cfg.t_meas:
                         srv0 = _proc_cpu_ticks(server_pid) if server_pid else None
                         ru0 = resource.getrusage(resource.RUSAGE_SELF)
+                        st0 = _proc_stat_cpus()
                     else:
                         srv1 = _proc_cpu_ticks(server_pid) if server_pid else None
                         ru1 = resource.getrusage(resource.RUSAGE_SELF)
+                        st1 = _proc_stat_cpus()
         except BaseException:
             lg_atomic_store(&cfg.abort, 1)
             raise
@@ -1105,12 +1141,24 @@ def run(*, str host="127.0.0.1", int port, int connections=50, int threads=1, in
         if requests:
             srv1 = _proc_cpu_ticks(server_pid) if server_pid else None
             ru1 = resource.getrusage(resource.RUSAGE_SELF)
+            st1 = _proc_stat_cpus()
 
         errors = [ts[i].err.decode(errors="replace") for i in range(nthreads) if ts[i].err[0]]
         if errors:
             raise RuntimeError("; ".join(errors))
-        return _collect(ts, nthreads, cfg, requests, duration, t_stop_ns, srv0, srv1, ru0, ru1,
-                        clk_tck)
+        result = _collect(ts, nthreads, cfg, requests, duration, t_stop_ns, srv0, srv1, ru0,
+                          ru1, clk_tck)
+        # how busy every CPU was in the window, whoever ran there: with the daemon and the
+        # load generator pinned, busy minus their own share is load from other processes
+        cpus = {}
+        if st0 and st1:
+            for cpu in st1:
+                if cpu in st0 and st1[cpu][2] > st0[cpu][2]:
+                    dt = st1[cpu][2] - st0[cpu][2]
+                    cpus[cpu] = dict(busy=(st1[cpu][0] - st0[cpu][0]) / dt,
+                                     steal=(st1[cpu][1] - st0[cpu][1]) / dt)
+        result["cpus"] = cpus
+        return result
     finally:
         if ts != NULL:
             # never free memory a running thread may still touch
@@ -1120,8 +1168,6 @@ def run(*, str host="127.0.0.1", int port, int connections=50, int threads=1, in
                     for i in range(nthreads):
                         if ts[i].started:
                             pthread_join(ts[i].tid, NULL)
-            if barrier_ok:
-                pthread_barrier_destroy(&cfg.barrier)
             lg_free_threads(ts, nthreads)
         free(cfg.value)
         free(cfg)
@@ -1135,7 +1181,8 @@ cdef object _collect(lg_thread_t *ts, int nthreads, lg_cfg_t *cfg, uint64_t requ
     cdef int64_t last_done = 0
     memset(hist, 0, sizeof(hist))
     agg = dict(gets=0, get_keys=0, hits=0, sets=0, errors=0, late=0)
-    tot = dict(gets=0, get_keys=0, hits=0, sets=0, not_stored=0, errors=0, prefill_sets=0)
+    tot = dict(gets=0, get_keys=0, hits=0, sets=0, not_stored=0, errors=0, prefill_sets=0,
+               unstamped_reads=0, bad_values=0)
     lat_sum = 0.0
     lat_max = 0
     for i in range(nthreads):
@@ -1154,6 +1201,8 @@ cdef object _collect(lg_thread_t *ts, int nthreads, lg_cfg_t *cfg, uint64_t requ
         tot["not_stored"] += ts[i].t_not_stored
         tot["errors"] += ts[i].t_errors
         tot["prefill_sets"] += ts[i].t_prefill
+        tot["unstamped_reads"] += ts[i].t_unstamped
+        tot["bad_values"] += ts[i].t_bad_values
         lat_sum += ts[i].lat_sum
         lat_max = max(lat_max, ts[i].lat_max)
         if ts[i].last_done > last_done:

@@ -27,11 +27,14 @@ include "items.pxi"
 include "lru.pxi"
 include "assoc.pxi"
 include "store.pxi"
+include "slabs_rebalance.pxi"
 include "proto.pxi"
+include "logger.pxi"
 include "stats.pxi"
 include "proto_text.pxi"
 include "proto_meta.pxi"
 include "proto_admin.pxi"
+include "auth.pxi"
 include "conn.pxi"
 include "thread.pxi"
 include "testing.pxi"
@@ -94,7 +97,22 @@ def _core_init(dict cfg, int nworkers):
     _copy_str(g_settings.own_version, sizeof(g_settings.own_version), cfg.get("own_version", ""))
     _copy_str(g_settings.domain_socket, sizeof(g_settings.domain_socket), cfg.get("domain_socket") or "NULL")
     g_settings_text_a = _strdup_py(cfg.get("settings_text_a", ""))
-    g_settings_text_b = _strdup_py(cfg.get("settings_text_b", ""))
+    segs = cfg.get("settings_text_b") or ["", "", "", ""]
+    for i in range(4):
+        g_settings_text_b[i] = _strdup_py(segs[i])
+    g_settings.slab_automove = cfg.get("slab_automove", 1)
+    g_settings.slab_automove_ratio = cfg.get("slab_automove_ratio", 0.8)
+    g_settings.lru_crawler = cfg.get("lru_crawler", True)
+    g_settings.lru_crawler_sleep = cfg.get("lru_crawler_sleep", 100)
+    g_settings.lru_crawler_tocrawl = cfg.get("lru_crawler_tocrawl", 0)
+    g_settings.lru_maintainer = cfg.get("lru_maintainer", True)
+    g_settings.lru_segmented = cfg.get("lru_segmented", True)
+    g_settings.hot_lru_pct = cfg.get("hot_lru_pct", 20)
+    g_settings.warm_lru_pct = cfg.get("warm_lru_pct", 40)
+    g_settings.hot_max_factor = cfg.get("hot_max_factor", 0.2)
+    g_settings.warm_max_factor = cfg.get("warm_max_factor", 2.0)
+    g_settings.temp_lru = cfg.get("temp_lru", False)
+    g_settings.temporary_ttl = cfg.get("temporary_ttl", 61)
     g_process_started = <time_t>int(_time.time()) - ITEM_UPDATE_INTERVAL - 2
     g_time_offset = 0
     g_shutdown = 0
@@ -112,6 +130,8 @@ def _core_init(dict cfg, int nworkers):
         raise MemoryError("cannot allocate the hash tables")
     if nworkers > 0 and workers_init(nworkers) != 0:
         raise OSError("cannot create worker event loops")
+    logger_init()
+    auth_load(cfg.get("auth_entries") or [])
     memset(&g_stats_baseline, 0, sizeof(thread_stats_t))
     memset(&g_orphan_stats, 0, sizeof(thread_stats_t))
     g_curr_conns = 0
@@ -124,14 +144,16 @@ def _core_destroy():
     if not g_initialised:
         return
     with nogil:
+        logger_close_all()
         workers_destroy()
         store_destroy()
         slabs_destroy()
         stats_prefix_clear()
     free(g_settings_text_a)
-    free(g_settings_text_b)
     g_settings_text_a = NULL
-    g_settings_text_b = NULL
+    for i in range(4):
+        free(g_settings_text_b[i])
+        g_settings_text_b[i] = NULL
     free(g_listen_fds)
     free(g_listen_kinds)
     _reset_listeners()

@@ -28,6 +28,10 @@
 /* Single-writer counter bump: only the owning thread writes, others may read. */
 #define mc_stat_add(p, v)     __atomic_store_n((p), __atomic_load_n((p), __ATOMIC_RELAXED) + (v), __ATOMIC_RELAXED)
 
+/* The socket of the request a worker thread is serving, for log lines
+ * (memcached's cfd=) emitted deep inside store functions. */
+static __thread int mc_current_fd = -1;
+
 #if defined(MEMCACHEPY_DEBUG)
 #include <assert.h>
 #define mc_assert(x) assert(x)

@@ -66,12 +66,14 @@ cdef conn_t* conn_new(worker_t* w, int fd, int kind) noexcept nogil:
     pthread_mutex_unlock(&w.lock)
     if g_settings.verbose > 1:
         fprintf(stderr, "<%d new auto-negotiating client connection\n", fd)
+    if logger_wants(LOG_CONNEVENTS):
+        log_conn_event(c, True, 1)
     return c
 
-cdef void conn_close(conn_t* c) noexcept nogil:
+# Take a connection out of its worker: list, epoll, buffers. The socket stays
+# open; the caller closes it or gives it away.
+cdef void conn_detach(conn_t* c) noexcept nogil:
     cdef worker_t* w = <worker_t*>c.worker
-    if g_settings.verbose > 1:
-        fprintf(stderr, "<%d connection closed.\n", c.fd)
     pthread_mutex_lock(&w.lock)
     if c.prev != NULL:
         c.prev.next = c.next
@@ -82,11 +84,22 @@ cdef void conn_close(conn_t* c) noexcept nogil:
     w.nconns -= 1
     pthread_mutex_unlock(&w.lock)
     epoll_ctl(w.epfd, EPOLL_CTL_DEL, c.fd, NULL)
-    close(c.fd)
     free(c.rbuf)
     free(c.wbuf)
     free(c)
     mc_fetch_add_u64(&g_curr_conns, <uint64_t>-1)
+
+cdef void conn_close_reason(conn_t* c, int reason) noexcept nogil:
+    cdef int fd = c.fd
+    if g_settings.verbose > 1:
+        fprintf(stderr, "<%d connection closed.\n", c.fd)
+    if logger_wants(LOG_CONNEVENTS):
+        log_conn_event(c, False, reason)
+    conn_detach(c)
+    close(fd)
+
+cdef void conn_close(conn_t* c) noexcept nogil:
+    conn_close_reason(c, 0 if c.close_now else 1)
 
 # Make room to read: compact, then grow so the current command fits.
 cdef bint conn_rbuf_room(conn_t* c) noexcept nogil:
@@ -157,13 +170,19 @@ cdef int conn_process(conn_t* c) noexcept nogil:
     cdef size_t sp
     cdef int r
     while True:
-        if c.state == CONN_CLOSING or c.close_now:
+        if c.state == CONN_CLOSING or c.state == CONN_WATCH or c.close_now:
             return 0
         if c.wlen - c.wsent > WBUF_HIGH:
             return 1
         avail = c.rend - c.rstart
         if avail == 0:
             break
+        if MC_UNLIKELY(g_auth_enabled and not c.authenticated):
+            r = process_auth(c, c.rbuf + c.rstart, avail)
+            if r < 0:
+                break
+            c.rstart += <size_t>r
+            continue
         if c.state == CONN_SWALLOW:
             k = avail if avail < c.swallow else <size_t>c.swallow
             c.rstart += k
@@ -234,7 +253,23 @@ cdef bint conn_drive(conn_t* c) noexcept nogil:
     if c.state == CONN_CLOSING:
         conn_close(c)
         return False
+    if c.state == CONN_WATCH:
+        conn_become_watcher(c)
+        return False
     return True
+
+cdef void conn_become_watcher(conn_t* c) noexcept nogil:
+    cdef int fd = c.fd
+    cdef int flags = c.watch_flags
+    cdef int r
+    conn_detach(c)
+    r = logger_add_watcher(fd, flags)
+    if r == 1:
+        send(fd, b"WATCHER_TOO_MANY log watcher limit reached\r\n", 44, MSG_NOSIGNAL | MSG_DONTWAIT)
+        close(fd)
+    elif r == 2:
+        send(fd, b"WATCHER_FAILED failed to add log watcher\r\n", 42, MSG_NOSIGNAL | MSG_DONTWAIT)
+        close(fd)
 
 cdef void conn_on_readable(conn_t* c) noexcept nogil:
     cdef ssize_t n

@@ -10,6 +10,8 @@
 
 cdef enum:
     ITEM_PINNED = 64       # being copied from while a new item is allocated: never evict
+    ITEM_CAS_CLIENT = 128  # CAS chosen by the client (meta E): says nothing about age;
+                           # bits 8-15 then hold the flush epoch (store.pxi, meta helpers)
 
 cdef inline char* ITEM_key(item_t* it) noexcept nogil:
     return (<char*>it) + sizeof(item_t)
@@ -39,6 +41,13 @@ cdef inline bint item_size_ok(size_t nkey, size_t nbytes, uint32_t flags=0) noex
     return (mc_item_ntotal(nkey, flags, nbytes) <= g_settings.item_size_max
             and slabs_clsid(item_ntotal_of(nkey, nbytes)) != 0)
 
+# Small tag of the flush horizon in force (0 = never flushed): two flush_all
+# commands in one second get different CAS ids, hence different tags.
+cdef inline uint16_t flush_epoch(uint64_t oldest_cas) noexcept nogil:
+    if oldest_cas == 0:
+        return 0
+    return <uint16_t>(oldest_cas % 255 + 1)
+
 # 0 live, 1 expired, 2 flushed. Flush wins, as in memcached.
 cdef inline int item_dead(item_t* it, rel_time_t now) noexcept nogil:
     cdef rel_time_t oldest_live = mc_load_u32(&g_settings.oldest_live)
@@ -47,7 +56,12 @@ cdef inline int item_dead(item_t* it, rel_time_t now) noexcept nogil:
         if it.time <= oldest_live:
             return 2
         oldest_cas = mc_load_u64(&g_settings.oldest_cas)
-        if oldest_cas != 0 and it.cas != 0 and it.cas < oldest_cas:
+        if it.it_flags & ITEM_CAS_CLIENT:
+            # a client-chosen CAS cannot be ordered against the flush; the
+            # epoch recorded when it was set can (only the flush second matters)
+            if it.time == oldest_live + 1 and (it.it_flags >> 8) != flush_epoch(oldest_cas):
+                return 2
+        elif oldest_cas != 0 and it.cas != 0 and it.cas < oldest_cas:
             return 2
     if it.exptime != 0 and it.exptime <= now:
         return 1

@@ -95,6 +95,8 @@ cdef bint lru_pull_tail_one(shard_t* s, int id, bint evict) noexcept nogil:
             s.lru[id].evicted_nonzero += 1
         if (victim.it_flags & ITEM_FETCHED) == 0:
             s.lru[id].evicted_unfetched += 1
+        if logger_wants(LOG_EVICTIONS):
+            log_eviction(victim)
         if victim.it_flags & ITEM_ACTIVE:
             s.lru[id].evicted_active += 1
         do_item_unlink(s, victim)

@@ -21,6 +21,7 @@ cdef extern from "compat.h" nogil:
     int64_t mc_fetch_add_i64(int64_t*, int64_t)
     void mc_stat_add(uint64_t*, uint64_t)
     void mc_assert(bint)
+    int mc_current_fd
 
 cdef extern from "<pthread.h>" nogil:
     ctypedef struct pthread_mutex_t:
@@ -285,6 +286,8 @@ cdef struct thread_stats_t:
     uint64_t store_too_large
     uint64_t store_no_memory
     uint64_t idle_kicks
+    uint64_t auth_cmds
+    uint64_t auth_errors
     slab_thread_stats_t slab[66]
 
 # ---------------------------------------------------------------- connections
@@ -292,6 +295,7 @@ cdef enum conn_state_t:
     CONN_READ = 0       # parsing commands from rbuf
     CONN_SWALLOW = 1    # discarding the data block of a refused store
     CONN_CLOSING = 2    # close as soon as the output is flushed (or now)
+    CONN_WATCH = 3      # hand the socket to the logger once the output is flushed
 
 cdef struct conn_t:
     int fd
@@ -312,6 +316,11 @@ cdef struct conn_t:
     size_t wsent
     uint64_t swallow
     size_t get_resume    # offset in the current line where a paused multiget resumes
+    int watch_flags      # what a `watch` connection asked to see
+    bint announced       # -vv: "Client using the ascii protocol" printed
+    bint authenticated   # -Y: passed the ASCII auth exchange
+    bint auth_started    # -Y: saw the auth `set` line, waiting for "user pass"
+    size_t auth_need
     rel_time_t last_cmd_time
     void* worker
     conn_t* next

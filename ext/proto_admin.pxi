@@ -1,11 +1,11 @@
-# proto_admin.pxi -- operator commands: slabs, lru, lru_crawler, watch.
+# proto_admin.pxi -- operator commands: slabs, lru, lru_crawler.
 #
-# These are not on the request hot path. memcachepy has no slab rebalancer and
-# a single (non-segmented) LRU per class and shard, so `slabs reassign` answers
-# as a memcached started with slab reassignment off does, and the tuning
-# commands (`slabs automove`, `lru tune|mode|temp_ttl`, `lru_crawler
-# sleep|tocrawl|enable|disable`) are parsed and validated exactly as memcached
-# does but change nothing. `lru_crawler crawl` reclaims expired items
+# These are not on the request hot path. `slabs reassign` and `slabs automove`
+# drive the page mover (slabs_rebalance.pxi). memcachepy has a single
+# (non-segmented) LRU per class and shard, so the LRU tuning commands (`lru
+# tune|mode|temp_ttl`, `lru_crawler sleep|tocrawl`) are parsed and validated
+# exactly as memcached does and reported by `stats settings`, but change no
+# behaviour. `lru_crawler crawl` reclaims expired items
 # synchronously; `lru_crawler metadump`/`mgdump` list keys in memcached's format.
 
 cdef inline bint parse_strtod(token_t* t, double* out) noexcept nogil:
@@ -41,8 +41,22 @@ cdef int process_slabs_command(conn_t* c, token_t* tokens, size_t ntokens) noexc
     cdef double ratio
     cdef int32_t src
     cdef int32_t dst
+    cdef int rv
     if ntokens == 5 and tok_eq(&tokens[1], b"reassign", 8):
-        out_string(c, b"CLIENT_ERROR slab reassignment disabled")
+        if not (tok_strtol(&tokens[2], &src) and tok_strtol(&tokens[3], &dst)):
+            out_string(c, b"CLIENT_ERROR bad command line format")
+            return 0
+        rv = slabs_reassign(src, dst)
+        if rv == 0:
+            out_string(c, b"OK")
+        elif rv == 1:
+            out_string(c, b"BUSY currently processing reassign request")
+        elif rv == 2:
+            out_string(c, b"SAME src and dst class are identical")
+        elif rv == 3:
+            out_string(c, b"BADCLASS invalid src or dst class id")
+        else:
+            out_string(c, b"NOSPARE source class has no spare pages")
         return 0
     if ntokens >= 4 and tok_eq(&tokens[1], b"automove", 8):
         set_noreply_maybe(c, tokens, ntokens)
@@ -50,6 +64,7 @@ cdef int process_slabs_command(conn_t* c, token_t* tokens, size_t ntokens) noexc
             if ntokens < 5 or not parse_strtod(&tokens[3], &ratio):
                 out_string(c, b"ERROR")
                 return 0
+            g_settings.slab_automove_ratio = ratio
         else:
             if not tok_strtoul(&tokens[2], &level):
                 out_string(c, b"CLIENT_ERROR bad command line format")
@@ -57,6 +72,7 @@ cdef int process_slabs_command(conn_t* c, token_t* tokens, size_t ntokens) noexc
             if level > 2:
                 out_string(c, b"ERROR")
                 return 0
+            g_settings.slab_automove = <int>level
         out_string(c, b"OK")
         return 0
     out_string(c, b"ERROR")
@@ -78,16 +94,29 @@ cdef int process_lru_command(conn_t* c, token_t* tokens, size_t ntokens) noexcep
         elif factor <= 0 or hot_factor <= 0:
             out_string(c, b"ERROR hot/warm age factors must be greater than 0")
         else:
+            g_settings.hot_lru_pct = pct_hot
+            g_settings.warm_lru_pct = pct_warm
+            g_settings.hot_max_factor = hot_factor
+            g_settings.warm_max_factor = factor
             out_string(c, b"OK")
-    elif tok_eq(&tokens[1], b"mode", 4) and ntokens >= 4:
-        if tok_eq(&tokens[2], b"flat", 4) or tok_eq(&tokens[2], b"segmented", 9):
+    elif tok_eq(&tokens[1], b"mode", 4) and ntokens >= 4 and g_settings.lru_maintainer:
+        if tok_eq(&tokens[2], b"flat", 4):
+            g_settings.lru_segmented = False
+            out_string(c, b"OK")
+        elif tok_eq(&tokens[2], b"segmented", 9):
+            g_settings.lru_segmented = True
             out_string(c, b"OK")
         else:
             out_string(c, b"ERROR")
-    elif tok_eq(&tokens[1], b"temp_ttl", 8) and ntokens >= 4:
+    elif tok_eq(&tokens[1], b"temp_ttl", 8) and ntokens >= 4 and g_settings.lru_maintainer:
         if not tok_strtol(&tokens[2], &ttl):
             out_string(c, b"ERROR")
         else:
+            if ttl < 0:
+                g_settings.temp_lru = False
+            else:
+                g_settings.temp_lru = True
+                g_settings.temporary_ttl = ttl
             out_string(c, b"OK")
     else:
         out_string(c, b"ERROR")
@@ -178,6 +207,9 @@ cdef int process_lru_crawler_command(conn_t* c, token_t* tokens, size_t ntokens)
     cdef bint sel[MAX_SLAB_CLASSES]
     cdef uint32_t v
     if ntokens == 4 and tok_eq(&tokens[1], b"crawl", 5):
+        if not g_settings.lru_crawler:
+            out_string(c, b"CLIENT_ERROR lru crawler disabled")
+            return 0
         if parse_class_list(&tokens[2], sel):
             out_string(c, b"BADCLASS invalid class id")
             return 0
@@ -186,6 +218,9 @@ cdef int process_lru_crawler_command(conn_t* c, token_t* tokens, size_t ntokens)
         out_string(c, b"OK")
         return 0
     if ntokens == 4 and (tok_eq(&tokens[1], b"metadump", 8) or tok_eq(&tokens[1], b"mgdump", 6)):
+        if not g_settings.lru_crawler:
+            out_string(c, b"CLIENT_ERROR lru crawler disabled")
+            return 0
         if not g_settings.dump_enabled:
             out_string(c, b"ERROR metadump not allowed")
             return 0
@@ -203,6 +238,7 @@ cdef int process_lru_crawler_command(conn_t* c, token_t* tokens, size_t ntokens)
         if not tok_strtoul(&tokens[2], &v):
             out_string(c, b"CLIENT_ERROR bad command line format")
             return 0
+        g_settings.lru_crawler_tocrawl = v
         out_string(c, b"OK")
         return 0
     if ntokens == 4 and tok_eq(&tokens[1], b"sleep", 5):
@@ -212,10 +248,15 @@ cdef int process_lru_crawler_command(conn_t* c, token_t* tokens, size_t ntokens)
         if v > 1000000:
             out_string(c, b"CLIENT_ERROR sleep must be one second or less")
             return 0
+        g_settings.lru_crawler_sleep = v
         out_string(c, b"OK")
         return 0
     if ntokens == 3:
-        if tok_eq(&tokens[1], b"enable", 6) or tok_eq(&tokens[1], b"disable", 7):
+        if tok_eq(&tokens[1], b"enable", 6):
+            g_settings.lru_crawler = True
+            out_string(c, b"OK")
+        elif tok_eq(&tokens[1], b"disable", 7):
+            g_settings.lru_crawler = False
             out_string(c, b"OK")
         else:
             out_string(c, b"ERROR")
@@ -223,7 +264,3 @@ cdef int process_lru_crawler_command(conn_t* c, token_t* tokens, size_t ntokens)
     out_string(c, b"ERROR")
     return 0
 
-cdef int process_watch_command(conn_t* c, token_t* tokens, size_t ntokens) noexcept nogil:
-    # No log stream yet: answer as memcached started with -W does.
-    out_string(c, b"CLIENT_ERROR watch commands not allowed")
-    return 0

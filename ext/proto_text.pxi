@@ -182,6 +182,7 @@ cdef int process_update(conn_t* c, token_t* tokens, size_t ntokens, int comm, bi
     cdef store_result_t ret
     cdef uint64_t cas_out = 0
     cdef bint consumed
+    cdef int clsid
     set_noreply_maybe(c, tokens, ntokens)
     if nkey > KEY_MAX_LENGTH:
         out_string(c, b"CLIENT_ERROR bad command line format")
@@ -236,7 +237,11 @@ cdef int process_update(conn_t* c, token_t* tokens, size_t ntokens, int comm, bi
     memcpy(ITEM_data(it), data, vlen)
     it.hv = bucket_hv(h)
     it.cas = req_cas
+    clsid = it.slabs_clsid
     ret = do_store_item(s, it, comm, st, False, 0, &cas_out, &consumed)
+    if MC_UNLIKELY(logger_wants(LOG_MUTATIONS)):
+        log_item_store(c, key, nkey, 1 if ret == STORE_STORED else 2 if ret == STORE_EXISTS else
+                       3 if ret == STORE_NOT_FOUND else 0, comm, exptime, clsid, vlen)
     if not consumed:
         item_free(it)
     pthread_mutex_unlock(&s.lock)
@@ -426,17 +431,25 @@ cdef int process_shutdown(conn_t* c, token_t* tokens, size_t ntokens) noexcept n
 # the line (a data block), PROC_NEED_MORE or PROC_PAUSE.
 cdef int process_command(conn_t* c, const char* line, size_t length,
                          const char* data, size_t avail) noexcept nogil:
+    global mc_current_fd
     cdef token_t tokens[MAX_TOKENS]
     cdef size_t ntokens
     cdef const char* nul
     cdef char first
     cdef token_t* cmd
     c.noreply = False
+    mc_current_fd = c.fd
     nul = <const char*>memchr(line, 0, length)
     if nul != NULL:
         length = <size_t>(nul - line)      # memcached sees the line as a C string
-    if g_settings.verbose > 1 and c.rneed == 0 and c.get_resume == 0:
-        fprintf(stderr, "<%d %.*s\n", c.fd, <int>length, line)
+    if c.rneed == 0 and c.get_resume == 0:
+        if g_settings.verbose > 1:
+            if not c.announced:
+                c.announced = True
+                fprintf(stderr, "%d: Client using the ascii protocol\n", c.fd)
+            fprintf(stderr, "<%d %.*s\n", c.fd, <int>length, line)
+        if MC_UNLIKELY(logger_wants(LOG_RAWCMDS)):
+            log_rawcmd(c, line, length)
     ntokens = tokenize(line, length, tokens, MAX_TOKENS)
     if ntokens < 2 or tokens[0].length < 2:
         out_string(c, b"ERROR")
@@ -545,6 +558,10 @@ cdef int process_command(conn_t* c, const char* line, size_t length,
         if not want_tokens_or(c, ntokens, 3, 4):
             return 0
         return process_verbosity(c, tokens, ntokens)
+    elif tok_eq(cmd, b"refresh_certs", 13):
+        # Debian's memcached is built with TLS support; without -Z it says so.
+        out_string(c, b"Error TLS not enabled")
+        return 0
     elif tok_eq(cmd, b"lru", 3):
         if ntokens < 3:
             out_string(c, b"ERROR")

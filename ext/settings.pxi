@@ -38,14 +38,23 @@ cdef struct settings_t:
     char domain_socket[256]
     char version[64]          # what `version` and stats `version` answer
     char own_version[64]      # memcachepy's own version
-    int lru_crawler_sleep
-    int lru_crawler_tocrawl
-    int tail_repair_time
+    # Tunables memcached's admin commands change at run time. memcachepy's
+    # allocator and LRU do not use them; they are kept so that `stats settings`
+    # reports what the operator set, as memcached does.
+    int slab_automove
+    double slab_automove_ratio
+    bint lru_crawler
+    uint32_t lru_crawler_sleep
+    uint32_t lru_crawler_tocrawl
+    bint lru_maintainer
+    bint lru_segmented
     double hot_max_factor
     double warm_max_factor
-    int hot_lru_pct
-    int warm_lru_pct
-    int temporary_ttl
+    uint32_t hot_lru_pct
+    uint32_t warm_lru_pct
+    bint temp_lru
+    int32_t temporary_ttl
+    int tail_repair_time
     int hashpower_init
 
 cdef settings_t g_settings

@@ -127,10 +127,14 @@ cdef inline void* realloc_ptrs(void** old, uint64_t n) noexcept nogil:
 
 # Take one chunk of class `id`; NULL if the class is empty and no page may be added.
 cdef void* slabs_alloc(size_t size, int id) noexcept nogil:
+    return do_slabs_alloc(size, id, True)
+
+# `newpage` false: only chunks the class already has (the page mover's rescues).
+cdef void* do_slabs_alloc(size_t size, int id, bint newpage) noexcept nogil:
     cdef slabclass_t* p = &g_slabclass[id]
     cdef void* ret = NULL
     pthread_mutex_lock(&g_slabs_lock)
-    if p.sl_curr == 0 and p.end_page_free == 0:
+    if p.sl_curr == 0 and p.end_page_free == 0 and newpage:
         do_slabs_newslab(id)
     if p.sl_curr > 0:
         ret = p.slots
@@ -147,11 +151,16 @@ cdef void* slabs_alloc(size_t size, int id) noexcept nogil:
     return ret
 
 cdef void slabs_free(void* ptr, size_t size, int id) noexcept nogil:
+    global g_moving_reclaimed
     cdef slabclass_t* p = &g_slabclass[id]
     pthread_mutex_lock(&g_slabs_lock)
-    (<void**>ptr)[0] = p.slots
-    p.slots = ptr
-    p.sl_curr += 1
+    if MC_UNLIKELY(in_moving_page(ptr)):
+        # the page is being emptied (slabs_rebalance.pxi): count, don't reuse
+        g_moving_reclaimed += 1
+    else:
+        (<void**>ptr)[0] = p.slots
+        p.slots = ptr
+        p.sl_curr += 1
     p.requested -= size
     p.used_chunks -= 1
     pthread_mutex_unlock(&g_slabs_lock)

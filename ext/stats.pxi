@@ -25,7 +25,7 @@ cdef uint64_t g_conn_structures = 0
 cdef uint64_t g_total_items_baseline = 0
 cdef int g_nlisteners = 0
 cdef char* g_settings_text_a = NULL     # maxconns .. inter
-cdef char* g_settings_text_b = NULL     # evictions .. end
+cdef char* g_settings_text_b[4]         # evictions .. end, around the run-time tunables
 cdef uint64_t g_lru_crawler_starts = 0
 
 # ---------------------------------------------------------------- per-prefix stats
@@ -182,7 +182,7 @@ cdef void stats_reset() noexcept nogil:
             g_shards[i].lru[j].evicted_active = 0
             g_shards[i].lru[j].moves_within_lru = 0
         pthread_mutex_unlock(&g_shards[i].lock)
-    mc_store_u64(&g_total_conns, <uint64_t>g_nlisteners)
+    mc_store_u64(&g_total_conns, 0)
     mc_store_u64(&g_rejected_conns, 0)
     mc_store_u64(&g_listen_disabled, 0)
     stats_prefix_clear()
@@ -304,8 +304,8 @@ cdef void stats_general(conn_t* c) noexcept nogil:
     append_stat_u64(c, b"touch_misses", ts.touch_misses)
     append_stat_u64(c, b"store_too_large", ts.store_too_large)
     append_stat_u64(c, b"store_no_memory", ts.store_no_memory)
-    append_stat_u64(c, b"auth_cmds", 0)
-    append_stat_u64(c, b"auth_errors", 0)
+    append_stat_u64(c, b"auth_cmds", ts.auth_cmds)
+    append_stat_u64(c, b"auth_errors", ts.auth_errors)
     if g_settings.idle_timeout:
         append_stat_u64(c, b"idle_kicks", ts.idle_kicks)
     append_stat_u64(c, b"bytes_read", ts.bytes_read)
@@ -319,23 +319,23 @@ cdef void stats_general(conn_t* c) noexcept nogil:
     append_stat_u64(c, b"hash_power_level", hp)
     append_stat_u64(c, b"hash_bytes", hash_buckets * sizeof(void*))
     append_stat_u64(c, b"hash_is_expanding", 0)
-    append_stat_u64(c, b"slab_reassign_rescues", 0)
+    append_stat_u64(c, b"slab_reassign_rescues", g_rebal_rescues)
     append_stat_u64(c, b"slab_reassign_chunk_rescues", 0)
-    append_stat_u64(c, b"slab_reassign_evictions_nomem", 0)
+    append_stat_u64(c, b"slab_reassign_evictions_nomem", g_rebal_evictions)
     append_stat_u64(c, b"slab_reassign_inline_reclaim", 0)
-    append_stat_u64(c, b"slab_reassign_busy_items", 0)
+    append_stat_u64(c, b"slab_reassign_busy_items", g_rebal_busy)
     append_stat_u64(c, b"slab_reassign_busy_deletes", 0)
-    append_stat_u64(c, b"slab_reassign_running", 0)
-    append_stat_u64(c, b"slabs_moved", 0)
+    append_stat_u64(c, b"slab_reassign_running", 1 if mc_load_int(&g_rebal_signal) == 2 else 0)
+    append_stat_u64(c, b"slabs_moved", g_slabs_moved)
     append_stat_u64(c, b"lru_crawler_running", 0)
     append_stat_u64(c, b"lru_crawler_starts", mc_load_u64(&g_lru_crawler_starts))
     append_stat_u64(c, b"lru_maintainer_juggles", 0)
     append_stat_u64(c, b"malloc_fails", g_malloc_fails)
     append_stat_u64(c, b"log_worker_dropped", 0)
-    append_stat_u64(c, b"log_worker_written", 0)
-    append_stat_u64(c, b"log_watcher_skipped", 0)
-    append_stat_u64(c, b"log_watcher_sent", 0)
-    append_stat_u64(c, b"log_watchers", 0)
+    append_stat_u64(c, b"log_worker_written", mc_load_u64(&g_log_worker_written))
+    append_stat_u64(c, b"log_watcher_skipped", mc_load_u64(&g_log_watcher_skipped))
+    append_stat_u64(c, b"log_watcher_sent", mc_load_u64(&g_log_watcher_sent))
+    append_stat_u64(c, b"log_watchers", <uint64_t>mc_load_int(&g_nwatchers))
     append_stat_u64(c, b"unexpected_napi_ids", 0)
     append_stat_u64(c, b"round_robin_fallback", 0)
     append_stat_u64(c, b"bytes", nbytes)
@@ -362,8 +362,28 @@ cdef void stats_settings(conn_t* c) noexcept nogil:
         out_raw(c, g_settings_text_a, strlen(g_settings_text_a))
     append_stat_u64(c, b"verbosity", <uint64_t>mc_load_int(&g_settings.verbose))
     append_stat_u64(c, b"oldest", mc_load_u32(&g_settings.oldest_live))
-    if g_settings_text_b != NULL:
-        out_raw(c, g_settings_text_b, strlen(g_settings_text_b))
+    cdef char buf[64]
+    if g_settings_text_b[0] == NULL:
+        return
+    out_raw(c, g_settings_text_b[0], strlen(g_settings_text_b[0]))
+    append_stat_u64(c, b"slab_automove", <uint64_t>g_settings.slab_automove)
+    snprintf(buf, sizeof(buf), b"%.2f", g_settings.slab_automove_ratio)
+    append_stat_str(c, b"slab_automove_ratio", buf)
+    out_raw(c, g_settings_text_b[1], strlen(g_settings_text_b[1]))
+    append_stat_str(c, b"lru_crawler", b"yes" if g_settings.lru_crawler else b"no")
+    append_stat_u64(c, b"lru_crawler_sleep", g_settings.lru_crawler_sleep)
+    append_stat_u64(c, b"lru_crawler_tocrawl", g_settings.lru_crawler_tocrawl)
+    out_raw(c, g_settings_text_b[2], strlen(g_settings_text_b[2]))
+    append_stat_str(c, b"lru_segmented", b"yes" if g_settings.lru_segmented else b"no")
+    append_stat_u64(c, b"hot_lru_pct", g_settings.hot_lru_pct)
+    append_stat_u64(c, b"warm_lru_pct", g_settings.warm_lru_pct)
+    snprintf(buf, sizeof(buf), b"%.2f", g_settings.hot_max_factor)
+    append_stat_str(c, b"hot_max_factor", buf)
+    snprintf(buf, sizeof(buf), b"%.2f", g_settings.warm_max_factor)
+    append_stat_str(c, b"warm_max_factor", buf)
+    append_stat_str(c, b"temp_lru", b"yes" if g_settings.temp_lru else b"no")
+    append_stat_u64(c, b"temporary_ttl", <uint64_t><uint32_t>g_settings.temporary_ttl)
+    out_raw(c, g_settings_text_b[3], strlen(g_settings_text_b[3]))
 
 cdef void stats_items(conn_t* c) noexcept nogil:
     cdef lru_stats_t lru[MAX_SLAB_CLASSES]
@@ -571,6 +591,8 @@ cdef int process_stat(conn_t* c, token_t* tokens, size_t ntokens) noexcept nogil
         stats_items(c)
     elif tok_eq(sub, b"slabs", 5):
         stats_slabs(c)
+    elif tok_eq(sub, b"extstore", 8):
+        pass          # as memcached built with extstore but started without ext_path
     elif tok_eq(sub, b"sizes", 5):
         out_raw(c, b"STAT sizes_status disabled\r\n", 28)
     else:

@@ -106,6 +106,8 @@ cdef item_t* do_item_get(shard_t* s, const char* key, size_t nkey, uint32_t hv,
     cdef item_t* it = assoc_find(s, key, nkey, hv)
     cdef int dead
     if it == NULL:
+        if MC_UNLIKELY(logger_wants(LOG_FETCHERS)):
+            log_item_get(key, nkey, 0, NULL)
         return NULL
     dead = item_dead(it, current_time())
     if dead:
@@ -113,8 +115,12 @@ cdef item_t* do_item_get(shard_t* s, const char* key, size_t nkey, uint32_t hv,
             sinc(&st.get_flushed)
         else:
             sinc(&st.get_expired)
+        if MC_UNLIKELY(logger_wants(LOG_FETCHERS)):
+            log_item_get(key, nkey, 2 if dead == 2 else 3, NULL)
         do_item_unlink(s, it)
         return NULL
+    if MC_UNLIKELY(logger_wants(LOG_FETCHERS)):
+        log_item_get(key, nkey, 1, it)
     if bump:
         lru_bump(s, it)
     return it
@@ -334,3 +340,18 @@ cdef void store_totals(uint64_t* curr_items, uint64_t* total_items, uint64_t* by
         total_items[0] += g_shards[i].total_items
         bytes[0] += g_shards[i].bytes
         pthread_mutex_unlock(&g_shards[i].lock)
+
+# ---- meta helpers
+
+# The meta E flag gave `it` a client-chosen CAS. flush_all tells items set
+# before it from items set after it, in the same second, by comparing CAS
+# values, which a client CAS defeats; such items carry ITEM_CAS_CLIENT and
+# the flush epoch current when the CAS was set instead (items.pxi item_dead).
+cdef inline void item_set_client_cas(item_t* it, uint64_t cas) noexcept nogil:
+    it.cas = cas
+    it.it_flags = <uint16_t>((it.it_flags & 0xFF) | ITEM_CAS_CLIENT
+                             | (flush_epoch(mc_load_u64(&g_settings.oldest_cas)) << 8))
+
+# The item got a server CAS again (in-place incr, md I): ordinary flush rules.
+cdef inline void item_clear_client_cas(item_t* it) noexcept nogil:
+    it.it_flags = <uint16_t>(it.it_flags & 0xFF & ~ITEM_CAS_CLIENT)

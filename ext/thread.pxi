@@ -18,6 +18,15 @@ cdef uint64_t g_listen_disabled = 0     # accept() found no free fd (listen_disa
 
 cdef extern from "<unistd.h>" nogil:
     int usleep(unsigned int)
+cdef int g_acceptor_epfd = -1
+
+# Watch a logger socket for hang-ups (logger.pxi hands them over).
+cdef void acceptor_watch_fd(int fd) noexcept nogil:
+    cdef epoll_event ev
+    ev.events = EPOLLIN | EPOLLRDHUP
+    ev.data.u64 = (<uint64_t>1 << 32) | <uint32_t>fd
+    epoll_ctl(g_acceptor_epfd, EPOLL_CTL_ADD, fd, &ev)
+    eventfd_poke(g_acceptor_wake)
 
 cdef int workers_init(int n) noexcept nogil:
     global g_workers, g_nworkers, g_acceptor_wake
@@ -123,7 +132,7 @@ cdef void worker_idle_sweep(worker_t* w) noexcept nogil:
         nxt = c.next
         if now - c.last_cmd_time > <rel_time_t>g_settings.idle_timeout and not c.want_write:
             mc_stat_add(&w.stats.idle_kicks, 1)
-            conn_close(c)
+            conn_close_reason(c, 2)
         c = nxt
 
 cdef void worker_loop(worker_t* w) noexcept nogil:
@@ -155,10 +164,13 @@ cdef void worker_loop(worker_t* w) noexcept nogil:
     while w.conns != NULL:
         c = w.conns
         conn_flush(c)
-        conn_close(c)
+        conn_close_reason(c, 3)
 
 cdef void acceptor_loop(int nlisteners) noexcept nogil:
+    global g_acceptor_epfd
     cdef int epfd = epoll_create1(EPOLL_CLOEXEC)
+    cdef rel_time_t last_automove = current_time()
+    cdef char drain[256]
     cdef epoll_event ev
     cdef epoll_event events[16]
     cdef int i
@@ -176,12 +188,29 @@ cdef void acceptor_loop(int nlisteners) noexcept nogil:
     ev.events = EPOLLIN
     ev.data.u64 = <uint64_t>0xFFFFFFFFU
     epoll_ctl(epfd, EPOLL_CTL_ADD, g_acceptor_wake, &ev)
+    g_acceptor_epfd = epfd
     while not mc_load_int(&g_shutdown):
-        n = epoll_wait(epfd, events, 16, 250)
+        # watchers are fed every 20 ms; otherwise wake 4 times a second for the clock
+        n = epoll_wait(epfd, events, 16, 20 if mc_load_int(&g_nwatchers) else 250)
         clock_tick()
+        if mc_load_int(&g_rebal_signal) == 1:
+            slabs_rebalance_run()
+        if current_time() != last_automove:
+            last_automove = current_time()
+            slabs_automove_tick()
+            if mc_load_int(&g_rebal_signal) == 1:
+                slabs_rebalance_run()
+        if mc_load_int(&g_nwatchers):
+            logger_flush(-1)
         for j in range(n):
             if events[j].data.u64 == <uint64_t>0xFFFFFFFFU:
                 eventfd_drain(g_acceptor_wake)
+                continue
+            if events[j].data.u64 >> 32:
+                fd = <int>(events[j].data.u64 & 0xFFFFFFFFU)
+                if recv(fd, drain, sizeof(drain), MSG_DONTWAIT) <= 0 or events[j].events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR):
+                    epoll_ctl(epfd, EPOLL_CTL_DEL, fd, NULL)
+                    logger_flush(fd)
                 continue
             lfd = g_listen_fds[events[j].data.u64]
             kind = g_listen_kinds[events[j].data.u64]
@@ -206,6 +235,8 @@ cdef void acceptor_loop(int nlisteners) noexcept nogil:
                 if mc_load_u64(&g_curr_conns) + <uint64_t>nlisteners > mc_load_u64(&g_conn_structures):
                     mc_store_u64(&g_conn_structures, mc_load_u64(&g_curr_conns) + <uint64_t>nlisteners)
                 dispatch_conn_new(fd, kind)
+    logger_close_all()
+    g_acceptor_epfd = -1
     close(epfd)
 
 cdef void stop_all() noexcept nogil:

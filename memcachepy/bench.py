@@ -83,6 +83,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _raise_fd_limit(need: int) -> None:
+    # many conns need many descriptors; the soft limit is often 1024 while the hard one allows more
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < need:
+        new = need if hard == resource.RLIM_INFINITY else min(need, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+
+
 def run_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """Run the load described by parsed options; returns the result dict of _loadgen.run."""
     lg = _load_module()
@@ -92,6 +101,7 @@ def run_from_args(args: argparse.Namespace) -> dict[str, Any]:
         raise SystemExit(f"memcachepy-bench: cannot resolve {args.host!r}: {exc}") from None
     if args.server_pid and not os.path.exists(f"/proc/{args.server_pid}/stat"):
         raise SystemExit(f"memcachepy-bench: no process {args.server_pid}")
+    _raise_fd_limit(args.connections + 64)
     g, s = args.ratio
     result = lg.run(
         host=host, port=args.port, connections=args.connections, threads=args.threads,
@@ -146,10 +156,16 @@ def format_report(r: dict[str, Any]) -> str:
                 f"{_fmt(100 * cpu['utilisation'] if cpu['utilisation'] is not None else None, '%', 0)} "
                 "of one CPU"
             )
+    if r.get("cpus"):
+        lines.append("cpus busy    " + ", ".join(
+            f"cpu{k} {100 * v['busy']:.0f}%" + (f" (steal {100 * v['steal']:.0f}%)" if v["steal"] else "")
+            for k, v in sorted(r["cpus"].items(), key=lambda kv: int(kv[0]))) +
+            "  (all processes; see other load)")
     t = r["totals"]
     lines.append(
         f"all phases   prefill sets {t['prefill_sets']:,}, gets {t['gets']:,} "
-        f"({t['get_keys']:,} keys), sets {t['sets']:,}, errors {t['errors']}"
+        f"({t['get_keys']:,} keys), sets {t['sets']:,}, errors {t['errors']}, "
+        f"values not as stored {t['bad_values']}"
     )
     return "\n".join(lines)
 
@@ -163,6 +179,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (RuntimeError, OSError, ValueError) as exc:
         print(f"memcachepy-bench: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("memcachepy-bench: interrupted", file=sys.stderr)
+        return 130
     if args.json:
         print(json.dumps(result, indent=2))
     else:

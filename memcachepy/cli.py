@@ -6,7 +6,10 @@
 # Settings to memcachepy.server. Nothing here runs per request.
 #
 # Exit codes follow memcached: 64 (EX_USAGE) for bad option values, 1 for
-# unknown options / sub-options, 0 after -h / -V.
+# unknown options / sub-options, 0 after -h / -V; server.py adds 67 (unknown
+# -u user) and 71 (cannot listen / OS error).  Also the front door to the
+# systemd unit files (`--print-unit`, `install-systemd`), which
+# memcachepy.systemd implements.
 from __future__ import annotations
 
 import argparse
@@ -71,6 +74,13 @@ memcachepy {version} (memcached {mcversion} compatible)
 --check-config            validate the options (and config file) and exit
 --metrics-listen=<[host:]port> serve Prometheus metrics (memcached_exporter names)
                           on this address (default: off; host defaults to 127.0.0.1)
+--log-file=<file>         write the log (and -vv traffic) to <file> instead of
+                          stderr; SIGHUP reopens it (for logrotate)
+--print-unit [<unit>] [--exec <path>]
+                          print a shipped systemd unit and exit
+                          (memcachepy.service, memcachepy.socket, memcachepy@.service)
+install-systemd [--dest <dir>] [--exec <path>] [--no-config]
+                          write the systemd units (default /etc/systemd/system) and exit
 """
 
 LICENSE_TEXT = """memcachepy is distributed under the BSD 3-Clause license (see LICENSE).
@@ -121,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config")
     p.add_argument("--check-config", action="store_true")
     p.add_argument("--metrics-listen")
+    p.add_argument("--log-file")
     return p
 
 
@@ -143,6 +154,27 @@ def atoi(value: str) -> int:
 def atof(value: str) -> float:
     m = re.match(r"\s*([+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?)", value or "")
     return float(m.group(1)) if m else 0.0
+
+
+def read_auth_file(path: str) -> list:
+    """memcached's -Y file: one `user:password` per line."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise SettingsError(f"Could not load authfile: {path}: {e.strerror}", 1) from None
+    entries = []
+    for raw in data.splitlines():
+        line = raw.decode("utf-8", "replace")
+        if not line:
+            continue
+        user, sep, password = line.partition(":")
+        if not sep:
+            raise SettingsError(f"Invalid authfile entry in {path}: no ':' separator", 1)
+        entries.append((user, password))
+    if not entries:
+        raise SettingsError(f"Could not load authfile: {path}: no entries", 1)
+    return entries
 
 
 def settings_from_args(ns: argparse.Namespace) -> Settings:
@@ -204,11 +236,17 @@ def settings_from_args(ns: argparse.Namespace) -> Settings:
     s.flush_enabled = not ns.disable_flush_all
     s.dump_enabled = not ns.disable_dumping
     s.watch_enabled = not ns.disable_watch
-    if ns.auth_file or ns.enable_sasl or ns.enable_ssl or ns.memory_file:
-        raise SettingsError("authentication, TLS and restartable caches (-Y, -S, -Z, -e) are not supported")
+    if ns.enable_sasl or ns.enable_ssl or ns.memory_file:
+        raise SettingsError("SASL, TLS and restartable caches (-S, -Z, -e) are not supported")
+    if ns.auth_file:
+        s.auth_file = ns.auth_file
+        s.auth_entries = read_auth_file(ns.auth_file)
     for opt in ns.extended:
         parse_suboptions(s, opt)
     s.metrics_listen = ns.metrics_listen
+    if ns.log_file is not None and not ns.log_file:
+        raise SettingsError("--log-file needs a file name")
+    s.log_file = ns.log_file
     s.check()
     return s
 
@@ -234,8 +272,35 @@ def _expand_config(argv: List[str]) -> List[str]:
     return config.merge_argv(config.read_config_file(path), argv)
 
 
+def _systemd_command(args: List[str]) -> Optional[int]:
+    """`memcachepy --print-unit [NAME] ...` and `memcachepy install-systemd ...`
+    (only as the first argument, so no daemon flag can be mistaken for them)."""
+    if not args:
+        return None
+    first = args[0]
+    if first == "install-systemd":
+        sub = ["install", *args[1:]]
+    elif first == "--print-unit":
+        sub = ["print-unit", *args[1:]]
+    elif first.startswith("--print-unit="):
+        sub = ["print-unit", first.split("=", 1)[1], *args[1:]]
+    else:
+        return None
+    from . import systemd
+    try:
+        return systemd.main(sub)
+    except SystemExit as e:     # argparse: --help, or a bad unit name
+        return e.code if isinstance(e.code, int) else 1
+    except OSError as e:
+        sys.stderr.write(f"memcachepy: {e.filename or ''}: {e.strerror}\n")
+        return 73   # EX_CANTCREAT
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    code = _systemd_command(args)
+    if code is not None:
+        return code
     raw_args = list(args)
     try:
         args = _expand_config(args)
@@ -266,7 +331,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return config.check_config(ns.config, [a for a in raw_args if a != '--check-config'])
         sys.stdout.write("configuration OK\n")
         return 0
-    if os.geteuid() == 0 and not settings.user:
+    if (os.geteuid() == 0 or os.getuid() == 0) and not settings.user:
         sys.stderr.write("can't run as root without the -u switch\n")
         return EX_USAGE
     from .server import run

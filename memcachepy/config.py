@@ -324,6 +324,8 @@ OPTIONS: tuple[Option, ...] = (
     # memcachepy's own
     Option("metrics-listen", None, "required", _hostport,
            help="serve Prometheus metrics on [HOST:]PORT (loopback by default)"),
+    Option("log-file", None, "required", _nonempty,
+           help="log to FILE instead of stderr; SIGHUP reopens it"),
     Option("config", None, "required", _nonempty, in_config=False),
     Option("check-config", None, in_config=False),
 )
@@ -481,10 +483,12 @@ def parse_config_text(text: str, source: str = "<config>") -> ConfigFile:
         except ValueError as exc:
             raise ConfigError(f"cannot split line: {exc}", source, lineno) from None
         if tokens and not tokens[0].startswith("-"):
-            # Debian's conf has `logfile PATH`; the journal replaces it.
+            # Debian's conf has `logfile PATH` (its init script redirects
+            # stderr there): the same as --log-file PATH.
             if tokens[0] == "logfile":
-                cfg.warnings.append(f"{source}:{lineno}: 'logfile' is ignored: "
-                                    "output goes to stderr (the journal under systemd)")
+                if len(tokens) != 2:
+                    raise ConfigError("logfile: expected one file name", source, lineno)
+                cfg.entries.append(Entry(_BY_LONG["log-file"], tokens[1], source, lineno))
                 continue
             raise ConfigError(f"expected an option such as '-m 64', got {tokens[0]!r}",
                               source, lineno)

@@ -2,10 +2,12 @@
 #
 # Owns the process around the compiled core: binding the listening sockets
 # (Python does this once, so addresses, IPv6 and unix sockets are easy to get
-# right), reporting the ports, daemonizing and dropping privileges, starting
-# one acceptor thread and -t worker threads (each enters the core once and runs
-# there with the GIL released until shutdown), and turning SIGTERM / SIGINT /
-# SIGUSR1 into a prompt, clean stop. No Python runs per request.
+# right), reporting the ports, the log (levels, --log-file as fd 2, reopened
+# on SIGHUP), -u privilege drop, -d daemonizing with a readiness handshake,
+# the -P pid file, starting one acceptor thread and -t worker threads (each
+# enters the core once and runs there with the GIL released until shutdown),
+# and turning SIGTERM / SIGINT / SIGUSR1 into a prompt, clean stop.  No Python
+# runs per request.  Exit statuses are memcached's (docs/operations.md).
 from __future__ import annotations
 
 import errno
@@ -16,8 +18,9 @@ import socket
 import stat
 import sys
 import threading
-from typing import List, Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
+from . import __version__
 from .settings import Settings
 
 log = logging.getLogger("memcachepy")
@@ -49,6 +52,9 @@ class MemcacheServer:
         self.settings = settings
         self.sockets: List[Tuple[socket.socket, int]] = []
         self.bound: List[Tuple[str, str, int]] = []   # (family, host, port)
+        # Unix sockets this process created (absolute: -d chdirs to /); an
+        # inherited (socket-activated) one belongs to systemd and is never unlinked.
+        self.unix_paths: List[str] = []
         self.core = None
         self.threads: List[threading.Thread] = []
         self._stop = threading.Event()
@@ -119,6 +125,7 @@ class MemcacheServer:
             raise ListenError(f"bind(): {e.strerror}: {path}") from None
         finally:
             os.umask(old)
+        self.unix_paths.append(os.path.abspath(path))
         sock.listen(self.settings.backlog)
         sock.setblocking(False)
         self.sockets.append((sock, LISTEN_UNIX))
@@ -145,11 +152,15 @@ class MemcacheServer:
         if not path:
             return
         tmp = path + ".lck"
-        with open(tmp, "w") as f:
-            for fam, _, port in self.bound:
-                if fam != "UNIX":
-                    f.write(f"TCP {fam}: {port}\n")
-        os.rename(tmp, path)
+        try:
+            with open(tmp, "w") as f:
+                for fam, _, port in self.bound:
+                    if fam != "UNIX":
+                        f.write(f"TCP {fam}: {port}\n")
+            os.rename(tmp, path)
+        except OSError as e:
+            # Advisory, as in memcached (which opens it after the -u switch too).
+            log.error('Failed to open "%s": %s', tmp, e.strerror)
 
     # ------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -178,117 +189,454 @@ class MemcacheServer:
     def stop(self) -> None:
         if self.core is None:
             return
+        log.info("stopping: closing listeners and connections")
         self.core.stop()
         for t in self.threads:
             t.join(timeout=10)
-        for sock, kind in self.sockets:
-            try:
-                if kind == LISTEN_UNIX:
-                    os.unlink(sock.getsockname())
-            except OSError:
-                pass
-            sock.close()
+        self.close_listeners()
         self.core.close()
         self.core = None
 
+    def close_listeners(self) -> None:
+        for sock, _ in self.sockets:
+            sock.close()
+        self.sockets = []
+        for path in self.unix_paths:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+        self.unix_paths = []
 
-def _daemonize() -> None:
-    if os.fork() > 0:
-        os._exit(0)
-    os.setsid()
-    if os.fork() > 0:
-        os._exit(0)
-    devnull = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):
-        os.dup2(devnull, fd)
-    os.close(devnull)
+
+# ---------------------------------------------------------------- logging
+#
+# Levels: ERROR and WARNING always; NOTICE (memcached's unconditional lines,
+# such as "Gracefully stopping") always; INFO (lifecycle) with -v; DEBUG with
+# -vv.  The compiled core writes its own -vv lines ("<26 get a", ">26 END")
+# straight to fd 2 with C stdio, so a log file has to *be* fd 2: it is
+# installed with dup2() and reopened the same way on SIGHUP.
+
+NOTICE = 25
+logging.addLevelName(NOTICE, "NOTICE")
+
+# syslog priorities for journald's "<N>" line prefix (sd-daemon(3)).
+_SYSLOG_PRIORITY = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4,
+                    NOTICE: 5, logging.INFO: 6, logging.DEBUG: 7}
 
 
-def _drop_privileges(user: str) -> None:
+def _stderr_is_journal() -> bool:
+    """True when fd 2 is the stream systemd connected to the journal
+    ($JOURNAL_STREAM names its device:inode; it leaks into children, hence
+    the comparison)."""
+    val = os.environ.get("JOURNAL_STREAM", "")
+    dev, _, ino = val.partition(":")
+    try:
+        st = os.fstat(2)
+        return bool(val) and st.st_dev == int(dev) and st.st_ino == int(ino)
+    except (OSError, ValueError):
+        return False
+
+
+class _JournalFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        prio = _SYSLOG_PRIORITY.get(record.levelno, 6)
+        return "\n".join(f"<{prio}>{line}" for line in super().format(record).split("\n"))
+
+
+def _formatter(to_file: bool) -> logging.Formatter:
+    if to_file:
+        # A file outlives the process: stamp the lines.
+        return logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%S%z")
+    if _stderr_is_journal():
+        return _JournalFormatter("%(message)s")    # journald stamps and levels it
+    return logging.Formatter("%(levelname)s %(message)s")
+
+
+def _setup_logging(verbose: int) -> logging.Handler:
+    level = logging.DEBUG if verbose > 1 else logging.INFO if verbose else NOTICE
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_formatter(False))
+    log.handlers[:] = [handler]
+    log.setLevel(level)
+    log.propagate = False
+    return handler
+
+
+class LogFile:
+    """--log-file: a file installed as fd 2 (for Python and the C core alike)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = os.path.abspath(path)   # -d chdirs to /
+        self.fd = -1
+        self.created = False
+
+    def open(self) -> None:
+        """Open (creating if needed, 0640) for appending; OSError on failure."""
+        self.created = not os.path.exists(self.path)
+        self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+
+    def install(self) -> None:
+        """Make the opened file fd 2."""
+        sys.stderr.flush()
+        if self.fd != 2:        # started with fd 2 closed: open() already gave 2
+            os.dup2(self.fd, 2)
+            os.close(self.fd)
+        self.fd = -1
+
+    def reopen(self) -> None:
+        """SIGHUP, after logrotate moved the file: open the path anew and swap
+        it in under fd 2 (one dup2, so no line is lost to a closed fd)."""
+        self.open()
+        self.install()
+
+
+# ------------------------------------------------------------- privileges
+
+EX_USAGE = 64
+EX_NOUSER = 67
+EX_OSERR = 71
+
+
+class StartError(Exception):
+    """A start-up failure: message for stderr, and memcached's exit status."""
+
+    def __init__(self, message: str, exit_code: int = EX_OSERR) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def _drop_privileges(user: str, chown_paths: Sequence[str] = ()) -> Optional[Tuple[int, int]]:
+    """memcached's -u: only when running as root, clear the supplementary
+    groups, then set gid, then uid.  Files the daemon made as root and must
+    still manage as the user (its unix socket, a new log file) are handed to
+    the user first, so that the socket ends up owned as memcached's (which
+    creates it after the switch).  Returns (uid, gid), or None if nothing was
+    done."""
+    if os.geteuid() != 0 and os.getuid() != 0:
+        return None          # -u is ignored when not root, as memcached does
     import pwd
     try:
         pw = pwd.getpwnam(user)
     except KeyError:
-        raise ListenError(f"can't find the user {user} to switch to") from None
-    if os.geteuid() != 0 or pw.pw_uid == 0:
-        return
-    os.setgroups([])
-    os.setgid(pw.pw_gid)
-    os.setuid(pw.pw_uid)
+        raise StartError(f"can't find the user {user} to switch to", EX_NOUSER) from None
+    for path in chown_paths:
+        try:
+            os.chown(path, pw.pw_uid, pw.pw_gid)
+        except OSError as e:
+            log.warning("cannot hand %s to user %s: %s", path, user, e.strerror)
+    try:
+        os.setgroups([])
+    except PermissionError as e:
+        # Already without the right to change groups: nothing more to drop.
+        log.warning("failed to drop supplementary groups: %s", e.strerror)
+    except OSError as e:
+        raise StartError(f"failed to drop supplementary groups: {e.strerror}") from None
+    try:
+        os.setgid(pw.pw_gid)
+        os.setuid(pw.pw_uid)
+    except OSError:
+        raise StartError(f"failed to assume identity of user {user}") from None
+    return pw.pw_uid, pw.pw_gid
 
+
+# --------------------------------------------------------------- pid file
+
+def _write_pidfile(path: str) -> bool:
+    """memcached's save_pid(): warn about a live pid already in the file, then
+    write through a temporary name and rename, so a reader never sees an empty
+    file.  Failure is reported and not fatal (as memcached)."""
+    try:
+        with open(path) as f:
+            old = int(f.readline().strip() or "0")
+        if old > 0 and old != os.getpid():
+            os.kill(old, 0)
+            sys.stderr.write(f"WARNING: The pid file contained the following (running) pid: {old}\n")
+    except (OSError, ValueError):
+        pass
+    tmp = f"{path}.tmp"
+    try:
+        with open(tmp, "w") as f:
+            f.write(f"{os.getpid()}\n")
+        os.rename(tmp, path)
+    except OSError as e:
+        log.error("Could not open the pid file %s for writing: %s", tmp, e.strerror)
+        return False
+    return True
+
+
+def _remove_pidfile(path: str) -> None:
+    # Only our own: a second daemon started on the same file owns it now.
+    try:
+        with open(path) as f:
+            if int(f.readline().strip() or "0") != os.getpid():
+                return
+        os.unlink(path)
+    except (OSError, ValueError) as e:
+        log.error("Could not remove the pid file %s: %s", path, getattr(e, "strerror", e))
+
+
+# ------------------------------------------------------------- daemonize
+
+def _daemonize(keep_stdio: bool) -> int:
+    """-d: fork, setsid, fork again (so the daemon can never reacquire a
+    terminal), chdir to /.  The original process does not return: it waits
+    on a pipe until the daemon says it is listening (exit 0) or tells it the
+    exit status of its failed start — the shell sees the same status as
+    without -d.  Returns, in the daemon, the write end of that pipe.
+
+    stdio: stdin and stdout go to /dev/null now; stderr is swapped later,
+    at readiness (see _Readiness), so start-up errors still reach the
+    terminal that ran the command.  keep_stdio leaves stdout alone (memcached
+    keeps its stdio with -v)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    rfd, wfd = os.pipe()
+    pid = os.fork()
+    if pid > 0:
+        os.close(wfd)
+        os.waitpid(pid, 0)   # the intermediate child, gone at once
+        data = b""
+        try:
+            while True:
+                chunk = os.read(rfd, 64)
+                if not chunk:
+                    break
+                data += chunk
+        except KeyboardInterrupt:
+            os._exit(130)    # the daemon, in its own session, carries on
+        try:
+            code = int(data.strip().split()[-1])
+        except (ValueError, IndexError):
+            sys.stderr.write("memcachepy: the daemon exited before it was ready\n")
+            code = 1
+        os._exit(code)
+    os.close(rfd)
+    os.setsid()
+    if os.fork() > 0:
+        os._exit(0)
+    os.chdir("/")
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, 0)
+    if not keep_stdio:
+        os.dup2(devnull, 1)
+    os.close(devnull)
+    os.set_inheritable(wfd, False)
+    return wfd
+
+
+class _Readiness:
+    """Tells the waiting parent of a -d start how it went, once, and moves
+    the daemon's stderr off the terminal when it is up."""
+
+    def __init__(self, fd: int, log_file: Optional[LogFile], keep_stderr: bool,
+                 handler: logging.Handler) -> None:
+        self.fd = fd
+        self.log_file = log_file
+        self.keep_stderr = keep_stderr
+        self.handler = handler
+
+    def ready(self) -> None:
+        if self.log_file is not None:
+            self.log_file.install()
+            self.handler.setFormatter(_formatter(True))
+        elif not self.keep_stderr:
+            sys.stderr.flush()
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 2)
+            os.close(devnull)
+        self.report(0)
+
+    def report(self, code: int) -> None:
+        if self.fd < 0:
+            return
+        try:
+            os.write(self.fd, f"{code}\n".encode())
+        except OSError:
+            pass
+        os.close(self.fd)
+        self.fd = -1
+
+
+# ------------------------------------------------------------------- run
 
 def run(settings: Settings) -> int:
-    logging.basicConfig(
-        level=logging.DEBUG if settings.verbose > 1 else logging.INFO if settings.verbose else logging.WARNING,
-        format="%(message)s", stream=sys.stderr)
-    from . import systemd
-    notifier = systemd.Notifier()
-    notifier.status("binding listeners")
-    server = MemcacheServer(settings)
+    """Start the daemon and serve until a signal stops it; the exit status
+    (0 after SIGTERM / SIGINT / SIGUSR1 / `shutdown`)."""
+    handler = _setup_logging(settings.verbose)
+    daemon = _Lifecycle(settings, handler)
+    code = 1
     try:
-        server.bind(systemd.listen_fds() or None)
-        if settings.user:
-            _drop_privileges(settings.user)
-    except ListenError as e:
-        sys.stderr.write(f"{e}\n")
-        return 71   # EX_OSERR, as memcached
-    if settings.daemonize:
-        _daemonize()
-    if settings.pidfile:
-        try:
-            with open(settings.pidfile, "w") as f:
-                f.write(f"{os.getpid()}\n")
-        except OSError as e:
-            sys.stderr.write(f"Could not open the pid file {settings.pidfile} for writing: {e.strerror}\n")
-    def on_signal(signum, frame):  # noqa: ARG001
-        log.info("Signal handled: %s.", signal.Signals(signum).name)
-        notifier.stopping()
-        server.request_stop(0)
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGUSR1, on_signal)
-    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-    try:
-        server.start()
-    except (OSError, ValueError, MemoryError) as e:
-        sys.stderr.write(f"failed to start: {e}\n")
-        return 1
-    if settings.verbose > 1:
-        from . import _core
-        for cls, size, perslab in _core.slab_classes():
-            sys.stderr.write(f"slab class {cls:3d}: chunk size {size:9d} perslab {perslab:7d}\n")
-    # The probe target for the watchdog and the metrics scraper: the first
-    # TCP listener (over loopback when bound to a wildcard), else the unix socket.
-    tcp = [(h, p) for fam, h, p in server.bound if fam != "UNIX"]
-    unix = [h for fam, h, _ in server.bound if fam == "UNIX"]
-    t_host, t_port = (systemd.connectable_host(tcp[0][0]), tcp[0][1]) if tcp else ("", 0)
-    t_unix = None if tcp else (unix[0] if unix else None)
-    exporter = None
-    if settings.metrics_listen:
-        from . import metrics
-        m_host, m_port = metrics.parse_listen(settings.metrics_listen)
-        try:
-            exporter = metrics.start_exporter(m_host, m_port, t_host, t_port, target_unix=t_unix)
-        except OSError as e:
-            sys.stderr.write(f"failed to listen on metrics address {settings.metrics_listen}: "
-                             f"{e.strerror}\n")
-            server.stop()
-            return 71
-    server.write_port_file()
-    where = ", ".join(h if fam == "UNIX" else f"{h}:{p}" for fam, h, p in server.bound)
-    notifier.ready(f"accepting connections on {where}; {settings.num_threads} threads")
-    notifier.start_watchdog(systemd.version_probe(t_host, t_port, unix_path=t_unix))
-    try:
-        server.wait()
+        code = daemon.main()
+    except StartError as e:
+        log.error("%s", e)
+        code = e.exit_code
+    except OSError as e:
+        log.error("%s", e)
+        code = EX_OSERR
     finally:
-        notifier.stop_watchdog()
-        if exporter is not None:
-            exporter.stop()
-        server.stop()
-        if settings.pidfile:
+        if daemon.readiness is not None:
+            daemon.readiness.report(code)
+    return code
+
+
+class _Lifecycle:
+    """One run of the daemon, from binding to the last unlink."""
+
+    def __init__(self, settings: Settings, handler: logging.Handler) -> None:
+        self.settings = settings
+        self.handler = handler
+        self.log_file = LogFile(settings.log_file) if settings.log_file else None
+        self.readiness: Optional[_Readiness] = None
+        self.pidfile = os.path.abspath(settings.pidfile) if settings.pidfile else None
+
+    def main(self) -> int:
+        from . import systemd
+        s = self.settings
+        notifier = systemd.Notifier()
+        notifier.status("binding listeners")
+        server = MemcacheServer(s)
+        try:
+            server.bind(systemd.listen_fds() or None)
+        except ListenError as e:
+            raise StartError(str(e), EX_OSERR) from None
+        # Opened before the switch to -u, as a shell redirection would be.
+        if self.log_file is not None:
             try:
-                os.unlink(settings.pidfile)
-            except OSError:
-                pass
-    return server.exit_code
+                self.log_file.open()
+            except OSError as e:
+                msg = f"cannot open log file {self.log_file.path}: {e.strerror}"
+                if s.daemonize:
+                    # A daemon with nowhere to log: refuse, while a terminal listens.
+                    server.close_listeners()
+                    raise StartError(msg) from None
+                # In the foreground stderr is still there (the journal under
+                # systemd, whose sandbox may well forbid /var/log): use it.
+                log.error("%s; logging to stderr", msg)
+                self.log_file = None
+        if s.user:
+            owned = list(server.unix_paths)
+            if self.log_file is not None and self.log_file.created:
+                owned.append(self.log_file.path)
+            try:
+                ids = _drop_privileges(s.user, owned)
+            except StartError:
+                server.close_listeners()
+                raise
+            if ids and ids[0] != 0:
+                log.info("running as user %s (uid %d, gid %d)", s.user, *ids)
+        if s.daemonize:
+            wfd = _daemonize(keep_stdio=bool(s.verbose) and self.log_file is None)
+            self.readiness = _Readiness(wfd, self.log_file,
+                                        keep_stderr=bool(s.verbose), handler=self.handler)
+        elif self.log_file is not None:
+            self.log_file.install()
+            self.handler.setFormatter(_formatter(True))
+        if self.pidfile and not _write_pidfile(self.pidfile):
+            self.pidfile = None
+        log.info("memcachepy %s (memcached %s compatible) starting: pid %d, %d threads, %d MB",
+                 __version__, s.memcached_version, os.getpid(), s.num_threads,
+                 s.maxbytes // (1024 * 1024))
+        try:
+            return self._serve(server, notifier, systemd)
+        finally:
+            if self.pidfile:
+                _remove_pidfile(self.pidfile)
+
+    def _serve(self, server: "MemcacheServer", notifier, systemd) -> int:
+        s = self.settings
+        pending: List[int] = []
+        wake = threading.Event()
+
+        # Handlers only queue the signal: logging or reopening files inside
+        # a handler could re-enter a lock the interrupted code holds.
+        def on_signal(signum: int, frame: object) -> None:  # noqa: ARG001
+            pending.append(signum)
+            wake.set()
+
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGHUP):
+            signal.signal(sig, on_signal)
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+        try:
+            server.start()
+        except (OSError, ValueError, MemoryError) as e:
+            server.close_listeners()
+            raise StartError(f"failed to start: {e}", 1) from None
+        try:
+            if s.verbose > 1:
+                from . import _core
+                for cls, size, perslab in _core.slab_classes():
+                    sys.stderr.write(f"slab class {cls:3d}: chunk size {size:9d} perslab {perslab:7d}\n")
+            # The probe target for the watchdog and the metrics scraper: the first
+            # TCP listener (over loopback when bound to a wildcard), else the unix socket.
+            tcp = [(h, p) for fam, h, p in server.bound if fam != "UNIX"]
+            unix = [h for fam, h, _ in server.bound if fam == "UNIX"]
+            t_host, t_port = (systemd.connectable_host(tcp[0][0]), tcp[0][1]) if tcp else ("", 0)
+            t_unix = None if tcp else (unix[0] if unix else None)
+            exporter = None
+            if s.metrics_listen:
+                from . import metrics
+                m_host, m_port = metrics.parse_listen(s.metrics_listen)
+                try:
+                    exporter = metrics.start_exporter(m_host, m_port, t_host, t_port, target_unix=t_unix)
+                except OSError as e:
+                    raise StartError(f"failed to listen on metrics address {s.metrics_listen}: "
+                                     f"{e.strerror}") from None
+                log.info("metrics on http://%s:%d/metrics", m_host, m_port)
+            server.write_port_file()
+            where = ", ".join(h if fam == "UNIX" else f"{h}:{p}" for fam, h, p in server.bound)
+            if self.readiness is not None:
+                self.readiness.ready()
+                log.info("daemon started: pid %d, accepting connections on %s", os.getpid(), where)
+                notifier.send("READY=1", f"MAINPID={os.getpid()}",
+                              notifier._status_field(f"accepting connections on {where}; "
+                                                     f"{s.num_threads} threads"))
+            else:
+                notifier.ready(f"accepting connections on {where}; {s.num_threads} threads")
+            notifier.start_watchdog(systemd.version_probe(t_host, t_port, unix_path=t_unix))
+            try:
+                stop_signal = self._wait(pending, wake)
+            finally:
+                notifier.stop_watchdog()
+                if exporter is not None:
+                    exporter.stop()
+            notifier.stopping()
+            if stop_signal == signal.SIGUSR1:
+                # memcached prints this one whatever -v says.  Without a
+                # restartable cache (-e, unsupported here) its graceful stop
+                # is the normal one, and so is ours: the acceptor stops, each
+                # worker finishes the batch of events in hand and closes its
+                # connections.
+                log.log(NOTICE, "Gracefully stopping")
+            else:
+                log.info("Exiting normally")
+        finally:
+            server.stop()
+        log.info("stopped")
+        return 0
+
+    def _wait(self, pending: List[int], wake: threading.Event) -> int:
+        """Serve signals until one asks to stop; return that signal."""
+        while True:
+            wake.wait(0.5)
+            wake.clear()
+            while pending:
+                signum = pending.pop(0)
+                name = signal.Signals(signum).name
+                if signum == signal.SIGHUP:
+                    self._reopen_log()
+                    continue
+                log.info("Signal handled: %s.", name)
+                return signum
+
+    def _reopen_log(self) -> None:
+        if self.log_file is None:
+            log.info("SIGHUP: no log file to reopen")
+            return
+        try:
+            self.log_file.reopen()
+        except OSError as e:
+            # Keep writing to the old file rather than lose the log.
+            log.error("SIGHUP: cannot reopen log file %s: %s", self.log_file.path, e.strerror)
+            return
+        log.info("SIGHUP: reopened log file %s", self.log_file.path)

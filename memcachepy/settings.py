@@ -135,6 +135,9 @@ class Settings:
     hashpower_init: int = 0
     lru_crawler_sleep: int = 100
     metrics_listen: Optional[str] = None
+    auth_file: Optional[str] = None
+    auth_entries: List[tuple] = field(default_factory=list)
+    log_file: Optional[str] = None
     extended: Dict[str, str] = field(default_factory=dict)
 
     def check(self) -> None:
@@ -198,30 +201,24 @@ class Settings:
             line("tcp_backlog", self.backlog),
             line("binding_protocol", self.binding_protocol),
             line("auth_enabled_sasl", "no"),
-            line("auth_enabled_ascii", "no"),
+            line("auth_enabled_ascii", self.auth_file or "no"),
             line("item_size_max", self.item_size_max),
             line("maxconns_fast", yn(self.maxconns_fast)),
             line("hashpower_init", self.hashpower_init),
-            line("slab_reassign", "no"),
-            line("slab_automove", ext.get("slab_automove", "1")),
-            line("slab_automove_ratio", f"{float(ext.get('slab_automove_ratio', 0.8)):.2f}"),
+            line("slab_reassign", "yes"),
+        ])
+        b2 = "".join([
             line("slab_automove_window", ext.get("slab_automove_window", "30")),
             line("slab_chunk_max", self.slab_chunk_size_max),
-            line("lru_crawler", "no" if "no_lru_crawler" in ext else "yes"),
-            line("lru_crawler_sleep", self.lru_crawler_sleep),
-            line("lru_crawler_tocrawl", ext.get("lru_crawler_tocrawl", "0")),
+        ])
+        b3 = "".join([
             line("tail_repair_time", ext.get("tail_repair_time", "0")),
             line("flush_enabled", yn(self.flush_enabled)),
             line("dump_enabled", yn(self.dump_enabled)),
             line("hash_algorithm", ext.get("hash_algorithm", "murmur3")),
             line("lru_maintainer_thread", "no" if "no_lru_maintainer" in ext else "yes"),
-            line("lru_segmented", "yes"),
-            line("hot_lru_pct", ext.get("hot_lru_pct", "20")),
-            line("warm_lru_pct", ext.get("warm_lru_pct", "40")),
-            line("hot_max_factor", f"{float(ext.get('hot_max_factor', 0.2)):.2f}"),
-            line("warm_max_factor", f"{float(ext.get('warm_max_factor', 2.0)):.2f}"),
-            line("temp_lru", "no"),
-            line("temporary_ttl", ext.get("temporary_ttl", "61")),
+        ])
+        b4 = "".join([
             line("idle_timeout", self.idle_timeout),
             line("watcher_logbuf_size", ext.get("watcher_logbuf_size", "262144")),
             line("worker_logbuf_size", ext.get("worker_logbuf_size", "65536")),
@@ -253,10 +250,11 @@ class Settings:
             line("num_napi_ids", "(null)"),
             line("memory_file", "(null)"),
         ])
-        return a, b
+        return a, [b, b2, b3, b4]
 
     def to_core(self) -> dict:
         a, b = self.settings_text()
+        ext = self.extended
         return {
             "maxbytes": self.maxbytes,
             "maxconns": self.maxconns,
@@ -280,10 +278,24 @@ class Settings:
             "idle_timeout": self.idle_timeout,
             "nshards": self.nshards,
             "detail_enabled": self.detail_enabled,
+            "auth_entries": list(self.auth_entries),
             "prefix_delimiter": self.prefix_delimiter,
             "version": self.memcached_version,
             "own_version": __version__,
             "domain_socket": self.domain_socket,
             "settings_text_a": a,
             "settings_text_b": b,
+            "slab_automove": int(ext.get("slab_automove", 1)),
+            "slab_automove_ratio": float(ext.get("slab_automove_ratio", 0.8)),
+            "lru_crawler": "no_lru_crawler" not in ext,
+            "lru_crawler_sleep": self.lru_crawler_sleep,
+            "lru_crawler_tocrawl": int(ext.get("lru_crawler_tocrawl", 0)),
+            "lru_maintainer": "no_lru_maintainer" not in ext,
+            "lru_segmented": "no_lru_segmented" not in ext,
+            "hot_lru_pct": int(ext.get("hot_lru_pct", 20)),
+            "warm_lru_pct": int(ext.get("warm_lru_pct", 40)),
+            "hot_max_factor": float(ext.get("hot_max_factor", 0.2)),
+            "warm_max_factor": float(ext.get("warm_max_factor", 2.0)),
+            "temp_lru": "temp_lru" in ext,
+            "temporary_ttl": int(ext.get("temporary_ttl", 61)),
         }

@@ -7,6 +7,13 @@
 #  * memcached missing  -> differential tests FAIL when $CI is set (the reference is part of
 #    the CI image, its absence is a broken environment), skip otherwise.
 #  * memcachepy._core not importable -> memcachepy-side tests skip with the reason.
+#
+# Fixtures:  start_daemon(kind, *flags) -> Daemon      (any test; stopped at teardown)
+#            start_many([(kind, flags), ...]) -> [Daemon]  (concurrent start, no checks)
+#            daemon_pair(sut_kind, flags) -> (memcached, sut)   (differential tests)
+#            kind      parametrises a test over memcached and memcachepy
+#            sut_kind  parametrises the side compared with memcached ("sanity-memcached"
+#                      runs memcached against itself, proving a comparison is deterministic)
 from __future__ import annotations
 
 import os
@@ -110,6 +117,22 @@ def daemon_pair() -> Iterator[PairFn]:
         return ds[0], ds[1]
 
     yield pair
+    for d in started:
+        d.stop(block=False)
+
+
+@pytest.fixture
+def start_many() -> Iterator[Callable[[Sequence[tuple[str, Sequence[str]]]], list[Daemon]]]:
+    """Factory: start_many([(kind, flags), ...]) starts several daemons concurrently, no
+    availability checks (call require*() first); all are stopped at teardown."""
+    started: list[Daemon] = []
+
+    def start(specs: Sequence[tuple[str, Sequence[str]]]) -> list[Daemon]:
+        ds = start_daemons(specs)
+        started.extend(ds)
+        return ds
+
+    yield start
     for d in started:
         d.stop(block=False)
 

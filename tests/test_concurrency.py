@@ -206,3 +206,65 @@ def test_mixed_storm_no_corruption(kind: str, start_daemon) -> None:
     assert rd.exact(4) == b"ok\r\n"
     assert rd.line() == b"END"
     s.close()
+
+
+@pytest.mark.timeout(60)
+def test_slow_reader_large_pipelined_replies(kind: str, start_daemon) -> None:
+    """A client that pipelines far more reply bytes than socket buffers hold and reads them
+    slowly must get every byte, in order; other clients are served meanwhile."""
+    d = start_daemon(kind, "-t", "2")
+    val = bytes(range(256)) * 400  # 102400 bytes
+    s, rd = connect(d)
+    s.sendall(b"set big 7 0 %d\r\n%s\r\n" % (len(val), val))
+    assert rd.line() == b"STORED"
+    n = 200  # ~20 MB of replies
+    s.sendall(b"get big\r\n" * n)
+    other, ord_ = connect(d)
+    for i in range(n):
+        if i % 50 == 0:
+            time.sleep(0.05)  # stall: the daemon must buffer or back off, not drop
+            other.sendall(b"get big\r\n")
+            assert ord_.line() == b"VALUE big 7 %d" % len(val)
+            assert ord_.exact(len(val) + 2) == val + b"\r\n"
+            assert ord_.line() == b"END"
+        assert rd.line() == b"VALUE big 7 %d" % len(val), i
+        assert rd.exact(len(val) + 2) == val + b"\r\n"
+        assert rd.line() == b"END"
+    s.close()
+    other.close()
+
+
+@pytest.mark.timeout(60)
+def test_abrupt_disconnects(kind: str, start_daemon) -> None:
+    """Connections that vanish mid-request, mid-data-block or mid-reply (RST) leave the
+    daemon alive, with its connection count back to just the observer."""
+    d = start_daemon(kind, "-t", "4")
+    val = b"v" * 200000
+    s, rd = connect(d)
+    s.sendall(b"set big 0 0 %d\r\n%s\r\n" % (len(val), val))
+    assert rd.line() == b"STORED"
+    payloads = [b"get big big big big big\r\n" * 20, b"set x 0 0 100000\r\nabc", b"gets a b",
+                b"incr", b"get big\r\n" * 50 + b"set y 0 0 5\r\nab"]
+    for i in range(60):
+        c = socket.create_connection(d.addr, timeout=5)
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        payload = payloads[i % len(payloads)]
+        c.sendall(payload)
+        if i % 3 == 0 and payload.startswith(b"get big"):
+            c.recv(1000)  # the daemon is mid-reply when the RST arrives
+        c.close()  # linger 0: RST, possibly while the daemon is still writing
+    deadline = time.monotonic() + 10
+    while True:
+        s.sendall(b"stats\r\n")
+        stats = {}
+        while (ln := rd.line()) != b"END":
+            _, name, value = ln.split(b" ", 2)
+            stats[name] = value
+        if stats[b"curr_connections"] == b"1" or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert stats[b"curr_connections"] == b"1"
+    assert d.alive()
+    s.sendall(b"get x y\r\n")
+    assert rd.line() == b"END"  # partial data blocks were never stored
+    s.close()

@@ -133,6 +133,7 @@ def test_counts_match_server_stats(any_server: Server) -> None:
     assert t["get_keys"] == 3 * t["gets"]
     assert t["prefill_sets"] == 3000
     assert t["errors"] == 0 and t["not_stored"] == 0
+    assert t["bad_values"] == 0          # every hit came back with the bytes we stored
     # a fixed 3:1 cycle per thread keeps the mix within one cycle per thread of exact
     assert abs(t["gets"] - 3 * t["sets"]) <= 2 * 4
     assert after["cmd_get"] - before["cmd_get"] == t["get_keys"]
@@ -169,6 +170,7 @@ def test_large_values_split_across_reads(memcached: Server) -> None:
     assert r["errors"] == 0
     assert r["hit_ratio"] == 1.0
     assert r["totals"]["sets"] == 100
+    assert r["totals"]["bad_values"] == 0
 
 
 @pytest.mark.parametrize("lazy", [True, False], ids=["lazy", "eager"])
@@ -177,7 +179,7 @@ def test_fixed_rate_is_honoured(memcached: Server, lazy: bool) -> None:
                warmup=0.3, prefill=True, server_pid=memcached.pid, lazy=lazy)
     assert r["elapsed_s"] == pytest.approx(1.5)
     # 4000/s is a few percent of what memcached serves here, so it must be met closely
-    assert r["rps"] == pytest.approx(4000, rel=0.05)
+    assert r["rps"] == pytest.approx(4000, rel=0.08)
     assert r["errors"] == 0
     cpu = r["server_cpu"]
     assert cpu is not None and cpu["us_per_request"] > 0
@@ -194,7 +196,7 @@ def test_fixed_rate_with_request_count(memcached: Server) -> None:
     took = time.monotonic() - start
     assert r["requests"] == 1000
     assert 0.45 < took < 3.0           # 1000 requests at 2000/s is half a second
-    assert r["elapsed_s"] == pytest.approx(0.5, rel=0.1)
+    assert r["elapsed_s"] == pytest.approx(0.5, rel=0.2)
 
 
 def test_latency_percentiles_ordered(memcached: Server) -> None:
@@ -205,7 +207,7 @@ def test_latency_percentiles_ordered(memcached: Server) -> None:
     # percentiles are bucket midpoints (< 1.6 % wide), so allow that slack against the max
     assert lat["p99.9"] <= lat["max"] * 1.02
     assert 0 < lat["mean"] <= lat["max"]
-    assert lat["max"] < 1e6              # no reply took a second on loopback
+    assert lat["max"] < 1e7              # a broken clock, not a slow machine, fails this
     # the duration window counts only what completed inside it
     t = r["totals"]
     assert 0 < r["requests"] < t["gets"] + t["sets"]
@@ -282,3 +284,83 @@ def test_compare_script_smoke(tmp_path: Path) -> None:
     assert rows[("a", "rps")]["memcached"] > 0
     # the same daemon storing the same 200k items uses the same memory
     assert rows[("g", "rss_mb")]["ratio"] == pytest.approx(1.0, rel=0.1)
+
+
+class SlowServer:
+    """Answers every `get` with a miss after a fixed delay: a known latency to measure."""
+
+    def __init__(self, delay: float) -> None:
+        import threading
+        self.delay = delay
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.conns: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import threading
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(c)
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def _serve(self, c: socket.socket) -> None:
+        buf = b""
+        try:
+            while True:
+                data = c.recv(4096)
+                if not data:
+                    return
+                buf += data
+                while b"\r\n" in buf:
+                    line, buf = buf.split(b"\r\n", 1)
+                    assert line.startswith(b"get ")
+                    time.sleep(self.delay)
+                    c.sendall(b"END\r\n")
+        except OSError:
+            return
+
+    def close(self) -> None:
+        self.sock.close()
+        for c in self.conns:
+            c.close()
+
+
+@pytest.mark.parametrize("mode", ["closed", "rate-lazy", "rate-eager"])
+def test_latency_matches_a_known_delay(mode: str) -> None:
+    # every reply takes 20 ms: the reported latency must be that, not the time the client
+    # happened to look (lazy mode reads replies only on ticks and relies on kernel stamps)
+    srv = SlowServer(0.020)
+    try:
+        kw = dict(rate=16.0, tick_us=80000.0, lazy=mode == "rate-lazy") if mode != "closed" else {}
+        r = lg.run(port=srv.port, connections=4, get_ratio=1, set_ratio=0, requests=16, **kw)
+    finally:
+        srv.close()
+    lat = r["latency_us"]
+    assert r["requests"] == 16 and r["hit_ratio"] == 0.0
+    assert r["totals"]["unstamped_reads"] == 0
+    # lazy mode reads replies only on 80 ms ticks: timed at the read instead of by the kernel
+    # stamp, p50 would sit near 60 ms; the slack above 20 ms is for a busy machine
+    assert 19_500 <= lat["p50"] <= 40_000, lat
+    assert lat["p50"] <= lat["max"] < 200_000, lat
+
+
+def test_values_not_as_stored_are_counted(memcached: Server) -> None:
+    # the generator compares every hit with the value it stores: a wrong length or a wrong
+    # byte (here written behind its back) is counted, not silently taken as a hit
+    lg.run(port=memcached.port, connections=2, keyspace=50, value_size=100, duration=0.0,
+           prefill=True, key_prefix="v:")
+    with socket.create_connection(("127.0.0.1", memcached.port), timeout=5) as s:
+        s.sendall(b"set v:7 0 0 100\r\n" + b"Z" * 100 + b"\r\nset v:8 0 0 3\r\nabc\r\n")
+        got = b""
+        while got.count(b"STORED") < 2:
+            got += s.recv(100)
+    r = lg.run(port=memcached.port, connections=1, keyspace=50, value_size=100, get_ratio=1,
+               set_ratio=0, key_pattern="sequential", requests=50, key_prefix="v:")
+    assert r["hits"] == 50
+    assert r["totals"]["bad_values"] == 2

@@ -740,6 +740,23 @@ TRANSCRIPTS: dict[str, list] = {
 }
 
 
+# Steps whose input carries a post-1.6.18 flag (E on any command, x on md).
+# memcached 1.6.18 rejects them (GOLDEN; test_post1618_flags_on_memcached_1618
+# pins that), memcachepy implements them with current memcached's meaning
+# (notes/meta-spec.md sec. 9), so for memcachepy exactly these steps expect
+# the current-memcached reply; every other step still compares with GOLDEN.
+POST1618_STEPS: dict[tuple[str, int], bytes] = {
+    ("mg_flag_errors", 7): b"EN\r\n",                       # mg k E5: a miss
+    ("ms_errors_swallow_data", 9): b"HD\r\n",               # ms k 1 E5: stored
+    ("ms_errors_swallow_data", 14): b"VA 1\r\nx\r\n",       # ...so mg finds it
+    ("md_errors", 1): b"NF\r\nNF\r\n" + b"CLIENT_ERROR invalid or duplicate flag\r\n" * 2,
+    ("ma_errors", 0): b"CLIENT_ERROR invalid or duplicate flag\r\n" * 5 + b"NF\r\n",
+}
+
+
+_ME_SIZE = re.compile(rb" size=\d+(?=\r\n)")
+
+
 def _ids() -> list[str]:
     return list(TRANSCRIPTS)
 
@@ -750,6 +767,14 @@ def test_transcript(server: Daemon, name: str) -> None:
     got = run_transcript(server.port, steps)
     for i, (step, reply) in enumerate(zip(steps, got)):
         expected = GOLDEN[name][i] if step[1] is None else step[1]
+        if server.name == "memcachepy":
+            expected = POST1618_STEPS.get((name, i), expected)
+            # memcachepy's item header is 56 bytes and always holds the client
+            # flags, memcached's is 48 (+8 CAS, +4 flags only when non-zero,
+            # +1 for a NUL after the key), so `me`'s size= (ITEM_ntotal)
+            # legitimately differs; every other field of ME is compared.
+            expected = _ME_SIZE.sub(b" size=<n>", expected)
+            reply = _ME_SIZE.sub(b" size=<n>", reply)
         assert same_reply(expected, reply), (
             f"{server.name} step {i}: {step[0][:200]!r}\n"
             f" expected {expected[:400]!r}\n got      {reply[:400]!r}")
@@ -856,6 +881,32 @@ def test_mn_flushes_and_is_ordered(server: Daemon) -> None:
         body = b"".join(b"mg q%d v q k\r\n" % i for i in range(0, 200, 50))
         assert c.call(body) == b"".join(
             b"VA 1 kq%d\r\nx\r\n" % i for i in range(0, 200, 50))
+
+
+def test_ms_data_block_in_pieces(server: Daemon) -> None:
+    # The request line and its data block arrive in separate segments: the
+    # server must wait for the block, then answer exactly once (a handler that
+    # acted before the block was complete would store, count or decode twice).
+    with Conn(server.port) as c:
+        c.send(b"flush_all\r\n")
+        assert c.read_until(b"\r\n") == b"OK\r\n"
+        before = stats(c)
+        for piece in (b"ms Zm9v 5 b k T0 F3 O1\r\nhe", b"l", b"lo\r", b"\nmg foo v f k\r\n"):
+            c.send(piece)
+            time.sleep(0.05)
+        assert c.read_until(b"hello\r\n") == (
+            b"HD kZm9v b O1\r\nVA 5 f3 kZm9v b\r\nhello\r\n")
+        c.send(b"ms foo 2 MA\r\n")
+        time.sleep(0.05)
+        c.send(b"!!\r\nms foo 1 z\r\n")
+        time.sleep(0.05)
+        c.send(b"x\r\nmg foo v\r\n")
+        assert c.read_until(b"hello!!\r\n") == (
+            b"HD\r\nCLIENT_ERROR invalid flag\r\nVA 7\r\nhello!!\r\n")
+        after = stats(c)
+        assert after["cmd_set"] - before["cmd_set"] == 2
+        assert after["total_items"] - before["total_items"] == 2
+        assert after["get_hits"] - before["get_hits"] == 2
 
 
 def test_large_value_roundtrip(server: Daemon) -> None:
@@ -1464,3 +1515,19 @@ def test_post1618_md_x_empties_value(mcpy: Daemon) -> None:
             b"HD\r\nHD c9\r\n")
         assert c.call(b"md nope x\r\nmd nope x q\r\n") == b"NF\r\nNF\r\n"
         assert c.call(b"md k x C1\r\n") == b"EX\r\n"
+
+
+def test_post1618_E_cas_and_flush_all(mcpy: Daemon) -> None:
+    # flush_all orders items by CAS within its second; a client-chosen CAS
+    # (E) must neither survive a later flush nor be hidden by an earlier one.
+    with _fresh(mcpy.port) as c:
+        assert c.call(b"ms a 1 E5\r\nx\r\nmg a v c\r\n") == b"HD\r\nVA 1 c5\r\nx\r\n"
+        c.send(b"flush_all\r\n")
+        assert c.read_until(b"\r\n") == b"OK\r\n"
+        assert c.call(b"mg a v\r\n") == b"EN\r\n"
+        assert c.call(b"ms b 1 E6\r\ny\r\nmg b v c\r\n") == b"HD\r\nVA 1 c6\r\ny\r\n"
+        assert c.call(b"ma n N0 E7\r\nmd b I E8\r\nmg n c\r\nmg b c\r\n") == (
+            b"HD\r\nHD\r\nHD c7\r\nHD c8 X W\r\n")
+        c.send(b"flush_all\r\n")
+        assert c.read_until(b"\r\n") == b"OK\r\n"
+        assert c.call(b"mg b\r\nmg n\r\n") == b"EN\r\nEN\r\n"

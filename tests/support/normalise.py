@@ -45,12 +45,15 @@ SLABS_COMPARED = frozenset("chunk_size chunks_per_page used_chunks get_hits cmd_
                            "delete_hits incr_hits decr_hits cas_hits cas_badval touch_hits "
                            "active_slabs".split())
 
-_VALUE = re.compile(rb"VALUE (\S+) (\S+) (\d+)(?: (\S+))?")
-_STAT = re.compile(rb"STAT (\S+) (.*)")
-_ITEM = re.compile(rb"ITEM (\S+) \[(\d+) b; (\d+) s\]")
+# keys may hold any byte but space/CR/LF (tabs and control bytes included), hence [^ ]
+_VALUE = re.compile(rb"VALUE ([^ ]+) ([^ ]+) (\d+)(?: ([^ ]+))?")
+_STAT = re.compile(rb"STAT ([^ ]+) (.*)")
+_ITEM = re.compile(rb"ITEM ([^ ]+) \[(\d+) b; (\d+) s\]")
 
 
 def _stat_compared(name: str) -> bool:
+    if name.isdigit():  # `stats sizes` bucket: item count per 32-byte size bucket
+        return True
     parts = name.split(":")
     if len(parts) == 3 and parts[0] == "items":
         return parts[2] in ITEMS_COMPARED

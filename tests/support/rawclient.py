@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Union
 
 SENTINEL = b"version\r\n"
-IDLE_TIMEOUT = 0.4
+IDLE_TIMEOUT = 1.0  # generous: a loaded CI machine can stall a daemon for a while
 TOTAL_TIMEOUT = 8.0
 
 
@@ -36,7 +36,7 @@ Step = Union[bytes, Raw, float, int]
 
 _VERSION_REQ = re.compile(rb"(?m)^ *version(?: [^\r\n]*)?\r?$")
 _CAS_REF = re.compile(rb"\{cas:([^}]*)\}")
-_VALUE_LINE = re.compile(rb"VALUE (\S+) (\d+) (\d+)(?: (\d+))?")
+_VALUE_LINE = re.compile(rb"VALUE ([^ ]+) (\d+) (\d+)(?: (\d+))?")
 
 
 def count_version_lines(buf: bytes) -> int:
@@ -190,7 +190,7 @@ def run_transcript(addr: tuple[str, int], steps: Sequence[Step], mode: str = "sy
                 data = fill_cas(step, out)
                 out += conn.request(data)
         if mode == "eof":
-            out += conn.read_until_eof()
+            out += conn.read_until_eof(total=3.0)
         elif mode == "idle":
             out += conn.read_idle()
         elif mode != "sync":

@@ -1,0 +1,248 @@
+# slabs_rebalance.pxi -- moving pages between slab classes.
+#
+# Pages belong to one class for life unless moved here. `slabs reassign
+# <src> <dst>` (and the automover, `slabs automove 1`) ask for one page of
+# class src to be emptied and given to class dst (or, for dst 0, returned to
+# the system so any class can take a page). The move runs in the acceptor
+# thread, in the background, as memcached's rebalancer thread does:
+#
+#  1. under the slabs lock, pick src's oldest page, take its free chunks off
+#     src's free list and stop carving it, so no chunk of it is handed out
+#     again; chunks freed from now on are counted instead of reused;
+#  2. for every chunk still holding a live item: lock the item's shard, check
+#     the hash table still points at this chunk, and copy the item into a free
+#     chunk of the same class elsewhere ("rescue", same place in the LRU, same
+#     CAS) or, when there is none, evict it;
+#  3. once every chunk is accounted for, hand the page to dst.
+#
+# Reading a chunk's header before holding its shard lock is safe because the
+# page is no longer handed out: its memory stays valid and the shard lock plus
+# the hash-table check decide whether the bytes are a live item.
+
+from posix.unistd cimport usleep
+
+cdef char* g_moving_page = NULL
+cdef int g_moving_src = 0
+cdef uint64_t g_moving_reclaimed = 0
+cdef int g_rebal_src = 0
+cdef int g_rebal_dst = 0
+cdef int g_rebal_signal = 0             # 1 requested, 2 running
+cdef uint64_t g_slabs_moved = 0
+cdef uint64_t g_rebal_rescues = 0
+cdef uint64_t g_rebal_evictions = 0
+cdef uint64_t g_rebal_busy = 0
+cdef int g_automove_next_src = 1
+cdef uint64_t g_automove_last_evicted[MAX_SLAB_CLASSES]
+
+cdef inline bint in_moving_page(void* p) noexcept nogil:
+    return g_moving_page != NULL and <char*>p >= g_moving_page and \
+        <char*>p < g_moving_page + SLAB_PAGE_SIZE
+
+# Answer a reassign request as memcached's do_slabs_reassign does.
+cdef int slabs_reassign(int src, int dst) noexcept nogil:
+    global g_automove_next_src, g_rebal_src, g_rebal_dst
+    cdef int i
+    cdef int tries
+    if mc_load_int(&g_rebal_signal) != 0:
+        return 1            # BUSY
+    if src == dst:
+        return 2            # SAME
+    if src == -1:
+        src = -1
+        pthread_mutex_lock(&g_slabs_lock)
+        for tries in range(g_power_largest):
+            i = g_automove_next_src
+            g_automove_next_src = g_automove_next_src + 1 if g_automove_next_src < g_power_largest else 1
+            if i != dst and g_slabclass[i].slabs > 1:
+                src = i
+                break
+        pthread_mutex_unlock(&g_slabs_lock)
+        if src == -1:
+            return 4
+    if src < 0 or src > g_power_largest or dst < 0 or dst > g_power_largest:
+        return 3            # BADCLASS
+    if src == 0 or g_slabclass[src].slabs < 2:
+        return 4            # NOSPARE (the global page pool is always empty here)
+    g_rebal_src = src
+    g_rebal_dst = dst
+    mc_store_int(&g_rebal_signal, 1)
+    return 0
+
+# Step 1, under the slabs lock.
+cdef void rebal_start() noexcept nogil:
+    global g_moving_page, g_moving_src, g_moving_reclaimed
+    cdef slabclass_t* p = &g_slabclass[g_rebal_src]
+    cdef char* page
+    cdef void** pos
+    cdef uint64_t removed = 0
+    pthread_mutex_lock(&g_slabs_lock)
+    page = <char*>p.slab_list[0]
+    g_moving_page = page
+    g_moving_src = g_rebal_src
+    pos = &p.slots
+    while pos[0] != NULL:
+        if in_moving_page(pos[0]):
+            pos[0] = (<void**>pos[0])[0]
+            removed += 1
+        else:
+            pos = <void**>pos[0]
+    p.sl_curr -= removed
+    if p.end_page_free and p.end_page_ptr >= page and p.end_page_ptr < page + SLAB_PAGE_SIZE:
+        removed += p.end_page_free
+        p.end_page_free = 0
+    g_moving_reclaimed = removed
+    pthread_mutex_unlock(&g_slabs_lock)
+
+# Step 2 for one chunk. Returns True when the chunk no longer holds a live item.
+cdef bint rebal_clear_chunk(item_t* it, int id) noexcept nogil:
+    global g_rebal_rescues, g_rebal_evictions
+    cdef size_t nkey = it.nkey
+    cdef char key[256]
+    cdef uint64_t h
+    cdef shard_t* s
+    cdef item_t* cur
+    cdef item_t* nw
+    cdef item_t** pos
+    cdef size_t ntotal
+    if nkey == 0:
+        return True
+    memcpy(key, ITEM_key(it), nkey)
+    h = hash_key(key, nkey)
+    s = shard_of(h)
+    pthread_mutex_lock(&s.lock)
+    cur = assoc_find(s, key, nkey, bucket_hv(h))
+    if cur != it:
+        pthread_mutex_unlock(&s.lock)
+        return True
+    if it.it_flags & ITEM_PINNED:
+        pthread_mutex_unlock(&s.lock)
+        return False
+    ntotal = ITEM_ntotal(it)
+    nw = <item_t*>do_slabs_alloc(ntotal, id, False)
+    if nw != NULL:
+        # rescue: same bytes, same place in the hash chain and the LRU
+        memcpy(nw, it, ntotal)
+        pos = &s.buckets[it.hv & ((<uint32_t>1 << s.hashpower) - 1)]
+        while pos[0] != it:
+            pos = &pos[0].h_next
+        pos[0] = nw
+        if nw.prev != NULL:
+            nw.prev.next = nw
+        else:
+            s.heads[id] = nw
+        if nw.next != NULL:
+            nw.next.prev = nw
+        else:
+            s.tails[id] = nw
+        slabs_free(it, ntotal, id)
+        g_rebal_rescues += 1
+    else:
+        s.lru[id].evicted += 1
+        g_rebal_evictions += 1
+        do_item_unlink(s, it)
+    pthread_mutex_unlock(&s.lock)
+    return True
+
+# Step 3, under the slabs lock: give the emptied page to dst (or free it).
+cdef void rebal_finish() noexcept nogil:
+    global g_moving_page, g_mem_malloced, g_slabs_moved
+    cdef slabclass_t* sp = &g_slabclass[g_moving_src]
+    cdef slabclass_t* dp
+    cdef char* page = g_moving_page
+    cdef uint64_t i
+    cdef void** nl
+    pthread_mutex_lock(&g_slabs_lock)
+    for i in range(sp.slabs):
+        if sp.slab_list[i] == page:
+            sp.slab_list[i] = sp.slab_list[sp.slabs - 1]
+            sp.slabs -= 1
+            break
+    g_moving_page = NULL
+    if g_rebal_dst == 0:
+        free(page)
+        g_mem_malloced -= SLAB_PAGE_SIZE
+    else:
+        dp = &g_slabclass[g_rebal_dst]
+        if dp.slabs == dp.list_size:
+            nl = <void**>realloc_ptrs(dp.slab_list, dp.list_size * 2 if dp.list_size else 16)
+            if nl == NULL:
+                free(page)
+                g_mem_malloced -= SLAB_PAGE_SIZE
+                pthread_mutex_unlock(&g_slabs_lock)
+                return
+            dp.slab_list = nl
+            dp.list_size = dp.list_size * 2 if dp.list_size else 16
+        dp.slab_list[dp.slabs] = page
+        dp.slabs += 1
+        for i in range(dp.perslab):
+            (<void**>(page + i * dp.size))[0] = dp.slots
+            dp.slots = page + i * dp.size
+            dp.sl_curr += 1
+    g_slabs_moved += 1
+    pthread_mutex_unlock(&g_slabs_lock)
+
+# Run a requested move to completion (acceptor thread).
+cdef void slabs_rebalance_run() noexcept nogil:
+    global g_rebal_busy
+    cdef int id
+    cdef uint32_t i
+    cdef uint32_t perslab
+    cdef uint32_t size
+    cdef bint done
+    cdef int passes = 0
+    if mc_load_int(&g_rebal_signal) != 1:
+        return
+    mc_store_int(&g_rebal_signal, 2)
+    id = g_rebal_src
+    perslab = g_slabclass[id].perslab
+    size = g_slabclass[id].size
+    rebal_start()
+    while True:
+        done = True
+        for i in range(perslab):
+            if not rebal_clear_chunk(<item_t*>(g_moving_page + <size_t>i * size), id):
+                done = False
+        pthread_mutex_lock(&g_slabs_lock)
+        if g_moving_reclaimed >= perslab:
+            pthread_mutex_unlock(&g_slabs_lock)
+            break
+        pthread_mutex_unlock(&g_slabs_lock)
+        passes += 1
+        g_rebal_busy += 1
+        if mc_load_int(&g_shutdown):
+            break
+        usleep(1000)
+    if g_moving_reclaimed >= perslab:
+        rebal_finish()
+    mc_store_int(&g_rebal_signal, 0)
+
+# `slabs automove 1`: once a second, if a class evicted since the last look
+# while another class holds more than two pages of free chunks, move one page.
+cdef void slabs_automove_tick() noexcept nogil:
+    cdef lru_stats_t lru[MAX_SLAB_CLASSES]
+    cdef uint64_t hb
+    cdef int i
+    cdef int dst = 0
+    cdef int src = 0
+    cdef uint64_t best_free = 0
+    cdef uint64_t free_chunks
+    if g_settings.slab_automove == 0 or mc_load_int(&g_rebal_signal) != 0:
+        return
+    lru_stats_aggregate(lru, &hb)
+    for i in range(1, g_power_largest + 1):
+        if lru[i].evicted > g_automove_last_evicted[i] and dst == 0:
+            dst = i
+        g_automove_last_evicted[i] = lru[i].evicted
+    if dst == 0:
+        return
+    pthread_mutex_lock(&g_slabs_lock)
+    for i in range(1, g_power_largest + 1):
+        if i == dst or g_slabclass[i].slabs < 2:
+            continue
+        free_chunks = g_slabclass[i].sl_curr + g_slabclass[i].end_page_free
+        if free_chunks > 2 * <uint64_t>g_slabclass[i].perslab and free_chunks > best_free:
+            best_free = free_chunks
+            src = i
+    pthread_mutex_unlock(&g_slabs_lock)
+    if src:
+        slabs_reassign(src, dst)
