@@ -131,6 +131,10 @@ def _core_init(dict cfg, int nworkers):
     if nworkers > 0 and workers_init(nworkers) != 0:
         raise OSError("cannot create worker event loops")
     logger_init()
+    global g_sizes_hist, g_sizes_buckets
+    if cfg.get("track_sizes"):
+        g_sizes_buckets = cfg["item_size_max"] // 32 + 2
+        g_sizes_hist = <uint64_t*>calloc(g_sizes_buckets, sizeof(uint64_t))
     auth_load(cfg.get("auth_entries") or [])
     memset(&g_stats_baseline, 0, sizeof(thread_stats_t))
     memset(&g_orphan_stats, 0, sizeof(thread_stats_t))
@@ -143,6 +147,10 @@ def _core_destroy():
     global g_initialised, g_settings_text_a, g_settings_text_b
     if not g_initialised:
         return
+    global g_sizes_hist, g_sizes_buckets
+    free(g_sizes_hist)
+    g_sizes_hist = NULL
+    g_sizes_buckets = 0
     with nogil:
         logger_close_all()
         workers_destroy()
@@ -227,15 +235,27 @@ cdef class Server:
         return mc_load_u64(&g_curr_conns)
 
 
+cdef int g_store_generation = 0
+
 cdef class Store:
     """Test API: the same C store functions, no sockets. Values are bytes.
-    Counters land in a private stats block; the clock is set by hand."""
+    Counters land in a private stats block; the clock is set by hand.
+    Opening a Store replaces one still open in this process (test modules
+    need not know about each other); closing a replaced Store does nothing."""
+
+    cdef int generation
 
     def __init__(self, dict cfg):
+        global g_store_generation
+        if g_initialised and g_store_generation:
+            _core_destroy()
         _core_init(cfg, 0)
+        g_store_generation += 1
+        self.generation = g_store_generation
 
     def close(self):
-        _core_destroy()
+        if self.generation == g_store_generation and g_initialised:
+            _core_destroy()
 
     def advance_clock(self, int seconds):
         global g_time_offset

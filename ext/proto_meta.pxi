@@ -11,6 +11,12 @@
 # unchanged value), ms s (size), ms MA/MP with N (append-vivify) and md x
 # (empty the value instead of deleting).
 #
+# Deliberate differences from 1.6.18 besides those additions: `me` reports
+# our item size (56-byte header); ma writes a shorter number in place even
+# when an earlier mg of the same pipelined batch still references the item
+# (memcached then allocates a new item); an E-chosen CAS is exempt from
+# flush_all's CAS ordering (items.pxi / store.pxi meta helpers).
+#
 # Shape of every handler: check the line and pre-parse the flags into a
 # meta_flags_t (no side effects), take the shard lock, do the store work,
 # build the reply in a stack buffer while the item is still locked, unlock.
@@ -245,6 +251,8 @@ cdef bint meta_preparse(token_t* tokens, size_t start, size_t ntokens, meta_flag
         else:
             errstr[0] = b"CLIENT_ERROR invalid flag"
             return False
+    if not g_settings.use_cas:
+        of.has_cas_in = False      # -C: items carry no CAS, so E has nothing to set
     return not has_error
 
 # ---------------------------------------------------------------- reply pieces
@@ -279,11 +287,12 @@ cdef inline char* meta_ttl(char* p, item_t* it) noexcept nogil:
         return p + 2
     return write_u64(p, <uint32_t>(it.exptime - current_time()))
 
-# Append one reply line (CRLF added) unless `skip` (quiet mode).
+# Append one reply line (CRLF added) unless `skip` (quiet mode). Unlike
+# out_string() it does not echo the line at -vv: memcached builds these
+# replies directly in its response buffer, so only errors (out_errstring)
+# and MN / me's EN show up in its verbose log.
 cdef inline void meta_reply(conn_t* c, char* hdr, char* p, bint skip) noexcept nogil:
     cdef size_t n = <size_t>(p - hdr)
-    if g_settings.verbose > 1:
-        fprintf(stderr, ">%d %s%.*s\n", c.fd, b"NOREPLY " if skip else b"", <int>n, hdr)
     if skip:
         return
     p[0] = c'\r'
@@ -428,8 +437,6 @@ cdef int process_mget(conn_t* c, token_t* tokens, size_t ntokens) noexcept nogil
     p[1] = c'\n'
     p += 2
     n = <size_t>(p - hdr)
-    if g_settings.verbose > 1:
-        fprintf(stderr, ">%d %.*s", c.fd, <int>n, hdr)
     out = out_reserve(c, n + (it.nbytes if value else 0))
     if out == NULL:
         c.close_now = True
@@ -886,12 +893,12 @@ cdef int process_meta_debug(conn_t* c, token_t* tokens, size_t ntokens) noexcept
         p = write_u64(p + 5, it.slabs_clsid)
         memcpy(p, b" size=", 6)
         p = write_u64(p + 6, ITEM_ntotal(it))
+        pthread_mutex_unlock(&s.lock)
+        meta_reply(c, hdr, p, False)
     else:
-        memcpy(p, b"EN", 2)
-        p += 2
-    pthread_mutex_unlock(&s.lock)
+        pthread_mutex_unlock(&s.lock)
+        out_string(c, b"EN")
     sinc(&st.meta_cmds)
-    meta_reply(c, hdr, p, False)
     return 0
 
 # ---------------------------------------------------------------- dispatch

@@ -499,6 +499,21 @@ cdef void stats_conns(conn_t* c) noexcept nogil:
     cdef char name[64]
     cdef char addr[160]
     cdef rel_time_t now = current_time()
+    cdef sockaddr_storage ss
+    cdef socklen_t sl
+    cdef int i
+    # listeners first, as memcached lists its listening conns (lowest fds)
+    for i in range(g_nlisteners):
+        sl = sizeof(sockaddr_storage)
+        memset(&ss, 0, sizeof(ss))
+        getsockname(g_listen_fds[i], <sockaddr*>&ss, &sl)
+        format_addr(&ss, g_listen_kinds[i], addr, sizeof(addr))
+        snprintf(name, sizeof(name), b"%d:addr", g_listen_fds[i])
+        append_stat_str(c, name, addr)
+        snprintf(name, sizeof(name), b"%d:state", g_listen_fds[i])
+        append_stat_str(c, name, b"conn_listening")
+        snprintf(name, sizeof(name), b"%d:secs_since_last_cmd", g_listen_fds[i])
+        append_stat_u64(c, name, 0)
     for w in range(g_nworkers):
         pthread_mutex_lock(&g_workers[w].lock)
         o = g_workers[w].conns
@@ -543,6 +558,8 @@ cdef void stats_cachedump(conn_t* c, uint32_t id, uint32_t limit) noexcept nogil
 
 cdef int process_stat(conn_t* c, token_t* tokens, size_t ntokens) noexcept nogil:
     cdef token_t* sub = &tokens[1]
+    cdef char sname[24]
+    cdef size_t bucket
     cdef uint32_t id
     cdef uint32_t limit
     if ntokens < 2:
@@ -594,7 +611,13 @@ cdef int process_stat(conn_t* c, token_t* tokens, size_t ntokens) noexcept nogil
     elif tok_eq(sub, b"extstore", 8):
         pass          # as memcached built with extstore but started without ext_path
     elif tok_eq(sub, b"sizes", 5):
-        out_raw(c, b"STAT sizes_status disabled\r\n", 28)
+        if g_sizes_hist == NULL:
+            out_raw(c, b"STAT sizes_status disabled\r\n", 28)
+        else:
+            for bucket in range(g_sizes_buckets):
+                if mc_load_u64(&g_sizes_hist[bucket]):
+                    snprintf(sname, sizeof(sname), b"%d", <int>(bucket * 32))
+                    append_stat_u64(c, sname, mc_load_u64(&g_sizes_hist[bucket]))
     else:
         out_string(c, b"ERROR")
         return 0

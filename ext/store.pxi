@@ -16,6 +16,20 @@
 cdef shard_t* g_shards = NULL
 cdef int g_nshards = 0
 
+# -o track_sizes: live items per 32-byte size bucket (`stats sizes`).
+cdef uint64_t* g_sizes_hist = NULL
+cdef size_t g_sizes_buckets = 0
+
+cdef inline void sizes_track(item_t* it, int64_t d) noexcept nogil:
+    cdef size_t ntotal
+    cdef size_t bucket
+    if g_sizes_hist == NULL:
+        return
+    ntotal = ITEM_ntotal(it)
+    bucket = (ntotal + 31) // 32
+    if bucket < g_sizes_buckets:
+        mc_fetch_add_u64(&g_sizes_hist[bucket], <uint64_t>d)
+
 cdef enum store_comm_t:
     NREAD_ADD = 1
     NREAD_SET = 2
@@ -86,6 +100,7 @@ cdef void do_item_link(shard_t* s, item_t* it, uint64_t new_cas) noexcept nogil:
     s.curr_items += 1
     s.total_items += 1
     s.bytes += ITEM_ntotal(it)
+    sizes_track(it, 1)
 
 # Unlink and free.
 cdef void do_item_unlink(shard_t* s, item_t* it) noexcept nogil:
@@ -94,6 +109,7 @@ cdef void do_item_unlink(shard_t* s, item_t* it) noexcept nogil:
     lru_unlink(s, it)
     s.curr_items -= 1
     s.bytes -= ITEM_ntotal(it)
+    sizes_track(it, -1)
     item_free(it)
 
 cdef inline void do_item_replace(shard_t* s, item_t* old, item_t* it, uint64_t new_cas) noexcept nogil:

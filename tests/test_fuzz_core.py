@@ -108,8 +108,9 @@ def command(draw) -> tuple[bytes, bytes, bytes | None]:
         return b"touch %s %d\r\n" % (key, exp), key, None
     if kind == "gat":
         return b"gat %d %s\r\n" % (exp, key), key, None
-    # a data block whose length does not match its header
-    v = draw(value())
+    # a data block whose length does not match its header (an empty value would make
+    # the header right: `set k 0 0 0` + CRLF is a valid store)
+    v = draw(value().filter(len))
     return b"set %s 0 0 %d\r\n" % (key, max(0, len(v) - 1)) + v + CRLF, key, None
 
 

@@ -24,10 +24,13 @@ from support.rawclient import Conn, fill_cas, run_transcript
 KEYS = [b"a", b"b", b"c", b"n", b"a\tb", b"k" * 250, b"k" * 251]
 KEY_WEIGHTS = st.sampled_from(KEYS[:4] * 6 + KEYS[4:])  # mostly the colliding short keys
 VALUES = [b"0", b"1", b"42", b"99", b"100", b"18446744073709551615", b"18446744073709551616",
-          b"abc", b" 12", b"12 ", b"", b"x y", b"a\r\nb", b"-1", b"\x00\xff"]
+          b"abc", b" 12", b"12 ", b"", b"x y", b"a\r\nb", b"-1", b"\x00\xff", b"L" * 1500]
 FLAGS = [b"0", b"1", b"65535", b"4294967295", b"4294967296", b"-1", b"x", b"+3"]
 EXPTIMES = [b"0", b"0", b"0", b"-1", b"100000", b"2592001", b"abc", b"-2592001"]
 DELTAS = [b"0", b"1", b"5", b"18446744073709551615", b"18446744073709551616", b"-1", b"abc"]
+# Extra daemon flags for deeper local runs, e.g.
+#   MEMCACHEPY_HYPOTHESIS_FLAGS="-I 1k -o slab_chunk_max=1024" MEMCACHEPY_HYPOTHESIS_EXAMPLES=5000
+HYP_FLAGS = tuple(os.environ.get("MEMCACHEPY_HYPOTHESIS_FLAGS", "").split())
 NOREPLY = st.sampled_from([b"", b"", b"", b" noreply"])
 
 
@@ -98,7 +101,7 @@ STEPS = st.lists(st.one_of(COMMANDS, st.lists(BATCHABLE, min_size=2, max_size=4)
 def hyp_pair(request: pytest.FixtureRequest) -> Iterator[tuple[Daemon, Daemon]]:
     require_memcached()
     require(request.param)
-    ds = start_daemons([(KIND_MEMCACHED, ()), (request.param, ())])
+    ds = start_daemons([(KIND_MEMCACHED, HYP_FLAGS), (request.param, HYP_FLAGS)])
     yield ds[0], ds[1]
     for d in ds:
         d.stop(block=False)
