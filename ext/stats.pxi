@@ -184,6 +184,7 @@ cdef void stats_reset() noexcept nogil:
         pthread_mutex_unlock(&g_shards[i].lock)
     mc_store_u64(&g_total_conns, 0)
     mc_store_u64(&g_rejected_conns, 0)
+    mc_store_u64(&g_listen_disabled, 0)
     stats_prefix_clear()
 
 # Per-class LRU counters summed over shards.
@@ -311,7 +312,7 @@ cdef void stats_general(conn_t* c) noexcept nogil:
     append_stat_u64(c, b"bytes_written", ts.bytes_written)
     append_stat_u64(c, b"limit_maxbytes", mc_load_u64(&g_settings.maxbytes))
     append_stat_u64(c, b"accepting_conns", 1)
-    append_stat_u64(c, b"listen_disabled_num", 0)
+    append_stat_u64(c, b"listen_disabled_num", mc_load_u64(&g_listen_disabled))
     append_stat_u64(c, b"time_in_listen_disabled_us", 0)
     append_stat_u64(c, b"threads", <uint64_t>g_settings.num_threads)
     append_stat_u64(c, b"conn_yields", ts.conn_yields)

@@ -14,6 +14,10 @@ cdef int* g_listen_fds = NULL
 cdef int* g_listen_kinds = NULL
 cdef int g_acceptor_wake = -1
 cdef int g_next_worker = 0
+cdef uint64_t g_listen_disabled = 0     # accept() found no free fd (listen_disabled_num)
+
+cdef extern from "<unistd.h>" nogil:
+    int usleep(unsigned int)
 cdef int g_acceptor_epfd = -1
 
 # Watch a logger socket for hang-ups (logger.pxi hands them over).
@@ -213,6 +217,12 @@ cdef void acceptor_loop(int nlisteners) noexcept nogil:
             while True:
                 fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)
                 if fd < 0:
+                    if errno == EMFILE or errno == ENFILE:
+                        # Out of fds: the pending connection stays in the backlog and
+                        # the level-triggered listener would wake us at once, forever.
+                        # Back off (memcached stops listening until a conn closes).
+                        mc_fetch_add_u64(&g_listen_disabled, 1)
+                        usleep(10000)
                     break
                 if g_settings.maxconns_fast and \
                         mc_load_u64(&g_curr_conns) + reserved >= <uint64_t>(g_settings.maxconns - 1):

@@ -42,6 +42,7 @@ def _store():
     harness.fresh_core(["-m", "1", "-I", "2k", "-o", "slab_chunk_max=1024", "-n", "16"])
     yield
     _core.check_invariants()
+    harness.close_core()
 
 
 def corpus_files() -> list[Path]:

@@ -36,6 +36,11 @@ MB = 1 << 20
 BASELINE_SLACK_MB = 16      # hash-table growth, 4 conns' buffers, allocator slack
 
 
+# Sanitizer runtimes (shadow memory, quarantine) make RSS meaningless.
+UNDER_SANITIZER = any(x in os.environ.get("LD_PRELOAD", "") for x in ("asan", "tsan"))
+rss_test = pytest.mark.skipif(UNDER_SANITIZER, reason="RSS is not meaningful under a sanitizer")
+
+
 def rss_mb(pid: int) -> float:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -84,6 +89,7 @@ def fill(d: Daemon, total: int, seed: int, ttl: tuple[int, int] = (0, 0),
     return i
 
 
+@rss_test
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("m", [16, 64])
 def test_rss_within_limit_mixed_sizes(start_daemon, m: int) -> None:
@@ -109,6 +115,7 @@ def test_rss_within_limit_mixed_sizes(start_daemon, m: int) -> None:
     assert d.alive()
 
 
+@rss_test
 @pytest.mark.timeout(120)
 def test_rss_flat_with_expiring_and_evicted_items(start_daemon) -> None:
     """Sets with 1-2 s TTLs and evictions at -m 16 for ~16 s: once every class has its
@@ -189,3 +196,29 @@ def test_no_core_leaks_under_lsan(start_daemon, monkeypatch, tmp_path) -> None:
     leaks = core_leaks(report)
     assert not leaks, "\n\n".join(leaks[:5])
     assert rc == 0, report[-3000:]
+
+
+@rss_test
+@pytest.mark.xfail(reason="a data block still arriving is buffered in the conn's read buffer, "
+                          "outside -m (memcached reads it into the slab-allocated item); see "
+                          "docs/reliability.md", strict=False)
+@pytest.mark.timeout(60)
+def test_rss_with_many_half_sent_large_values(start_daemon) -> None:
+    """200 clients each send 900 KB of a 1 MB value and stop: memcached holds them in
+    slab memory (inside -m); the daemon's RSS must stay within the same bound as a fill."""
+    d = start_daemon(KIND_MEMCACHEPY, "-m", "64", "-c", "1024")
+    time.sleep(0.3)
+    base = rss_mb(d.proc.pid)
+    socks = []
+    try:
+        for i in range(200):
+            s = socket.create_connection(d.addr, timeout=10)
+            s.sendall(b"set part%d 0 0 1000000\r\n" % i + b"x" * 900_000)
+            socks.append(s)
+        time.sleep(1.5)
+        after = rss_mb(d.proc.pid)
+        print(f"RSS {base:.0f} MB idle, {after:.0f} MB with 200 half-sent 1 MB values at -m 64")
+        assert after - base <= 64 + 41 + BASELINE_SLACK_MB
+    finally:
+        for s in socks:
+            s.close()

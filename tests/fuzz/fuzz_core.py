@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 # Coverage-guided fuzzing of memcachepy's parser and request streams with atheris.
 #
 # Run on demand (see docs/reliability.md), e.g. for ten minutes with ASan:

@@ -95,3 +95,12 @@ def fresh_core(args: Optional[Sequence[str]] = None):
         _store.close()
         _store = None
     return core()
+
+
+def close_core() -> None:
+    """Close the process's Store (only one may be open per process: other test modules
+    open their own)."""
+    global _store
+    if _store is not None:
+        _store.close()
+        _store = None

@@ -8,8 +8,8 @@
 # UndefinedBehaviorSanitizer), builds libFuzzer as a shared library to preload (atheris'
 # wheel ships none that an instrumented extension can link against), and runs
 # tests/fuzz/fuzz_core.py for SECONDS (default 60) over the repo's corpus plus a scratch
-# corpus. --merge folds new coverage back into tests/fuzz/corpus (keep it small: commit
-# only what `-merge=1` selects). Needs clang and libclang-rt-14-dev (apt) and atheris (pip).
+# corpus. --merge minimises the result with libFuzzer's -merge=1 and adds a small sample of
+# it (FUZZ_KEEP files, default 150) to tests/fuzz/corpus. Needs clang and libclang-rt-14-dev (apt) and atheris (pip).
 # Crash inputs are written to $OUT/crash-*; the script exits non-zero if libFuzzer found one.
 set -euo pipefail
 REPO="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -65,9 +65,21 @@ run() {
 }
 run -max_total_time="$SECONDS_TO_RUN" "$OUT/corpus" "$REPO/tests/fuzz/corpus"
 if [ "$MERGE" = 1 ]; then
+    # libFuzzer re-runs argv[0] for the merge, so the script runs as an executable (it
+    # has a shebang); files are only replaced when the merge produced a corpus.
+    rm -rf "$OUT/merged"
     mkdir -p "$OUT/merged"
     run -merge=1 "$OUT/merged" "$REPO/tests/fuzz/corpus" "$OUT/corpus"
-    rm -f "$REPO"/tests/fuzz/corpus/*
-    cp "$OUT"/merged/* "$REPO/tests/fuzz/corpus/"
+    # A full merge keeps ~2,000 files (every hit-count feature); the repo keeps a small
+    # sample of them (<= 1.5 KB each), added to what is there.
+    "$PY" - "$OUT/merged" "$REPO/tests/fuzz/corpus" "${FUZZ_KEEP:-150}" <<'PYEOF'
+import os, random, shutil, sys
+src, dst, keep = sys.argv[1], sys.argv[2], int(sys.argv[3])
+have = set(os.listdir(dst))
+pool = sorted(f for f in os.listdir(src)
+              if f not in have and os.path.getsize(os.path.join(src, f)) <= 1536)
+for f in random.Random(1).sample(pool, min(keep, len(pool))):
+    shutil.copy(os.path.join(src, f), os.path.join(dst, f))
+PYEOF
     echo "fuzz: corpus now $(ls "$REPO/tests/fuzz/corpus" | wc -l) files"
 fi
