@@ -13,6 +13,13 @@
 # keys. A client therefore cannot make the server buffer more than about
 # WBUF_HIGH plus one item of output, nor more input than one request.
 #
+# Large data blocks (SPOOL_MIN and up) do not wait in rbuf: as memcached reads a
+# value into the item it allocated for it, the block is received into a chunk
+# taken from the slab allocator (evicting if need be), so values still in
+# flight count against -m instead of growing memory beside it. When the block is
+# complete the request line, still in rbuf, is run again with the chunk as its
+# data, and the chunk is returned.
+#
 # A connection belongs to one worker and is only touched by that worker's
 # thread; the worker's lock guards only its membership in the worker's list
 # (read by `stats conns`).
@@ -84,6 +91,8 @@ cdef void conn_detach(conn_t* c) noexcept nogil:
     w.nconns -= 1
     pthread_mutex_unlock(&w.lock)
     epoll_ctl(w.epfd, EPOLL_CTL_DEL, c.fd, NULL)
+    if c.spool != NULL:
+        item_free(c.spool)
     free(c.rbuf)
     free(c.wbuf)
     free(c)
@@ -170,7 +179,7 @@ cdef int conn_process(conn_t* c) noexcept nogil:
     cdef size_t sp
     cdef int r
     while True:
-        if c.state == CONN_CLOSING or c.state == CONN_WATCH or c.close_now:
+        if c.state == CONN_CLOSING or c.state == CONN_WATCH or c.close_now or c.spool != NULL:
             return 0
         if c.wlen - c.wsent > WBUF_HIGH:
             return 1
@@ -211,6 +220,10 @@ cdef int conn_process(conn_t* c) noexcept nogil:
         mc_store_u32(&c.last_cmd_time, current_time())
         r = process_command(c, p, linelen, p + cont, avail - cont)
         if r == PROC_NEED_MORE:
+            if c.rneed >= SPOOL_MIN:
+                if conn_spool_start(c, cont, avail):
+                    break
+                continue
             c.rneed = cont + c.rneed
             break
         c.rneed = 0
@@ -271,9 +284,69 @@ cdef void conn_become_watcher(conn_t* c) noexcept nogil:
         send(fd, b"WATCHER_FAILED failed to add log watcher\r\n", 42, MSG_NOSIGNAL | MSG_DONTWAIT)
         close(fd)
 
+# The command at rstart needs c.rneed more bytes of data than the `avail -
+# cont` it has. Move them into a slab chunk and receive the rest there.
+# Returns True when spooling; False when memory ran out (answered like
+# memcached, the block swallowed) and processing goes on.
+cdef bint conn_spool_start(conn_t* c, size_t cont, size_t avail) noexcept nogil:
+    cdef size_t vlen = c.rneed
+    cdef size_t have = avail - cont
+    cdef shard_t* s = &g_shards[0]
+    cdef item_t* it
+    pthread_mutex_lock(&s.lock)
+    it = item_alloc(s, b"", 0, 0, 0, vlen)
+    pthread_mutex_unlock(&s.lock)
+    c.rneed = 0
+    if it == NULL:
+        sinc(&conn_stats(c).store_no_memory)
+        out_string(c, b"SERVER_ERROR out of memory storing object")
+        c.rstart += cont + have
+        c.swallow = vlen - have
+        c.state = CONN_SWALLOW
+        return False
+    memcpy(ITEM_data(it), c.rbuf + c.rstart + cont, have)
+    c.spool = it
+    c.spool_len = vlen
+    c.spool_have = have
+    c.spool_line = cont
+    c.rend = c.rstart + cont
+    return True
+
+# The spooled block is complete: run its request line with it as the data.
+cdef void conn_spool_finish(conn_t* c) noexcept nogil:
+    cdef char* p = c.rbuf + c.rstart
+    cdef size_t linelen = c.spool_line - 1
+    cdef int r
+    if linelen > 1 and p[linelen - 1] == c'\r':
+        linelen -= 1
+    r = process_command(c, p, linelen, ITEM_data(c.spool), c.spool_len)
+    item_free(c.spool)
+    c.spool = NULL
+    c.rstart += c.spool_line
+    if r < 0:
+        c.close_now = True
+
 cdef void conn_on_readable(conn_t* c) noexcept nogil:
     cdef ssize_t n
     cdef worker_t* w = <worker_t*>c.worker
+    if c.spool != NULL:
+        while True:
+            n = recv(c.fd, ITEM_data(c.spool) + c.spool_have, c.spool_len - c.spool_have, 0)
+            if n < 0 and errno == EINTR:
+                continue
+            break
+        if n == 0 or (n < 0 and errno != EAGAIN):
+            conn_close(c)
+            return
+        if n < 0:
+            return
+        c.spool_have += <size_t>n
+        mc_stat_add(&w.stats.bytes_read, <uint64_t>n)
+        if c.spool_have < c.spool_len:
+            return
+        conn_spool_finish(c)
+        conn_drive(c)
+        return
     if not conn_rbuf_room(c):
         conn_close(c)
         return

@@ -178,6 +178,7 @@ cdef enum:
     LARGE_LINE = 2048              # no newline within this many bytes: not a command
     WBUF_HIGH = 262144             # stop parsing input while this much output waits
     RBUF_INITIAL = 16384
+    SPOOL_MIN = 65536              # data blocks at least this big arrive in slab memory
     READ_CHUNK = 16384
     MAX_SHARDS = 256
 
@@ -317,6 +318,10 @@ cdef struct conn_t:
     uint64_t swallow
     size_t get_resume    # offset in the current line where a paused multiget resumes
     int watch_flags      # what a `watch` connection asked to see
+    item_t* spool        # a large data block still arriving (conn.pxi)
+    size_t spool_len
+    size_t spool_have
+    size_t spool_line
     bint announced       # -vv: "Client using the ascii protocol" printed
     bint authenticated   # -Y: passed the ASCII auth exchange
     bint auth_started    # -Y: saw the auth `set` line, waiting for "user pass"

@@ -442,7 +442,7 @@ cdef int process_command(conn_t* c, const char* line, size_t length,
     nul = <const char*>memchr(line, 0, length)
     if nul != NULL:
         length = <size_t>(nul - line)      # memcached sees the line as a C string
-    if c.rneed == 0 and c.get_resume == 0:
+    if c.rneed == 0 and c.get_resume == 0 and c.spool == NULL:
         if g_settings.verbose > 1:
             if not c.announced:
                 c.announced = True

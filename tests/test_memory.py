@@ -199,9 +199,6 @@ def test_no_core_leaks_under_lsan(start_daemon, monkeypatch, tmp_path) -> None:
 
 
 @rss_test
-@pytest.mark.xfail(reason="a data block still arriving is buffered in the conn's read buffer, "
-                          "outside -m (memcached reads it into the slab-allocated item); see "
-                          "docs/reliability.md", strict=False)
 @pytest.mark.timeout(60)
 def test_rss_with_many_half_sent_large_values(start_daemon) -> None:
     """200 clients each send 900 KB of a 1 MB value and stop: memcached holds them in

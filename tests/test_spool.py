@@ -1,0 +1,94 @@
+# Large data blocks arrive in slab memory ("spooling", conn.pxi): a value of
+# 64 KB or more that is not complete yet is received into a chunk the slab
+# allocator hands out (evicting if it must), as memcached reads a value into its
+# item, so values in flight count against -m. These tests drive that path over
+# real sockets: byte-by-byte and chunked arrival, pipelined commands after it,
+# noreply, meta `ms`, out of memory with -M, and a client hanging up mid-value.
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def read_until(s: socket.socket, end: bytes) -> bytes:
+    buf = b""
+    while not buf.endswith(end):
+        chunk = s.recv(1 << 20)
+        assert chunk, buf[-200:]
+        buf += chunk
+    return buf
+
+
+@pytest.mark.parametrize("kind", ["memcached", "memcachepy"])
+def test_large_value_in_pieces_then_pipeline(start_daemon, kind):
+    d = start_daemon(kind)
+    s = d.connect()
+    value = bytes(range(256)) * 1000           # 256,000 bytes
+    req = b"set big 7 0 %d\r\n" % len(value) + value + b"\r\nget big\r\nmn\r\n"
+    for i in range(0, len(req), 9973):
+        s.sendall(req[i:i + 9973])
+        time.sleep(0.001)
+    out = read_until(s, b"MN\r\n")
+    assert out == (b"STORED\r\nVALUE big 7 %d\r\n" % len(value) + value + b"\r\nEND\r\nMN\r\n")
+
+
+@pytest.mark.parametrize("kind", ["memcached", "memcachepy"])
+def test_large_value_noreply_and_meta(start_daemon, kind):
+    d = start_daemon(kind)
+    s = d.connect()
+    v = b"z" * 200000
+    s.sendall(b"set a 0 0 %d noreply\r\n" % len(v))
+    time.sleep(0.05)
+    s.sendall(v[:50000])
+    time.sleep(0.05)
+    s.sendall(v[50000:] + b"\r\nms b %d T0\r\n" % len(v))
+    time.sleep(0.05)
+    s.sendall(v + b"\r\nmg a s\r\nmg b s v\r\nmn\r\n")
+    out = read_until(s, b"MN\r\n")
+    assert out == b"HD\r\nHD s200000\r\nVA 200000 s200000\r\n" + v + b"\r\nMN\r\n"
+
+
+@pytest.mark.parametrize("kind", ["memcached", "memcachepy"])
+def test_bad_chunk_after_spooled_value(start_daemon, kind):
+    d = start_daemon(kind)
+    s = d.connect()
+    s.sendall(b"set k 0 0 100000\r\n" + b"q" * 100000 + b"XX" + b"get k\r\n")
+    out = read_until(s, b"END\r\n")
+    assert out == b"CLIENT_ERROR bad data chunk\r\nEND\r\n"
+
+
+def test_hang_up_mid_value_leaves_nothing(start_daemon):
+    d = start_daemon("memcachepy", "-m", "8")
+    for i in range(50):                     # 50 × 1 MB would not fit in 8 MB at once
+        c = d.connect()
+        c.sendall(b"set part%d 0 0 1000000\r\n" % i + b"x" * 600000)
+        c.close()
+    s = d.connect()
+    s.sendall(b"set ok 0 0 2\r\nhi\r\nget ok part1\r\nstats\r\n")
+    out = read_until(s, b"END\r\n")
+    assert out.startswith(b"STORED\r\nVALUE ok 0 2\r\nhi\r\nEND\r\n")
+    s.sendall(b"stats\r\n")
+    stats = read_until(s, b"END\r\n")
+    assert b"STAT curr_items 1\r\n" in stats
+
+
+def test_values_in_flight_count_against_memory(start_daemon):
+    # -M: once slab memory is taken by blocks in flight, the next big one is refused the
+    # way memcached refuses an item it cannot allocate, and its bytes are swallowed
+    d = start_daemon("memcachepy", "-m", "8", "-M")
+    held = []
+    for i in range(12):
+        c = d.connect()
+        c.sendall(b"set part%d 0 0 1000000\r\n" % i + b"x" * 500000)
+        held.append(c)
+    time.sleep(0.3)
+    s = d.connect()
+    s.sendall(b"set more 0 0 800000\r\n" + b"y" * 800000 + b"\r\nget more\r\n")
+    out = read_until(s, b"END\r\n")
+    assert out == b"SERVER_ERROR out of memory storing object\r\nEND\r\n"
+    for c in held:
+        c.close()
