@@ -480,6 +480,33 @@ def run(settings: Settings) -> int:
     return code
 
 
+def _raise_fd_limit(maxconns: int) -> None:
+    """Make room for -c connections, as memcached sets its descriptor limit from
+    -c at start-up (plus a margin for listeners, event loops and Python's own)."""
+    import resource
+    want = maxconns + 64
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft >= want:
+        return
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, max(hard, want) if hard != resource.RLIM_INFINITY else hard))
+        return
+    except (ValueError, OSError):
+        pass
+    # No privilege to raise the hard limit (e.g. under the sandboxed units): take what it allows.
+    if hard != resource.RLIM_INFINITY and hard < maxconns:
+        # memcached refuses to start here; memcachepy runs with what it may have and
+        # says so: when descriptors run out, new connections wait in the listen
+        # backlog (the acceptor backs off and counts listen_disabled_num).
+        log.warning("failed to set rlimit for open files to %d (hard limit %d): fewer than -c "
+                    "connections will fit. Start as root or request a smaller maxconns value.",
+                    want, hard)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError):
+        pass
+
+
 class _Lifecycle:
     """One run of the daemon, from binding to the last unlink."""
 
@@ -495,6 +522,7 @@ class _Lifecycle:
         s = self.settings
         notifier = systemd.Notifier()
         notifier.status("binding listeners")
+        _raise_fd_limit(s.maxconns)
         server = MemcacheServer(s)
         try:
             server.bind(systemd.listen_fds() or None)

@@ -532,3 +532,13 @@ def test_install_systemd_from_main_cli(tmp_path):
     assert "ExecStart=/usr/bin/memcachepy " in (tmp_path / "memcachepy.service").read_text()
     r = cli("install-systemd", "--dest", "/proc/no/such", "--no-config")
     assert r.returncode != 0 and "Traceback" not in r.stderr
+
+
+def test_descriptor_limit_follows_conn_limit(start_daemon) -> None:
+    """memcached sets its open-files limit from -c at start-up; memcachepy raises its
+    soft limit to fit -c (plus a margin) the same way."""
+    d = start_daemon("memcachepy", "-c", "5000")
+    with open(f"/proc/{d.proc.pid}/limits") as f:
+        line = next(ln for ln in f if ln.startswith("Max open files"))
+    soft = int(line.split()[3])
+    assert soft >= 5000, line
