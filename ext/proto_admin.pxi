@@ -161,7 +161,9 @@ cdef inline char* uri_encode(const char* key, size_t n, char* out) noexcept nogi
 
 # Walk every selected class of every shard; reclaim expired items (crawl) or
 # list live ones (metadump / mgdump).
-cdef void lru_crawler_walk(conn_t* c, bint* sel, int mode) noexcept nogil:
+# Returns the shard to continue from when it stopped early because the dump
+# filled the output buffer (mode 1/2 only), or -1 when every shard was walked.
+cdef int lru_crawler_walk(conn_t* c, bint* sel, int mode, int start) noexcept nogil:
     cdef int i
     cdef int id
     cdef item_t* it
@@ -170,7 +172,9 @@ cdef void lru_crawler_walk(conn_t* c, bint* sel, int mode) noexcept nogil:
     cdef char line[1024]
     cdef char* p
     cdef int n
-    for i in range(g_nshards):
+    for i in range(start, g_nshards):
+        if mode != 0 and i > start and c.wlen - c.wsent > WBUF_HIGH:
+            return i
         pthread_mutex_lock(&g_shards[i].lock)
         for id in range(1, MAX_SLAB_CLASSES):
             if not sel[id]:
@@ -202,10 +206,12 @@ cdef void lru_crawler_walk(conn_t* c, bint* sel, int mode) noexcept nogil:
                     out_raw(c, b"\r\n", 2)
                 it = nxt
         pthread_mutex_unlock(&g_shards[i].lock)
+    return -1
 
 cdef int process_lru_crawler_command(conn_t* c, token_t* tokens, size_t ntokens) noexcept nogil:
     cdef bint sel[MAX_SLAB_CLASSES]
     cdef uint32_t v
+    cdef int next_shard
     if ntokens == 4 and tok_eq(&tokens[1], b"crawl", 5):
         if not g_settings.lru_crawler:
             out_string(c, b"CLIENT_ERROR lru crawler disabled")
@@ -214,7 +220,7 @@ cdef int process_lru_crawler_command(conn_t* c, token_t* tokens, size_t ntokens)
             out_string(c, b"BADCLASS invalid class id")
             return 0
         mc_fetch_add_u64(&g_lru_crawler_starts, 1)
-        lru_crawler_walk(c, sel, 0)
+        lru_crawler_walk(c, sel, 0, 0)
         out_string(c, b"OK")
         return 0
     if ntokens == 4 and (tok_eq(&tokens[1], b"metadump", 8) or tok_eq(&tokens[1], b"mgdump", 6)):
@@ -224,14 +230,21 @@ cdef int process_lru_crawler_command(conn_t* c, token_t* tokens, size_t ntokens)
         if not g_settings.dump_enabled:
             out_string(c, b"ERROR metadump not allowed")
             return 0
-        if c.wlen > c.wsent:
-            out_string(c, b"ERROR cannot pipeline other commands before metadump")
-            return 0
+        # A dump is streamed a shard at a time: when the output buffer is full
+        # it pauses (c.get_resume = next shard) and goes on once that is sent.
+        if c.get_resume == 0:
+            if c.wlen > c.wsent:
+                out_string(c, b"ERROR cannot pipeline other commands before metadump")
+                return 0
+            mc_fetch_add_u64(&g_lru_crawler_starts, 1)
         if parse_class_list(&tokens[2], sel):
             out_string(c, b"BADCLASS invalid class id")
             return 0
-        mc_fetch_add_u64(&g_lru_crawler_starts, 1)
-        lru_crawler_walk(c, sel, 1 if tokens[1].length == 8 else 2)
+        next_shard = lru_crawler_walk(c, sel, 1 if tokens[1].length == 8 else 2, <int>c.get_resume)
+        if next_shard >= 0:
+            c.get_resume = <size_t>next_shard
+            return PROC_PAUSE
+        c.get_resume = 0
         out_raw(c, b"END\r\n", 5)
         return 0
     if ntokens == 4 and tok_eq(&tokens[1], b"tocrawl", 7):
