@@ -539,6 +539,7 @@ cdef void stats_cachedump(conn_t* c, uint32_t id, uint32_t limit) noexcept nogil
     cdef char line[400]
     cdef int n
     cdef time_t exp
+    cdef size_t written = 0
     for i in range(g_nshards):
         pthread_mutex_lock(&g_shards[i].lock)
         it = g_shards[i].heads[id]
@@ -548,6 +549,9 @@ cdef void stats_cachedump(conn_t* c, uint32_t id, uint32_t limit) noexcept nogil
                 exp = <time_t>it.exptime + g_process_started
             n = snprintf(line, sizeof(line), b"ITEM %.*s [%u b; %ld s]\r\n", <int>it.nkey,
                          ITEM_key(it), it.nbytes - 2, <long>exp)
+            if written + <size_t>n + 6 > 2 * 1024 * 1024:
+                break      # memcached caps a cachedump reply at 2 MB
+            written += <size_t>n
             out_raw(c, line, <size_t>n)
             shown += 1
             it = it.next
