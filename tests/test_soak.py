@@ -27,4 +27,6 @@ def test_soak_short() -> None:
     assert res["alive_at_end"] and res["exit_code"] == 0
     assert res["evictions"] > 0, "no eviction pressure: the soak is not testing the LRU"
     assert res["hits"] > 1000 and res["too_large"] > 0
-    assert res["rss_mb_max_after_third"] - res["rss_mb_at_third"] <= 4.0, res
+    if not any(x in os.environ.get("LD_PRELOAD", "") for x in ("asan", "tsan")):
+        # (under a sanitizer RSS is the sanitizer's shadow and quarantine, not ours)
+        assert res["rss_mb_max_after_third"] - res["rss_mb_at_third"] <= 4.0, res
