@@ -165,16 +165,6 @@ cdef void slabs_free(void* ptr, size_t size, int id) noexcept nogil:
     p.used_chunks -= 1
     pthread_mutex_unlock(&g_slabs_lock)
 
-# True when class `id` could hand out a chunk without evicting.
-cdef bint slabs_has_room(int id) noexcept nogil:
-    cdef slabclass_t* p = &g_slabclass[id]
-    cdef bint ok
-    pthread_mutex_lock(&g_slabs_lock)
-    ok = p.sl_curr > 0 or p.end_page_free > 0 or p.slabs == 0 or \
-        not g_mem_limit or g_mem_malloced + slabs_page_bytes(id) <= g_mem_limit
-    pthread_mutex_unlock(&g_slabs_lock)
-    return ok
-
 cdef void slabs_adjust_mem_limit(uint64_t new_limit) noexcept nogil:
     global g_mem_limit
     pthread_mutex_lock(&g_slabs_lock)

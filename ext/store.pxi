@@ -233,36 +233,6 @@ cdef store_result_t do_store_item(shard_t* s, item_t* it, int comm, thread_stats
             stored = STORE_STORED
     return stored
 
-# Parse a stored value as memcached's safe_strtoull does on item data.
-cdef bint parse_value_u64(const char* p, size_t n, uint64_t* out) noexcept nogil:
-    cdef size_t i = 0
-    cdef uint64_t v = 0
-    cdef bint neg = False
-    cdef size_t start
-    cdef unsigned char ch
-    while i < n and (p[i] == c' ' or (p[i] >= 9 and p[i] <= 13)):
-        i += 1
-    if i < n and (p[i] == c'+' or p[i] == c'-'):
-        neg = p[i] == c'-'
-        i += 1
-    start = i
-    while i < n and p[i] >= c'0' and p[i] <= c'9':
-        ch = <unsigned char>(p[i] - c'0')
-        if v > (0xFFFFFFFFFFFFFFFFULL - ch) // 10:
-            return False
-        v = v * 10 + ch
-        i += 1
-    if i == start:
-        return False
-    if i < n and not (p[i] == c' ' or (p[i] >= 9 and p[i] <= 13)):
-        return False
-    if neg:
-        v = <uint64_t>(-<int64_t>v)
-    if <int64_t>v < 0 and (neg or memchr(p, c'-', n) != NULL):
-        return False
-    out[0] = v
-    return True
-
 cdef inline char* write_u64(char* p, uint64_t v) noexcept nogil:
     cdef char tmp[24]
     cdef int n = 0
@@ -303,7 +273,9 @@ cdef delta_result_t do_add_delta(shard_t* s, const char* key, size_t nkey, uint3
         return DELTA_NON_NUMERIC
     if cas != NULL and cas[0] != 0 and it.cas != cas[0]:
         return DELTA_CAS_MISMATCH
-    if not parse_value_u64(ITEM_data(it), it.nbytes, &value):
+    # memcached parses the stored value with the same safe_strtoull as a request
+    # token (the CRLF ends the number)
+    if not safe_strtoull(ITEM_data(it), it.nbytes, &value):
         return DELTA_NON_NUMERIC
     if incr:
         value += delta
