@@ -6,8 +6,8 @@
 #    makes room again. memcached 1.6.18 decides by fd number (fd >= -c - 1), memcachepy by
 #    count (open conns + 5 per worker + 3 + listeners >= -c - 1), so the exact cut-over can
 #    differ by a few connections between them; both must reject before -c is exceeded.
-#  * connect/close storms (with and without half-sent requests, with RST): curr_connections
-#    returns to its baseline and the daemon still answers.
+#  * connect/close storms (with and without half-sent requests, with RST): the daemon still
+#    answers, and memcachepy's curr_connections and open sockets return to their baseline.
 #  * a client that pipelines hundreds of MB of large gets and never reads: the daemon's
 #    RSS stays bounded (it stops reading that conn, see conn.pxi), and when the client
 #    finally reads, every reply is complete and correct.
@@ -41,6 +41,16 @@ def rss_kb(pid: int) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     raise RuntimeError("no VmRSS")
+
+
+def socket_fds(pid: int) -> int:
+    n = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            n += os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")
+        except OSError:
+            pass
+    return n
 
 
 def stat(d: Daemon, name: str, conn: Conn | None = None) -> int:
@@ -133,6 +143,7 @@ def test_connect_close_storm(kind: str, start_daemon) -> None:
     d = start_daemon(kind, "-t", "4")
     watcher = Conn(d.addr)     # one conn for every stats read, so it is in the baseline
     base = stat(d, "curr_connections", watcher)
+    base_fds = socket_fds(d.proc.pid)
     linger_rst = struct.pack("ii", 1, 0)
 
     def storm(seed: int) -> None:
@@ -159,7 +170,14 @@ def test_connect_close_storm(kind: str, start_daemon) -> None:
     curr = stat(d, "curr_connections", watcher)
     total = stat(d, "total_connections", watcher)
     # connections the kernel dropped from a full accept queue never reach the daemon
-    assert (curr, total >= 1200) == (base, True), (base, curr, total)
+    assert total >= 1200, total
+    if kind == KIND_MEMCACHEPY:
+        # Both the counter and the kernel's view (open socket fds) return to the baseline.
+        # Real memcached is not held to this: on the 2-CPU CI machine 1.6.18 once still
+        # counted 189 of 2,400 storm connections open 20 s after the storm, so it cannot
+        # serve as the oracle for this property.
+        assert curr == base, (base, curr, total)
+        assert socket_fds(d.proc.pid) == base_fds, (base_fds, socket_fds(d.proc.pid))
     watcher.close()
     with Conn(d.addr) as c:
         assert c.request(b"set after 0 0 2\r\nok\r\nget after\r\n").startswith(
