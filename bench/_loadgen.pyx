@@ -1223,7 +1223,9 @@ cdef object _collect(lg_thread_t *ts, int nthreads, lg_cfg_t *cfg, uint64_t requ
             acc += hist[j]
             if acc > target:
                 break
-        pct[name] = lg_hist_value(j) / 1000.0
+        # a bucket's midpoint can lie above the largest sample in it; no
+        # percentile is above the maximum
+        pct[name] = min(lg_hist_value(j), <double>lat_max) / 1000.0
     latency = dict(pct, mean=(lat_sum / total / 1000.0) if total else None,
                    max=lat_max / 1000.0 if total else None)
 

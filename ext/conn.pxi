@@ -90,6 +90,8 @@ cdef void conn_detach(conn_t* c) noexcept nogil:
         c.next.prev = c.prev
     w.nconns -= 1
     pthread_mutex_unlock(&w.lock)
+    if c.yielded:
+        conn_unyield(c)
     epoll_ctl(w.epfd, EPOLL_CTL_DEL, c.fd, NULL)
     if c.spool != NULL:
         item_free(c.spool)
@@ -109,6 +111,67 @@ cdef void conn_close_reason(conn_t* c, int reason) noexcept nogil:
 
 cdef void conn_close(conn_t* c) noexcept nogil:
     conn_close_reason(c, 0 if c.close_now else 1)
+
+# -R (reqs_per_event), counted as memcached counts it, so conn_yields moves as
+# memcached's does. memcached spends one unit of a drive's budget of R each time
+# it returns to conn_new_cmd: after every command, and once more when it writes
+# out replies it had queued (at the end of the input, or on a yield). get/gets/
+# gat/gats and mn write at once, so they cost one unit; other commands leave their
+# reply queued. A drive that starts by reading gets one unit more than one that
+# resumes a yielded conn. When the budget is gone the conn yields: its output is
+# flushed, it counts in conn_yields, and if input is left it waits on the
+# worker's yielded list until every other ready conn of this round has had its
+# turn (batching is unaffected below R commands per read).
+cdef inline void conn_drive_start(conn_t* c, bint fresh) noexcept nogil:
+    cdef long long r = g_settings.reqs_per_event if g_settings.reqs_per_event > 0 else 1
+    if fresh and not c.new_cmd:
+        r += 1
+    c.nreqs = r
+    c.new_cmd = False
+
+cdef void conn_yield(conn_t* c) noexcept nogil:
+    cdef worker_t* w = <worker_t*>c.worker
+    mc_stat_add(&w.stats.conn_yields, 1)
+    c.resp_pending = False
+    # with nothing left to parse, memcached's next read starts a fresh drive
+    c.new_cmd = c.rend > c.rstart
+    if c.new_cmd and not c.yielded:
+        c.yielded = True
+        c.yield_next = w.yielded
+        w.yielded = c
+
+cdef void conn_unyield(conn_t* c) noexcept nogil:
+    cdef worker_t* w = <worker_t*>c.worker
+    cdef conn_t** pp = &w.yielded
+    while pp[0] != NULL:
+        if pp[0] == c:
+            pp[0] = c.yield_next
+            break
+        pp = &pp[0].yield_next
+    c.yielded = False
+    c.yield_next = NULL
+
+# A command completed: charge it to this drive's -R budget (nreqs < 0: none,
+# as for feed()). True: the conn yielded; nothing more runs in this drive.
+cdef inline bint conn_count_command(conn_t* c) noexcept nogil:
+    c.resp_pending = not c.cmd_flushed
+    c.cmd_flushed = False
+    if c.nreqs > 0:
+        c.nreqs -= 1
+        if c.nreqs == 0:
+            conn_yield(c)
+            return True
+    return False
+
+# Input ran out (no complete line): memcached writes out queued replies now,
+# which costs a unit of the budget.
+cdef inline void conn_count_flush(conn_t* c) noexcept nogil:
+    if c.resp_pending:
+        c.resp_pending = False
+        if c.nreqs > 0:
+            c.nreqs -= 1
+            if c.nreqs == 0:
+                conn_yield(c)
 
 # Make room to read: compact, then grow so the current command fits.
 cdef bint conn_rbuf_room(conn_t* c) noexcept nogil:
@@ -181,10 +244,13 @@ cdef int conn_process(conn_t* c) noexcept nogil:
     while True:
         if c.state == CONN_CLOSING or c.state == CONN_WATCH or c.close_now or c.spool != NULL:
             return 0
+        if c.nreqs == 0:
+            return 0          # yielded (a spooled command may have used the budget)
         if c.wlen - c.wsent > WBUF_HIGH:
             return 1
         avail = c.rend - c.rstart
         if avail == 0:
+            conn_count_flush(c)
             break
         if MC_UNLIKELY(g_auth_enabled and not c.authenticated):
             r = process_auth(c, c.rbuf + c.rstart, avail)
@@ -212,6 +278,7 @@ cdef int conn_process(conn_t* c) noexcept nogil:
                     c.close_now = True
                     return 0
                 c.rneed = avail + READ_CHUNK
+            conn_count_flush(c)
             break
         linelen = <size_t>(el - p)
         cont = linelen + 1
@@ -230,6 +297,8 @@ cdef int conn_process(conn_t* c) noexcept nogil:
         if r == PROC_PAUSE:
             return 1
         c.rstart += cont + <size_t>r
+        if conn_count_command(c):
+            return 0
     if c.rstart == c.rend:
         c.rstart = 0
         c.rend = 0
@@ -325,10 +394,12 @@ cdef void conn_spool_finish(conn_t* c) noexcept nogil:
     c.rstart += c.spool_line
     if r < 0:
         c.close_now = True
+    conn_count_command(c)
 
 cdef void conn_on_readable(conn_t* c) noexcept nogil:
     cdef ssize_t n
     cdef worker_t* w = <worker_t*>c.worker
+    conn_drive_start(c, True)
     if c.spool != NULL:
         while True:
             n = recv(c.fd, ITEM_data(c.spool) + c.spool_have, c.spool_len - c.spool_have, 0)
@@ -368,6 +439,7 @@ cdef void conn_on_readable(conn_t* c) noexcept nogil:
     conn_drive(c)
 
 cdef void conn_on_writable(conn_t* c) noexcept nogil:
+    conn_drive_start(c, False)
     if conn_flush(c):
         conn_drive(c)
     elif c.close_now:

@@ -327,6 +327,12 @@ cdef struct conn_t:
     bint auth_started    # -Y: saw the auth `set` line, waiting for "user pass"
     size_t auth_need
     rel_time_t last_cmd_time
+    long long nreqs      # -R: commands this drive may still complete (0: no limit)
+    bint new_cmd         # yielded: memcached's next drive starts in conn_new_cmd
+    bint cmd_flushed     # the last command is one memcached writes out at once (get, mn)
+    bint resp_pending    # memcached would still hold a reply to write (counts for -R)
+    bint yielded         # on the worker's yielded list
+    conn_t* yield_next
     void* worker
     conn_t* next
     conn_t* prev
@@ -347,6 +353,7 @@ cdef struct worker_t:
     int* pending_kind
     conn_t* conns
     uint64_t nconns
+    conn_t* yielded           # conns that hit -R with input left, resumed after this round
     thread_stats_t stats
     char _pad[64]
 

@@ -910,6 +910,7 @@ cdef int process_meta_dispatch(conn_t* c, char sub, token_t* tokens, size_t ntok
     if sub == c'n':
         # our conn flushes after every batch, so MN is already a flush point
         out_string(c, b"MN")
+        c.cmd_flushed = True
         return 0
     if sub == c'e':
         return process_meta_debug(c, tokens, ntokens)

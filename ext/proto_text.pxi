@@ -160,6 +160,7 @@ cdef int process_get(conn_t* c, const char* line, size_t length, token_t* tokens
     if g_settings.verbose > 1:
         fprintf(stderr, ">%d END\n", c.fd)
     out_raw(c, b"END\r\n", 5)
+    c.cmd_flushed = True
     return 0
 
 # set/add/replace/append/prepend/cas. `data` points just past the request line,

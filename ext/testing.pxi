@@ -58,6 +58,7 @@ def feed(bytes data, cuts=None, size_t output_limit=64 << 20):
     c.fd = -1
     c.worker = &g_test_worker
     c.state = CONN_READ
+    c.nreqs = -1            # no -R budget: nothing here resumes a yielded conn
     c.rbuf = <char*>malloc(RBUF_INITIAL)
     c.rsize = RBUF_INITIAL
     c.last_cmd_time = current_time()

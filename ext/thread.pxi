@@ -135,6 +135,21 @@ cdef void worker_idle_sweep(worker_t* w) noexcept nogil:
             conn_close_reason(c, 2)
         c = nxt
 
+# Conns that hit -R with input left get their next turn here, after every
+# conn that was ready in this round; one that yields again waits for the next.
+cdef void worker_resume_yielded(worker_t* w) noexcept nogil:
+    cdef conn_t* c = w.yielded
+    cdef conn_t* nxt
+    w.yielded = NULL
+    while c != NULL:
+        nxt = c.yield_next
+        c.yielded = False
+        c.yield_next = NULL
+        if not c.want_write:
+            conn_drive_start(c, False)
+            conn_drive(c)
+        c = nxt
+
 cdef void worker_loop(worker_t* w) noexcept nogil:
     cdef epoll_event events[256]
     cdef int n
@@ -147,7 +162,7 @@ cdef void worker_loop(worker_t* w) noexcept nogil:
         # After a busy round, look once more without sleeping: requests of the
         # same burst are often arriving still, and a sleep + wake-up costs more
         # than this poll. Only an empty poll lets the thread block.
-        n = epoll_wait(w.epfd, events, 256, 0 if n > 0 else 1000)
+        n = epoll_wait(w.epfd, events, 256, 0 if n > 0 or w.yielded != NULL else 1000)
         for i in range(n):
             c = <conn_t*>events[i].data.ptr
             if c == NULL:
@@ -160,6 +175,8 @@ cdef void worker_loop(worker_t* w) noexcept nogil:
                     conn_on_writable(c)
             elif ev & (EPOLLIN | EPOLLERR | EPOLLHUP):
                 conn_on_readable(c)
+        if w.yielded != NULL:
+            worker_resume_yielded(w)
         if g_settings.idle_timeout > 0 and current_time() != last_sweep:
             last_sweep = current_time()
             worker_idle_sweep(w)
