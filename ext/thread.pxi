@@ -173,7 +173,9 @@ cdef void worker_loop(worker_t* w) noexcept nogil:
             if c.want_write:
                 if ev & (EPOLLOUT | EPOLLERR | EPOLLHUP):
                     conn_on_writable(c)
-            elif ev & (EPOLLIN | EPOLLERR | EPOLLHUP):
+            elif ev & (EPOLLIN | EPOLLERR | EPOLLHUP) and not c.yielded:
+                # a yielded conn reads again only once its buffered input is
+                # answered (as memcached): an EOF behind it must not drop it
                 conn_on_readable(c)
         if w.yielded != NULL:
             worker_resume_yielded(w)
