@@ -54,23 +54,10 @@ def socket_fds(pid: int) -> int:
 
 
 def stat(d: Daemon, name: str, conn: Conn | None = None) -> int:
-    c = conn or Conn(d.addr)
-    try:
-        c.send(b"stats\r\n")
-        buf = b""
-        while not buf.endswith(b"END\r\n"):
-            chunk = c._recv(5.0)
-            if not chunk:
-                break
-            buf += chunk
-    finally:
-        if conn is None:
-            c.close()
-    for line in buf.split(CRLF):
-        parts = line.split(b" ")
-        if len(parts) == 3 and parts[1] == name.encode():
-            return int(parts[2])
-    raise KeyError(name)
+    if conn is not None:
+        return int(conn.stats()[name])
+    with Conn(d.addr) as c:
+        return int(c.stats()[name])
 
 
 def raise_nofile(n: int) -> None:

@@ -22,20 +22,8 @@ from support.daemons import KIND_MEMCACHED, KIND_MEMCACHEPY, Daemon
 from support.normalise import normalise
 from support.rawclient import Conn
 
-CRLF = b"\r\n"
-
-
 def conn_yields(watcher: Conn) -> int:
-    watcher.send(b"stats\r\n")
-    buf = b""
-    while not buf.endswith(b"END\r\n"):
-        chunk = watcher._recv(5.0)
-        assert chunk, "no stats reply"
-        buf += chunk
-    for line in buf.split(CRLF):
-        if line.startswith(b"STAT conn_yields "):
-            return int(line.split()[2])
-    raise AssertionError("no conn_yields in stats")
+    return int(watcher.stats()["conn_yields"])
 
 
 def run_batch(d: Daemon, batch: bytes, marker: bytes, count: int) -> tuple[bytes, int]:

@@ -164,6 +164,22 @@ class Conn:
         self.send(data + SENTINEL)
         return self.read_versions(expected_versions(data) + 1)
 
+    def stats(self, sub: bytes = b"") -> dict[str, bytes]:
+        """`stats [sub]` on this conn, as {name: value}."""
+        self.send(b"stats" + (b" " + sub if sub else b"") + b"\r\n")
+        buf = b""
+        while not buf.endswith(b"END\r\n"):
+            chunk = self._recv(5.0)
+            if not chunk:
+                raise AssertionError(f"stats reply cut short: {buf[-200:]!r}")
+            buf += chunk
+        out = {}
+        for line in buf.split(b"\r\n"):
+            parts = line.split(b" ", 2)
+            if len(parts) == 3 and parts[0] == b"STAT":
+                out[parts[1].decode()] = parts[2]
+        return out
+
     def is_open(self, wait: float = 0.2) -> bool:
         """True if the peer has not closed the connection (probes with the sentinel)."""
         if self.closed_by_peer:
