@@ -32,6 +32,12 @@ cdef uint64_t g_lru_crawler_starts = 0
 # `stats detail on` (or -D): counters per key prefix (the part before the
 # delimiter). Off by default, as in memcached; when on, every recorded
 # operation takes this one mutex, so it is a diagnostic, not a hot-path feature.
+# Prefixes live in memcached's table shape (256 buckets by MurmurHash3, newest
+# first in a bucket, a bucket entry matching when it starts with the prefix), so
+# `stats detail dump` lists them in the order memcached does.
+
+cdef enum:
+    PREFIX_HASH_SIZE = 256
 
 cdef struct prefix_stats_t:
     prefix_stats_t* next
@@ -42,25 +48,27 @@ cdef struct prefix_stats_t:
     uint64_t dels
     char prefix[256]
 
-cdef prefix_stats_t* g_prefix_head = NULL
-cdef prefix_stats_t* g_prefix_tail = NULL
+cdef prefix_stats_t* g_prefix_table[PREFIX_HASH_SIZE]
 cdef pthread_mutex_t g_prefix_lock
 cdef int g_detail_enabled = 0
 cdef char g_prefix_delimiter = c':'
 
 # kind: 0 get, 1 set, 2 delete
 cdef void stats_prefix_record(const char* key, size_t nkey, int kind, bint hit) noexcept nogil:
-    global g_prefix_head, g_prefix_tail
     cdef size_t length = 0
+    cdef uint32_t b
     cdef prefix_stats_t* p
     while length < nkey and key[length] != 0 and key[length] != g_prefix_delimiter:
         length += 1
     if length >= nkey or key[length] != g_prefix_delimiter:
         return
+    b = murmur3_32(key, length) % PREFIX_HASH_SIZE
     pthread_mutex_lock(&g_prefix_lock)
-    p = g_prefix_head
+    p = g_prefix_table[b]
     while p != NULL:
-        if p.length == length and memcmp(p.prefix, key, length) == 0:
+        # memcached compares with strncmp(prefix, key, length): a longer stored
+        # prefix that starts with this one matches too
+        if p.length >= length and memcmp(p.prefix, key, length) == 0:
             break
         p = p.next
     if p == NULL:
@@ -70,11 +78,8 @@ cdef void stats_prefix_record(const char* key, size_t nkey, int kind, bint hit) 
             return
         memcpy(p.prefix, key, length)
         p.length = length
-        if g_prefix_tail != NULL:
-            g_prefix_tail.next = p
-        else:
-            g_prefix_head = p
-        g_prefix_tail = p
+        p.next = g_prefix_table[b]
+        g_prefix_table[b] = p
     if kind == 0:
         p.gets += 1
         if hit:
@@ -86,28 +91,30 @@ cdef void stats_prefix_record(const char* key, size_t nkey, int kind, bint hit) 
     pthread_mutex_unlock(&g_prefix_lock)
 
 cdef void stats_prefix_clear() noexcept nogil:
-    global g_prefix_head, g_prefix_tail
     cdef prefix_stats_t* p
+    cdef int b
     pthread_mutex_lock(&g_prefix_lock)
-    while g_prefix_head != NULL:
-        p = g_prefix_head
-        g_prefix_head = p.next
-        free(p)
-    g_prefix_tail = NULL
+    for b in range(PREFIX_HASH_SIZE):
+        while g_prefix_table[b] != NULL:
+            p = g_prefix_table[b]
+            g_prefix_table[b] = p.next
+            free(p)
     pthread_mutex_unlock(&g_prefix_lock)
 
 cdef void stats_prefix_dump(conn_t* c) noexcept nogil:
     cdef prefix_stats_t* p
     cdef char line[400]
     cdef int n
+    cdef int b
     pthread_mutex_lock(&g_prefix_lock)
-    p = g_prefix_head
-    while p != NULL:
-        n = snprintf(line, sizeof(line), b"PREFIX %s get %llu hit %llu set %llu del %llu\r\n",
-                     p.prefix, <unsigned long long>p.gets, <unsigned long long>p.hits,
-                     <unsigned long long>p.sets, <unsigned long long>p.dels)
-        out_raw(c, line, <size_t>n)
-        p = p.next
+    for b in range(PREFIX_HASH_SIZE):
+        p = g_prefix_table[b]
+        while p != NULL:
+            n = snprintf(line, sizeof(line), b"PREFIX %s get %llu hit %llu set %llu del %llu\r\n",
+                         p.prefix, <unsigned long long>p.gets, <unsigned long long>p.hits,
+                         <unsigned long long>p.sets, <unsigned long long>p.dels)
+            out_raw(c, line, <size_t>n)
+            p = p.next
     pthread_mutex_unlock(&g_prefix_lock)
     out_raw(c, b"END\r\n", 5)
 

@@ -87,7 +87,7 @@ def test_conn_yields_match_memcached(daemon_pair, sut_kind: str, reqs: str) -> N
     assert not diffs, f"-R {reqs}: (batch, memcached yields, ours, replies equal): {diffs}"
 
 
-def test_yields_keep_every_reply_in_order(start_daemon) -> None:
+def test_memcachepy_yields_keep_every_reply_in_order(start_daemon) -> None:
     """A 20,000-request pipeline of mixed commands under -R 1 (a yield after every
     command or two) gets every reply, in order, each exactly once."""
     d = start_daemon(KIND_MEMCACHEPY, "-t", "1", "-R", "1")
@@ -119,7 +119,7 @@ def test_yields_keep_every_reply_in_order(start_daemon) -> None:
         assert conn_yields(w) >= 5000
 
 
-def test_long_pipeline_does_not_starve_another_conn(start_daemon) -> None:
+def test_memcachepy_long_pipeline_does_not_starve_another_conn(start_daemon) -> None:
     """One worker, -R 1: while a conn's 200k-request pipeline is being worked through,
     a second conn on the same worker is answered before the pipeline is done (a turn is
     bounded both by one read of at most a buffer and by -R)."""

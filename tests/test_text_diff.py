@@ -378,6 +378,14 @@ t("stats_sizes", s("a", "1"), b"stats sizes\r\n")
 t("stats_detail", b"stats detail on\r\n", s("p:a", "1"), b"get p:a p:b q:c\r\n",
   b"delete p:a\r\n", b"stats detail dump\r\n", b"stats detail off\r\n", b"stats detail\r\n",
   b"stats detail bogus\r\n")
+# memcached keeps prefixes in a 256-bucket MurmurHash3 table, newest first in a bucket,
+# and a stored prefix matches any shorter one it starts with in the same bucket: "abbn"
+# and "ab" share bucket 95, so the get of ab:1 is counted on "abbn"
+t("stats_detail_dump_order", b"stats detail on\r\n",
+  *[s(f"{p}:k", "1") for p in ("zeta", "a", "b", "users", "sess", "u1", "u2", "cart",
+                                "x" * 40, "item9", "q", "p", "abbn", "k:v", "")],
+  b"get ab:1 abbn:1 users:k nope:1\r\n", b"delete cart:k\r\n", b"delete ab:2\r\n",
+  b"stats detail dump\r\n", flags=["-D", ":"])
 
 # ---------------------------------------------------------------- more edge cases
 t("edge_exptime_overflow_truncated", s("a", "v", exptime=4294967296), b"get a\r\n",
