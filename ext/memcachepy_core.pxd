@@ -177,6 +177,7 @@ cdef enum:
     ITEM_UPDATE_INTERVAL = 60      # min seconds between LRU relinks of one item
     LARGE_LINE = 2048              # no newline within this many bytes: not a command
     WBUF_HIGH = 262144             # stop parsing input while this much output waits
+    SPARE_WBUF_MAX = 65536         # larger write buffers are freed, not kept as a spare
     RBUF_INITIAL = 16384
     SPOOL_MIN = 65536              # data blocks at least this big arrive in slab memory
     READ_CHUNK = 16384
@@ -354,6 +355,9 @@ cdef struct worker_t:
     conn_t* conns
     uint64_t nconns
     conn_t* yielded           # conns that hit -R with input left, resumed after this round
+    char* spare_rbuf          # buffers lent to whichever conn runs next (conn.pxi)
+    char* spare_wbuf
+    size_t spare_wsize
     thread_stats_t stats
     char _pad[64]
 

@@ -158,8 +158,17 @@ cdef inline rel_time_t exptime_to_rel(int32_t e) noexcept nogil:
 # ---------------------------------------------------------------- output
 
 cdef bint wbuf_grow(conn_t* c, size_t need) noexcept nogil:
-    cdef size_t nsize = c.wsize if c.wsize else 4096
+    cdef worker_t* w = <worker_t*>c.worker
+    cdef size_t nsize
     cdef char* nb
+    if c.wbuf == NULL and w.spare_wbuf != NULL:
+        # borrow the worker's spare (conn.pxi); it goes back when all is sent
+        c.wbuf = w.spare_wbuf
+        c.wsize = w.spare_wsize
+        w.spare_wbuf = NULL
+        if c.wlen + need <= c.wsize:
+            return True
+    nsize = c.wsize if c.wsize else 4096
     while nsize < c.wlen + need:
         nsize *= 2
     nb = <char*>realloc(c.wbuf, nsize)

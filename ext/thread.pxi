@@ -147,7 +147,8 @@ cdef void worker_resume_yielded(worker_t* w) noexcept nogil:
         c.yield_next = NULL
         if not c.want_write:
             conn_drive_start(c, False)
-            conn_drive(c)
+            if conn_drive(c):
+                conn_rbuf_release(c)
         c = nxt
 
 cdef void worker_loop(worker_t* w) noexcept nogil:
@@ -188,6 +189,10 @@ cdef void worker_loop(worker_t* w) noexcept nogil:
         c = w.conns
         conn_flush(c)
         conn_close_reason(c, 3)
+    free(w.spare_rbuf)
+    free(w.spare_wbuf)
+    w.spare_rbuf = NULL
+    w.spare_wbuf = NULL
 
 cdef void acceptor_loop(int nlisteners) noexcept nogil:
     global g_acceptor_epfd
