@@ -372,15 +372,19 @@ cdef class Store:
             out["outofmemory"] += lru[i].outofmemory
         return out
 
-    def keys_lru_order(self, int clsid):
-        """Keys of one class from LRU head (newest) to tail, over all shards."""
+    def keys_lru_order(self, int clsid, segment=None):
+        """Keys of one class from LRU head (newest) to tail, over all shards: of one
+        segment ("hot", "warm", "cold"), or of all three, HOT then WARM then COLD."""
         out = []
         cdef item_t* it
+        segs = {"hot": (SEG_HOT,), "warm": (SEG_WARM,), "cold": (SEG_COLD,),
+                None: (SEG_HOT, SEG_WARM, SEG_COLD)}[segment]
         for i in range(g_nshards):
-            it = g_shards[i].heads[clsid]
-            while it != NULL:
-                out.append(ITEM_key(it)[:it.nkey])
-                it = it.next
+            for seg in segs:
+                it = g_shards[i].heads[lru_idx(clsid, seg)]
+                while it != NULL:
+                    out.append(ITEM_key(it)[:it.nkey])
+                    it = it.next
         return out
 
     def clsid_for(self, size_t nkey, size_t nvalue):

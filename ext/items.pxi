@@ -11,7 +11,10 @@
 cdef enum:
     ITEM_PINNED = 64       # being copied from while a new item is allocated: never evict
     ITEM_CAS_CLIENT = 128  # CAS chosen by the client (meta E): says nothing about age;
-                           # bits 8-15 then hold the flush epoch (store.pxi, meta helpers)
+                           # bits 8-13 then hold the flush epoch (store.pxi, meta helpers)
+    ITEM_SEG_SHIFT = 14    # bits 14-15: the LRU segment the item is linked in (lru.pxi)
+    ITEM_SEG_MASK = 0xC000
+    ITEM_EPOCH_MASK = 0x3F00
 
 cdef inline char* ITEM_key(item_t* it) noexcept nogil:
     return (<char*>it) + sizeof(item_t)
@@ -46,7 +49,7 @@ cdef inline bint item_size_ok(size_t nkey, size_t nbytes, uint32_t flags=0) noex
 cdef inline uint16_t flush_epoch(uint64_t oldest_cas) noexcept nogil:
     if oldest_cas == 0:
         return 0
-    return <uint16_t>(oldest_cas % 255 + 1)
+    return <uint16_t>(oldest_cas % 63 + 1)
 
 # 0 live, 1 expired, 2 flushed. Flush wins, as in memcached.
 cdef inline int item_dead(item_t* it, rel_time_t now) noexcept nogil:
@@ -59,7 +62,7 @@ cdef inline int item_dead(item_t* it, rel_time_t now) noexcept nogil:
         if it.it_flags & ITEM_CAS_CLIENT:
             # a client-chosen CAS cannot be ordered against the flush; the
             # epoch recorded when it was set can (only the flush second matters)
-            if it.time == oldest_live + 1 and (it.it_flags >> 8) != flush_epoch(oldest_cas):
+            if it.time == oldest_live + 1 and ((it.it_flags & ITEM_EPOCH_MASK) >> 8) != flush_epoch(oldest_cas):
                 return 2
         elif oldest_cas != 0 and it.cas != 0 and it.cas < oldest_cas:
             return 2
@@ -82,7 +85,8 @@ cdef item_t* item_alloc(shard_t* shard, const char* key, size_t nkey, uint32_t f
         it = <item_t*>slabs_alloc(ntotal, id)
         if it != NULL:
             break
-        if not lru_pull_tail(shard, id, g_settings.evict_to_free):
+        # evicts unless -M (lru.pxi checks evict_to_free, as memcached)
+        if not lru_pull_tail(shard, id, True):
             break
     if it == NULL:
         shard.lru[id].outofmemory += 1

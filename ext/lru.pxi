@@ -1,32 +1,71 @@
-# lru.pxi -- LRU lists, bumps and eviction.
+# lru.pxi -- the segmented LRU (HOT, WARM, COLD), bumps and eviction.
 #
-# Each shard keeps one doubly linked list per slab class, newest at the head.
-# A hit does not relink (that would make every get a write to shared list
-# pointers); like memcached's segmented LRU it only marks the item FETCHED, and
-# on a second hit ACTIVE (and refreshes its access time). Eviction walks from
-# the tail: expired or flushed items are reclaimed first, ACTIVE items get a
-# second chance (moved to the head, ACTIVE cleared), anything else is evicted.
+# Each shard keeps three doubly linked lists per slab class, newest at the
+# head, with memcached's rules for moving between them:
+#   * a new item goes to HOT (to COLD with -o no_lru_segmented);
+#   * a hit does not relink (that would make every get a write to shared list
+#     pointers): it marks the item FETCHED, and on a second hit ACTIVE and
+#     refreshes its time; only an ACTIVE hit on a COLD item moves it, to WARM;
+#   * the tails of HOT and WARM are kept to hot_lru_pct / warm_lru_pct of the
+#     class's bytes and to hot_max_factor / warm_max_factor times the age of
+#     COLD's tail: inactive items flow down to COLD, ACTIVE ones out of HOT into
+#     WARM and round WARM again (lru_juggle);
+#   * eviction takes COLD's tail; expired or flushed items met on the way are
+#     reclaimed first.
+# memcached does the juggling in a background "LRU maintainer" thread; here
+# it runs inline, a few moves per item linked, under the shard lock the store
+# already holds, so the lists never drift far from their limits; and the
+# acceptor thread makes a pass over all shards a few times a second so that
+# HOT and WARM also age out while idle (lru_maintainer_run). The limits are
+# per shard and class.
 #
 # Caller holds the shard lock. lru_pull_tail() may also take *other* shards'
 # locks, but only with trylock, so shard locks never deadlock.
 
-cdef inline void lru_link(shard_t* s, item_t* it) noexcept nogil:
+cdef enum:
+    SEG_HOT = 0
+    SEG_WARM = 1
+    SEG_COLD = 2
+    LRU_CLASSES = 66
+    LRU_TRIES = 5          # tail items looked at per pull, as memcached
+    JUGGLE_ROUNDS = 4      # HOT+WARM pulls per item linked
+    MAINTAINER_ROUNDS = 500  # per class and pass of lru_maintainer_run, as memcached
+    SHARD_LIMIT_MIN_ITEMS = 32  # items of a class a shard needs to apply size limits alone
+
+# Age of the oldest COLD item of each class over all shards, refreshed by
+# lru_maintainer_run: HOT's and WARM's age limits follow it, as in memcached
+# (a shard's own COLD tail says little when a shard holds a few items of a class).
+cdef rel_time_t g_cold_age[LRU_CLASSES]
+
+cdef inline int item_seg(item_t* it) noexcept nogil:
+    return (it.it_flags & ITEM_SEG_MASK) >> ITEM_SEG_SHIFT
+
+cdef inline int lru_idx(int id, int seg) noexcept nogil:
+    return seg * LRU_CLASSES + id
+
+cdef inline void lru_link_seg(shard_t* s, item_t* it, int seg) noexcept nogil:
     cdef int id = it.slabs_clsid
+    cdef int x = lru_idx(id, seg)
+    it.it_flags = <uint16_t>((it.it_flags & ~ITEM_SEG_MASK) | (seg << ITEM_SEG_SHIFT))
     it.prev = NULL
-    it.next = s.heads[id]
+    it.next = s.heads[x]
     if it.next != NULL:
         it.next.prev = it
-    s.heads[id] = it
-    if s.tails[id] == NULL:
-        s.tails[id] = it
+    s.heads[x] = it
+    if s.tails[x] == NULL:
+        s.tails[x] = it
     s.lru[id].number += 1
+    s.lru[id].seg_number[seg] += 1
+    s.lru[id].seg_bytes[seg] += ITEM_ntotal(it)
 
 cdef inline void lru_unlink(shard_t* s, item_t* it) noexcept nogil:
     cdef int id = it.slabs_clsid
-    if s.heads[id] == it:
-        s.heads[id] = it.next
-    if s.tails[id] == it:
-        s.tails[id] = it.prev
+    cdef int seg = item_seg(it)
+    cdef int x = lru_idx(id, seg)
+    if s.heads[x] == it:
+        s.heads[x] = it.next
+    if s.tails[x] == it:
+        s.tails[x] = it.prev
     if it.next != NULL:
         it.next.prev = it.prev
     if it.prev != NULL:
@@ -34,74 +73,230 @@ cdef inline void lru_unlink(shard_t* s, item_t* it) noexcept nogil:
     it.next = NULL
     it.prev = NULL
     s.lru[id].number -= 1
+    s.lru[id].seg_number[seg] -= 1
+    s.lru[id].seg_bytes[seg] -= ITEM_ntotal(it)
 
-# Mark a hit, as memcached's do_item_bump does for a segmented LRU.
+# A newly stored item.
+cdef inline void lru_link(shard_t* s, item_t* it) noexcept nogil:
+    if g_settings.lru_segmented:
+        lru_link_seg(s, it, SEG_HOT)
+        lru_juggle(s, it.slabs_clsid)
+    else:
+        lru_link_seg(s, it, SEG_COLD)
+
+# An ACTIVE item in COLD goes to WARM (memcached's do_item_update).
+cdef inline void lru_cold_to_warm(shard_t* s, item_t* it) noexcept nogil:
+    it.time = current_time()
+    lru_unlink(s, it)
+    it.it_flags &= ~ITEM_ACTIVE
+    lru_link_seg(s, it, SEG_WARM)
+    s.lru[it.slabs_clsid].moves_to_warm += 1
+
+# Mark a hit, as memcached's do_item_bump does.
 cdef inline void lru_bump(shard_t* s, item_t* it) noexcept nogil:
+    cdef int seg = item_seg(it)
     if (it.it_flags & ITEM_ACTIVE) == 0:
         if (it.it_flags & ITEM_FETCHED) == 0:
             it.it_flags |= ITEM_FETCHED
         else:
             it.it_flags |= ITEM_ACTIVE
-            it.time = current_time()
+            if seg == SEG_COLD and g_settings.lru_segmented:
+                lru_cold_to_warm(s, it)
+            else:
+                it.time = current_time()
 
-# Move to the head and refresh the access time (explicit updates: add on an
-# existing key, touch).
+# An explicit update (add on an existing key, touch): refresh the time; with
+# the segmented LRU an ACTIVE item in COLD moves to WARM, without it the item
+# goes to the head at most once per ITEM_UPDATE_INTERVAL.
 cdef inline void lru_update(shard_t* s, item_t* it) noexcept nogil:
     cdef rel_time_t now = current_time()
+    if g_settings.lru_segmented:
+        if item_seg(it) == SEG_COLD and (it.it_flags & ITEM_ACTIVE):
+            lru_cold_to_warm(s, it)
+        else:
+            it.time = now
+        return
     if it.time < now - ITEM_UPDATE_INTERVAL or it.time > now:
         lru_unlink(s, it)
-        lru_link(s, it)
+        lru_link_seg(s, it, SEG_COLD)
     it.time = now
 
-# Free one item of class `id` from this shard's tail. `evict` false (-M) means
-# only expired/flushed items may go. Returns true if a chunk was freed.
-cdef bint lru_pull_tail_one(shard_t* s, int id, bint evict) noexcept nogil:
-    cdef item_t* it = s.tails[id]
+cdef inline void lru_count_eviction(shard_t* s, item_t* it, rel_time_t now) noexcept nogil:
+    cdef int id = it.slabs_clsid
+    s.lru[id].evicted += 1
+    s.lru[id].evicted_time = now - it.time
+    if it.exptime != 0:
+        s.lru[id].evicted_nonzero += 1
+    if (it.it_flags & ITEM_FETCHED) == 0:
+        s.lru[id].evicted_unfetched += 1
+    if it.it_flags & ITEM_ACTIVE:
+        s.lru[id].evicted_active += 1
+    if logger_wants(LOG_EVICTIONS):
+        log_eviction(it)
+
+# memcached's lru_pull_tail for one segment of class `id` in this shard.
+# HOT/WARM: an ACTIVE tail item is rescued (HOT -> WARM, WARM -> WARM's head);
+# an inactive one goes to COLD if the segment is over its share of
+# `total_bytes` or older than `max_age`. COLD: the tail item is evicted when
+# `evict`, else an ACTIVE one moves to WARM. Expired and flushed items met
+# at a tail are reclaimed (unless `reclaim` is false). Returns how many items
+# were removed or moved.
+cdef int lru_pull_tail_seg(shard_t* s, int id, int seg, uint64_t total_bytes, bint evict,
+                           rel_time_t max_age, bint reclaim=True,
+                           uint64_t* gbytes=NULL, bint use_limit=True) noexcept nogil:
+    cdef int x = lru_idx(id, seg)
+    cdef item_t* it = s.tails[x]
     cdef item_t* prev
-    cdef item_t* victim = NULL
     cdef rel_time_t now = current_time()
-    cdef int tries = 0
-    cdef int dead
-    while it != NULL and tries < 64:
+    cdef int tries = LRU_TRIES
+    cdef int removed = 0
+    cdef uint64_t limit = 0
+    while it != NULL and tries > 0:
+        tries -= 1
         prev = it.prev
-        tries += 1
         if it.it_flags & ITEM_PINNED:
             it = prev
             continue
-        dead = item_dead(it, now)
-        if dead:
+        if reclaim and item_dead(it, now):
             s.lru[id].reclaimed += 1
             if (it.it_flags & ITEM_FETCHED) == 0:
                 s.lru[id].expired_unfetched += 1
             do_item_unlink(s, it)
-            return True
-        if evict:
-            if it.it_flags & ITEM_ACTIVE:
-                # second chance
-                it.it_flags &= ~ITEM_ACTIVE
+            removed += 1
+            it = prev
+            continue
+        if seg == SEG_COLD:
+            if evict:
+                if g_settings.evict_to_free:
+                    lru_count_eviction(s, it, now)
+                    do_item_unlink(s, it)
+                    removed += 1
+            elif (it.it_flags & ITEM_ACTIVE) and g_settings.lru_segmented:
                 lru_unlink(s, it)
-                lru_link(s, it)
+                it.it_flags &= ~ITEM_ACTIVE
+                lru_link_seg(s, it, SEG_WARM)
+                s.lru[id].moves_to_warm += 1
+                removed += 1
+            break
+        if seg == SEG_HOT:
+            limit = total_bytes * g_settings.hot_lru_pct // 100
+        if limit == 0:
+            limit = total_bytes * g_settings.warm_lru_pct // 100
+        if it.it_flags & ITEM_ACTIVE:
+            it.it_flags &= ~ITEM_ACTIVE
+            removed += 1
+            if gbytes != NULL and seg == SEG_HOT:
+                gbytes[SEG_HOT] -= ITEM_ntotal(it)
+                gbytes[SEG_WARM] += ITEM_ntotal(it)
+            lru_unlink(s, it)
+            if seg == SEG_WARM:
                 s.lru[id].moves_within_lru += 1
-                if victim == NULL:
-                    victim = it
             else:
-                victim = it
-                break
-        it = prev
-    if evict and victim != NULL and (victim.it_flags & ITEM_PINNED) == 0:
-        s.lru[id].evicted += 1
-        s.lru[id].evicted_time = now - victim.time
-        if victim.exptime != 0:
-            s.lru[id].evicted_nonzero += 1
-        if (victim.it_flags & ITEM_FETCHED) == 0:
-            s.lru[id].evicted_unfetched += 1
-        if logger_wants(LOG_EVICTIONS):
-            log_eviction(victim)
-        if victim.it_flags & ITEM_ACTIVE:
-            s.lru[id].evicted_active += 1
-        do_item_unlink(s, victim)
-        return True
+                s.lru[id].moves_to_warm += 1
+            lru_link_seg(s, it, SEG_WARM)
+            if seg == SEG_WARM:
+                it = prev
+                continue
+            break
+        if (use_limit and (gbytes[seg] if gbytes != NULL else s.lru[id].seg_bytes[seg]) > limit) \
+                or now - it.time > max_age:
+            if gbytes != NULL:
+                gbytes[seg] -= ITEM_ntotal(it)
+                gbytes[SEG_COLD] += ITEM_ntotal(it)
+            lru_unlink(s, it)
+            lru_link_seg(s, it, SEG_COLD)
+            s.lru[id].moves_to_cold += 1
+            removed += 1
+        break
+    return removed
+
+# Keep HOT and WARM of class `id` within their limits (memcached's
+# lru_maintainer_juggle, a few rounds at a time).
+# The size limits are memcached's, over a class's bytes in all shards: the
+# maintainer passes the class-wide sizes (`gbytes`, `gtotal`); an inline juggle
+# applies them to its shard alone only once the shard holds enough items of the
+# class for its own shares to mean the same (below that, only the age limits).
+cdef void lru_juggle(shard_t* s, int id, int rounds=JUGGLE_ROUNDS, uint64_t* gbytes=NULL,
+                     uint64_t gtotal=0) noexcept nogil:
+    cdef lru_stats_t* st = &s.lru[id]
+    cdef uint64_t total = st.seg_bytes[SEG_HOT] + st.seg_bytes[SEG_WARM] + st.seg_bytes[SEG_COLD]
+    cdef bint use_limit = gbytes != NULL or st.number >= SHARD_LIMIT_MIN_ITEMS
+    cdef item_t* cold_tail = s.tails[lru_idx(id, SEG_COLD)]
+    cdef rel_time_t now = current_time()
+    cdef rel_time_t cold_age = mc_load_u32(&g_cold_age[id])
+    if cold_tail != NULL and now - cold_tail.time > cold_age:
+        cold_age = now - cold_tail.time
+    cdef rel_time_t hot_age = <rel_time_t>(cold_age * g_settings.hot_max_factor)
+    cdef rel_time_t warm_age = <rel_time_t>(cold_age * g_settings.warm_max_factor)
+    cdef int i
+    # Moves only: expired items are left for a lookup (get_expired) or the
+    # eviction pull (reclaimed) to find, as they usually are in memcached when
+    # the maintainer thread has not passed yet.
+    if gbytes != NULL:
+        total = gtotal
+    for i in range(rounds):
+        if lru_pull_tail_seg(s, id, SEG_HOT, total, False, hot_age, False, gbytes, use_limit) == 0 and \
+                lru_pull_tail_seg(s, id, SEG_WARM, total, False, warm_age, False, gbytes, use_limit) == 0:
+            break
+
+# memcached's LRU maintainer, run by the acceptor thread a few times a second:
+# HOT and WARM also age out while no new items arrive (their limits follow the
+# age of COLD's tail). A shard busy serving is skipped until the next pass.
+cdef void lru_maintainer_run() noexcept nogil:
+    cdef int i
+    cdef int id
+    cdef shard_t* s
+    cdef item_t* t
+    cdef rel_time_t now = current_time()
+    cdef rel_time_t ages[LRU_CLASSES]
+    cdef uint64_t gbytes[LRU_CLASSES][3]
+    cdef uint64_t gtotal[LRU_CLASSES]
+    cdef int k
+    if not g_settings.lru_segmented:
+        return
+    memset(ages, 0, sizeof(ages))
+    memset(gbytes, 0, sizeof(gbytes))
+    memset(gtotal, 0, sizeof(gtotal))
+    for i in range(g_nshards):
+        s = &g_shards[i]
+        pthread_mutex_lock(&s.lock)
+        for id in range(1, MAX_SLAB_CLASSES):
+            if s.lru[id].number == 0:
+                continue
+            t = s.tails[lru_idx(id, SEG_COLD)]
+            if t != NULL and now - t.time > ages[id]:
+                ages[id] = now - t.time
+            for k in range(3):
+                gbytes[id][k] += s.lru[id].seg_bytes[k]
+                gtotal[id] += s.lru[id].seg_bytes[k]
+        pthread_mutex_unlock(&s.lock)
+    for id in range(LRU_CLASSES):
+        mc_store_u32(&g_cold_age[id], ages[id])
+    for i in range(g_nshards):
+        s = &g_shards[i]
+        if pthread_mutex_trylock(&s.lock) != 0:
+            continue
+        for id in range(1, MAX_SLAB_CLASSES):
+            if s.lru[id].seg_number[SEG_HOT] or s.lru[id].seg_number[SEG_WARM]:
+                lru_juggle(s, id, MAINTAINER_ROUNDS, gbytes[id], gtotal[id])
+        pthread_mutex_unlock(&s.lock)
+
+# Free room in class `id` of this shard: evict from COLD; if COLD had nothing
+# to give, push HOT's (then WARM's) tail down to COLD and try again.
+cdef bint lru_pull_tail_one(shard_t* s, int id, bint evict) noexcept nogil:
+    cdef int round
+    for round in range(3):
+        if lru_pull_tail_seg(s, id, SEG_COLD, 0, evict, 0) > 0:
+            return True
+        if not g_settings.lru_segmented:
+            return False
+        if lru_pull_tail_seg(s, id, SEG_HOT, 0, False, 0) == 0 and \
+                lru_pull_tail_seg(s, id, SEG_WARM, 0, False, 0) == 0:
+            return False
     return False
+
+cdef inline bint lru_has_items(shard_t* s, int id) noexcept nogil:
+    return s.lru[id].number != 0
 
 # Free a chunk of class `id`, from this shard if it has any, else from another
 # shard whose lock is free right now.
@@ -110,7 +305,7 @@ cdef bint lru_pull_tail(shard_t* s, int id, bint evict) noexcept nogil:
     cdef int start
     cdef shard_t* o
     cdef bint ok
-    if s.tails[id] != NULL and lru_pull_tail_one(s, id, evict):
+    if lru_has_items(s, id) and lru_pull_tail_one(s, id, evict):
         return True
     start = <int>((<size_t>(s - g_shards) + 1) % <size_t>g_nshards)
     for i in range(g_nshards):
@@ -119,7 +314,7 @@ cdef bint lru_pull_tail(shard_t* s, int id, bint evict) noexcept nogil:
             continue
         if pthread_mutex_trylock(&o.lock) != 0:
             continue
-        ok = o.tails[id] != NULL and lru_pull_tail_one(o, id, evict)
+        ok = lru_has_items(o, id) and lru_pull_tail_one(o, id, evict)
         pthread_mutex_unlock(&o.lock)
         if ok:
             return True

@@ -240,17 +240,22 @@ cdef struct lru_stats_t:
     uint64_t evicted_unfetched
     uint64_t evicted_active
     uint64_t moves_within_lru
+    uint64_t moves_to_cold
+    uint64_t moves_to_warm
+    uint64_t seg_number[3]    # items in HOT, WARM, COLD (lru.pxi)
+    uint64_t seg_bytes[3]     # their sizes, for the HOT/WARM limits
 
 # ---------------------------------------------------------------- shards
-# A shard owns a slice of the key space: its hash table, its LRU lists (one per
-# slab class) and the counters that change with them, all under one mutex.
+# A shard owns a slice of the key space: its hash table, its LRU lists (HOT,
+# WARM and COLD per slab class) and the counters that change with them, all
+# under one mutex.
 cdef struct shard_t:
     pthread_mutex_t lock
     item_t** buckets
     uint32_t hashpower
     uint64_t hash_items
-    item_t* heads[66]
-    item_t* tails[66]
+    item_t* heads[198]        # per segment and class: [seg * LRU_CLASSES + clsid]
+    item_t* tails[198]
     lru_stats_t lru[66]
     uint64_t curr_items
     uint64_t total_items
@@ -268,6 +273,7 @@ cdef struct slab_thread_stats_t:
     uint64_t cas_hits
     uint64_t cas_badval
     uint64_t touch_hits
+    uint64_t lru_hits[3]      # hits to items in HOT, WARM, COLD (hits_to_*)
 
 cdef struct thread_stats_t:
     uint64_t get_cmds

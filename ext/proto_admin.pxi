@@ -166,6 +166,7 @@ cdef inline char* uri_encode(const char* key, size_t n, char* out) noexcept nogi
 cdef int lru_crawler_walk(conn_t* c, bint* sel, int mode, int start) noexcept nogil:
     cdef int i
     cdef int id
+    cdef int seg
     cdef item_t* it
     cdef item_t* nxt
     cdef rel_time_t now = current_time()
@@ -179,8 +180,16 @@ cdef int lru_crawler_walk(conn_t* c, bint* sel, int mode, int start) noexcept no
         for id in range(1, MAX_SLAB_CLASSES):
             if not sel[id]:
                 continue
-            it = g_shards[i].heads[id]
-            while it != NULL:
+            it = g_shards[i].heads[lru_idx(id, SEG_HOT)]
+            seg = SEG_HOT
+            while True:
+                if it == NULL:
+                    # HOT, then WARM, then COLD
+                    seg += 1
+                    if seg > SEG_COLD:
+                        break
+                    it = g_shards[i].heads[lru_idx(id, seg)]
+                    continue
                 nxt = it.next
                 if item_dead(it, now):
                     g_shards[i].lru[id].reclaimed += 1

@@ -129,11 +129,11 @@ cdef bint rebal_clear_chunk(item_t* it, int id) noexcept nogil:
         if nw.prev != NULL:
             nw.prev.next = nw
         else:
-            s.heads[id] = nw
+            s.heads[lru_idx(id, item_seg(nw))] = nw
         if nw.next != NULL:
             nw.next.prev = nw
         else:
-            s.tails[id] = nw
+            s.tails[lru_idx(id, item_seg(nw))] = nw
         slabs_free(it, ntotal, id)
         g_rebal_rescues += 1
     else:

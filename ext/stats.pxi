@@ -188,6 +188,8 @@ cdef void stats_reset() noexcept nogil:
             g_shards[i].lru[j].evicted_unfetched = 0
             g_shards[i].lru[j].evicted_active = 0
             g_shards[i].lru[j].moves_within_lru = 0
+            g_shards[i].lru[j].moves_to_cold = 0
+            g_shards[i].lru[j].moves_to_warm = 0
         pthread_mutex_unlock(&g_shards[i].lock)
     mc_store_u64(&g_total_conns, 0)
     mc_store_u64(&g_rejected_conns, 0)
@@ -198,6 +200,7 @@ cdef void stats_reset() noexcept nogil:
 cdef void lru_stats_aggregate(lru_stats_t* out, uint64_t* hash_buckets) noexcept nogil:
     cdef int i
     cdef int j
+    cdef int k
     memset(out, 0, sizeof(lru_stats_t) * MAX_SLAB_CLASSES)
     hash_buckets[0] = 0
     for i in range(g_nshards):
@@ -215,6 +218,11 @@ cdef void lru_stats_aggregate(lru_stats_t* out, uint64_t* hash_buckets) noexcept
             out[j].evicted_unfetched += g_shards[i].lru[j].evicted_unfetched
             out[j].evicted_active += g_shards[i].lru[j].evicted_active
             out[j].moves_within_lru += g_shards[i].lru[j].moves_within_lru
+            out[j].moves_to_cold += g_shards[i].lru[j].moves_to_cold
+            out[j].moves_to_warm += g_shards[i].lru[j].moves_to_warm
+            for k in range(3):
+                out[j].seg_number[k] += g_shards[i].lru[j].seg_number[k]
+                out[j].seg_bytes[k] += g_shards[i].lru[j].seg_bytes[k]
         pthread_mutex_unlock(&g_shards[i].lock)
 
 cdef inline void append_rusage(conn_t* c, const char* name, timeval* tv) noexcept nogil:
@@ -244,6 +252,8 @@ cdef void stats_general(conn_t* c) noexcept nogil:
     cdef uint64_t evicted_unfetched = 0
     cdef uint64_t evicted_active = 0
     cdef uint64_t moves_within_lru = 0
+    cdef uint64_t moves_to_cold = 0
+    cdef uint64_t moves_to_warm = 0
     cdef uint64_t hp = 0
     cdef int i
     cdef rel_time_t now = current_time()
@@ -266,6 +276,8 @@ cdef void stats_general(conn_t* c) noexcept nogil:
         evicted_unfetched += lru[i].evicted_unfetched
         evicted_active += lru[i].evicted_active
         moves_within_lru += lru[i].moves_within_lru
+        moves_to_cold += lru[i].moves_to_cold
+        moves_to_warm += lru[i].moves_to_warm
     while (<uint64_t>1 << (hp + 1)) <= hash_buckets:
         hp += 1
     append_stat_u64(c, b"pid", <uint64_t>getpid())
@@ -357,8 +369,8 @@ cdef void stats_general(conn_t* c) noexcept nogil:
     append_stat_u64(c, b"crawler_reclaimed", 0)
     append_stat_u64(c, b"crawler_items_checked", 0)
     append_stat_u64(c, b"lrutail_reflocked", 0)
-    append_stat_u64(c, b"moves_to_cold", 0)
-    append_stat_u64(c, b"moves_to_warm", 0)
+    append_stat_u64(c, b"moves_to_cold", moves_to_cold)
+    append_stat_u64(c, b"moves_to_warm", moves_to_warm)
     append_stat_u64(c, b"moves_within_lru", moves_within_lru)
     append_stat_u64(c, b"direct_reclaims", 0)
     append_stat_u64(c, b"lru_bumps_dropped", 0)
@@ -394,36 +406,43 @@ cdef void stats_settings(conn_t* c) noexcept nogil:
 
 cdef void stats_items(conn_t* c) noexcept nogil:
     cdef lru_stats_t lru[MAX_SLAB_CLASSES]
+    cdef thread_stats_t ts
     cdef uint64_t hb
     cdef uint64_t requested
     cdef int i
     cdef rel_time_t now = current_time()
-    cdef rel_time_t age
+    cdef rel_time_t ages[3]
     cdef shard_t* s
+    cdef item_t* t
     cdef int j
+    cdef int k
     lru_stats_aggregate(lru, &hb)
+    threadlocal_stats_aggregate(&ts)
     for i in range(1, MAX_SLAB_CLASSES):
         if lru[i].number == 0 and lru[i].evicted == 0 and lru[i].outofmemory == 0:
             continue
         if lru[i].number == 0:
             continue
-        age = 0
+        # the oldest tail of each segment over all shards
+        ages[0] = ages[1] = ages[2] = 0
         for j in range(g_nshards):
             s = &g_shards[j]
             pthread_mutex_lock(&s.lock)
-            if s.tails[i] != NULL and now - s.tails[i].time > age:
-                age = now - s.tails[i].time
+            for k in range(3):
+                t = s.tails[lru_idx(i, k)]
+                if t != NULL and now - t.time > ages[k]:
+                    ages[k] = now - t.time
             pthread_mutex_unlock(&s.lock)
         pthread_mutex_lock(&g_slabs_lock)
         requested = g_slabclass[i].requested
         pthread_mutex_unlock(&g_slabs_lock)
         append_stat_pfx(c, b"items", i, b"number", lru[i].number)
-        append_stat_pfx(c, b"items", i, b"number_hot", 0)
-        append_stat_pfx(c, b"items", i, b"number_warm", 0)
-        append_stat_pfx(c, b"items", i, b"number_cold", lru[i].number)
-        append_stat_pfx(c, b"items", i, b"age_hot", 0)
-        append_stat_pfx(c, b"items", i, b"age_warm", 0)
-        append_stat_pfx(c, b"items", i, b"age", age)
+        append_stat_pfx(c, b"items", i, b"number_hot", lru[i].seg_number[SEG_HOT])
+        append_stat_pfx(c, b"items", i, b"number_warm", lru[i].seg_number[SEG_WARM])
+        append_stat_pfx(c, b"items", i, b"number_cold", lru[i].seg_number[SEG_COLD])
+        append_stat_pfx(c, b"items", i, b"age_hot", ages[SEG_HOT])
+        append_stat_pfx(c, b"items", i, b"age_warm", ages[SEG_WARM])
+        append_stat_pfx(c, b"items", i, b"age", ages[SEG_COLD])
         append_stat_pfx(c, b"items", i, b"mem_requested", requested)
         append_stat_pfx(c, b"items", i, b"evicted", lru[i].evicted)
         append_stat_pfx(c, b"items", i, b"evicted_nonzero", lru[i].evicted_nonzero)
@@ -437,13 +456,13 @@ cdef void stats_items(conn_t* c) noexcept nogil:
         append_stat_pfx(c, b"items", i, b"crawler_reclaimed", 0)
         append_stat_pfx(c, b"items", i, b"crawler_items_checked", 0)
         append_stat_pfx(c, b"items", i, b"lrutail_reflocked", 0)
-        append_stat_pfx(c, b"items", i, b"moves_to_cold", 0)
-        append_stat_pfx(c, b"items", i, b"moves_to_warm", 0)
+        append_stat_pfx(c, b"items", i, b"moves_to_cold", lru[i].moves_to_cold)
+        append_stat_pfx(c, b"items", i, b"moves_to_warm", lru[i].moves_to_warm)
         append_stat_pfx(c, b"items", i, b"moves_within_lru", lru[i].moves_within_lru)
         append_stat_pfx(c, b"items", i, b"direct_reclaims", 0)
-        append_stat_pfx(c, b"items", i, b"hits_to_hot", 0)
-        append_stat_pfx(c, b"items", i, b"hits_to_warm", 0)
-        append_stat_pfx(c, b"items", i, b"hits_to_cold", 0)
+        append_stat_pfx(c, b"items", i, b"hits_to_hot", ts.slab[i].lru_hits[SEG_HOT])
+        append_stat_pfx(c, b"items", i, b"hits_to_warm", ts.slab[i].lru_hits[SEG_WARM])
+        append_stat_pfx(c, b"items", i, b"hits_to_cold", ts.slab[i].lru_hits[SEG_COLD])
         append_stat_pfx(c, b"items", i, b"hits_to_temp", 0)
 
 cdef void stats_slabs(conn_t* c) noexcept nogil:
@@ -549,7 +568,7 @@ cdef void stats_cachedump(conn_t* c, uint32_t id, uint32_t limit) noexcept nogil
     cdef size_t written = 0
     for i in range(g_nshards):
         pthread_mutex_lock(&g_shards[i].lock)
-        it = g_shards[i].heads[id]
+        it = g_shards[i].heads[lru_idx(id, SEG_COLD)]     # COLD only, as memcached
         while it != NULL and (limit == 0 or shown < limit):
             exp = 0
             if it.exptime != 0:

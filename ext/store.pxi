@@ -138,6 +138,7 @@ cdef item_t* do_item_get(shard_t* s, const char* key, size_t nkey, uint32_t hv,
     if MC_UNLIKELY(logger_wants(LOG_FETCHERS)):
         log_item_get(key, nkey, 1, it)
     if bump:
+        sinc(&st.slab[it.slabs_clsid].lru_hits[item_seg(it)])
         lru_bump(s, it)
     return it
 
@@ -337,9 +338,9 @@ cdef void store_totals(uint64_t* curr_items, uint64_t* total_items, uint64_t* by
 # the flush epoch current when the CAS was set instead (items.pxi item_dead).
 cdef inline void item_set_client_cas(item_t* it, uint64_t cas) noexcept nogil:
     it.cas = cas
-    it.it_flags = <uint16_t>((it.it_flags & 0xFF) | ITEM_CAS_CLIENT
+    it.it_flags = <uint16_t>((it.it_flags & (0xFF | ITEM_SEG_MASK)) | ITEM_CAS_CLIENT
                              | (flush_epoch(mc_load_u64(&g_settings.oldest_cas)) << 8))
 
 # The item got a server CAS again (in-place incr, md I): ordinary flush rules.
 cdef inline void item_clear_client_cas(item_t* it) noexcept nogil:
-    it.it_flags = <uint16_t>(it.it_flags & 0xFF & ~ITEM_CAS_CLIENT)
+    it.it_flags = <uint16_t>(it.it_flags & (0xFF | ITEM_SEG_MASK) & ~ITEM_CAS_CLIENT)

@@ -112,6 +112,10 @@ def check_invariants():
     cdef uint64_t b
     cdef uint64_t nhash
     cdef uint64_t nlru
+    cdef uint64_t nseg
+    cdef uint64_t bseg
+    cdef uint64_t seg_total
+    cdef int seg
     cdef uint64_t total_items = 0
     cdef uint64_t nbytes
     cdef uint64_t used = 0
@@ -151,18 +155,32 @@ def check_invariants():
                 raise AssertionError(f"shard {i}: bytes {g_shards[i].bytes} but items hold {nbytes}")
             nlru = 0
             for j in range(MAX_SLAB_CLASSES):
-                it = g_shards[i].heads[j]
-                prev = NULL
-                while it != NULL:
-                    if it.prev != prev:
-                        raise AssertionError(f"shard {i} class {j}: broken LRU back link")
-                    if it.slabs_clsid != j:
-                        raise AssertionError(f"shard {i} class {j}: item of class {it.slabs_clsid} on this LRU")
-                    nlru += 1
-                    prev = it
-                    it = it.next
-                if g_shards[i].tails[j] != prev:
-                    raise AssertionError(f"shard {i} class {j}: tail is not the last item")
+                seg_total = 0
+                for seg in range(3):
+                    it = g_shards[i].heads[lru_idx(j, seg)]
+                    prev = NULL
+                    nseg = 0
+                    bseg = 0
+                    while it != NULL:
+                        if it.prev != prev:
+                            raise AssertionError(f"shard {i} class {j}: broken LRU back link")
+                        if it.slabs_clsid != j:
+                            raise AssertionError(f"shard {i} class {j}: item of class {it.slabs_clsid} on this LRU")
+                        if item_seg(it) != seg:
+                            raise AssertionError(f"shard {i} class {j}: item of segment {item_seg(it)} on segment {seg}")
+                        nlru += 1
+                        nseg += 1
+                        bseg += ITEM_ntotal(it)
+                        prev = it
+                        it = it.next
+                    if g_shards[i].tails[lru_idx(j, seg)] != prev:
+                        raise AssertionError(f"shard {i} class {j}: tail is not the last item")
+                    if nseg != g_shards[i].lru[j].seg_number[seg] or bseg != g_shards[i].lru[j].seg_bytes[seg]:
+                        raise AssertionError(f"shard {i} class {j} segment {seg}: {nseg} items of {bseg} bytes, "
+                                             f"counted {g_shards[i].lru[j].seg_number[seg]} of {g_shards[i].lru[j].seg_bytes[seg]}")
+                    seg_total += nseg
+                if seg_total != g_shards[i].lru[j].number:
+                    raise AssertionError(f"shard {i} class {j}: {seg_total} items on LRUs, number {g_shards[i].lru[j].number}")
             if nlru != nhash:
                 raise AssertionError(f"shard {i}: {nlru} items on LRUs, {nhash} in the hash table")
             total_items += nhash

@@ -221,6 +221,7 @@ cdef void acceptor_loop(int nlisteners) noexcept nogil:
         # watchers are fed every 20 ms; otherwise wake 4 times a second for the clock
         n = epoll_wait(epfd, events, 16, 20 if mc_load_int(&g_nwatchers) else 250)
         clock_tick()
+        lru_maintainer_run()
         if mc_load_int(&g_rebal_signal) == 1:
             slabs_rebalance_run()
         if current_time() != last_automove:

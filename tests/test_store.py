@@ -91,7 +91,7 @@ def test_memory_limit_is_honoured_and_lru_evicts(store_factory):
 
 
 def test_eviction_order_is_lru_with_second_chance(store_factory):
-    # one shard: a single LRU per class, so the order is exact
+    # one shard: one HOT/WARM/COLD set per class, so the order is exact
     st = store_factory(maxbytes=2 * 1024 * 1024, item_size_max=512 * 1024, nshards=1)
     value = b"v" * 900
     cls = st.clsid_for(len(b"k00000"), len(value))
@@ -203,3 +203,86 @@ def test_hash_tables_grow(store_factory):
     assert c["curr_items"] == 200000
     assert c["hash_buckets"] > before
     assert all(st.get(b"g%d" % i) is not None for i in range(0, 200000, 997))
+
+
+# ---------------------------------------------------------------- segmented LRU
+# memcached's HOT/WARM/COLD flow (lru.pxi): new items enter HOT, which keeps to
+# hot_lru_pct of the class's bytes; inactive items flow to COLD, where eviction
+# happens; an item hit twice while in COLD moves to WARM and is out of the
+# eviction path until it goes cold again.
+
+def item_counts(st, cls):
+    return {seg: len(st.keys_lru_order(cls, seg)) for seg in ("hot", "warm", "cold")}
+
+
+def test_new_items_enter_hot_and_flow_to_cold(store_factory):
+    st = store_factory(maxbytes=64 * 1024 * 1024, nshards=1)
+    value = b"v" * 100
+    cls = st.clsid_for(len(b"k0000"), len(value))
+    st.set(b"k0000", value)
+    assert st.keys_lru_order(cls, "hot") == [b"k0000"]
+    st.advance_clock(2)
+    st.set(b"k0001", value)        # older than HOT's age limit (COLD is empty: 0 s)
+    assert st.keys_lru_order(cls, "hot") == [b"k0001"]
+    assert st.keys_lru_order(cls, "cold") == [b"k0000"]
+    for i in range(2, 1000):
+        st.set(b"k%04d" % i, value)
+    n = item_counts(st, cls)
+    assert sum(n.values()) == 1000
+    assert 150 <= n["hot"] <= 200, n                 # HOT holds its 20 %, no more
+    assert n["warm"] == 0, n                         # nothing was read
+    assert st.keys_lru_order(cls, "hot")[0] == b"k0999"   # newest at HOT's head
+    assert st.keys_lru_order(cls, "cold")[-1] == b"k0000"  # oldest at COLD's tail
+    core.check_invariants()
+
+
+def test_hot_items_age_out_of_hot(store_factory):
+    st = store_factory(maxbytes=64 * 1024 * 1024, nshards=1)
+    value = b"v" * 100
+    cls = st.clsid_for(len(b"a0000"), len(value))
+    for i in range(100):
+        st.set(b"a%04d" % i, value)
+    st.advance_clock(10)
+    st.set(b"b0000", value)                          # the next link juggles
+    hot = st.keys_lru_order(cls, "hot")
+    # older than hot_max_factor x the age of COLD's tail: moved, a few per link
+    assert len(hot) < 20 and hot[0] == b"b0000", hot
+
+
+def test_active_cold_item_moves_to_warm_and_survives_a_scan(store_factory):
+    st = store_factory(maxbytes=2 * 1024 * 1024, item_size_max=512 * 1024, nshards=1)
+    value = b"v" * 900
+    cls = st.clsid_for(len(b"k00000"), len(value))
+    n = 0
+    while st.counters()["evictions"] == 0:           # fill to the first eviction
+        st.set(b"k%05d" % n, value)
+        n += 1
+    cold = st.keys_lru_order(cls, "cold")
+    keep = cold[len(cold) // 4::40]                  # some COLD items, not at the tail
+    assert len(keep) >= 10
+    before = st.counters()
+    for k in keep:
+        assert st.get(k) is not None                 # FETCHED
+        assert st.get(k) is not None                 # ACTIVE: COLD -> WARM
+    assert sorted(st.keys_lru_order(cls, "warm")) == sorted(keep)
+    # a scan of new keys twice the cache size: everything unread is evicted
+    for i in range(n, n + 2 * n):
+        st.set(b"k%05d" % i, value)
+    after = st.counters()
+    assert after["evictions"] - before["evictions"] > n
+    for k in keep:
+        assert st.get(k, bump=False) is not None, k
+    assert [k for k in cold if k not in keep and st.get(k, bump=False) is not None] == []
+    core.check_invariants()
+
+
+def test_flat_lru_without_segments(store_factory):
+    st = store_factory(maxbytes=64 * 1024 * 1024, nshards=1, extended={"no_lru_segmented": ""})
+    value = b"v" * 100
+    cls = st.clsid_for(len(b"k0000"), len(value))
+    for i in range(100):
+        st.set(b"k%04d" % i, value)
+        st.get(b"k%04d" % i)
+        st.get(b"k%04d" % i)
+    n = item_counts(st, cls)
+    assert n == {"hot": 0, "warm": 0, "cold": 100}, n
