@@ -198,6 +198,7 @@ cdef void acceptor_loop(int nlisteners) noexcept nogil:
     global g_acceptor_epfd
     cdef int epfd = epoll_create1(EPOLL_CLOEXEC)
     cdef rel_time_t last_automove = current_time()
+    cdef rel_time_t last_maintainer = current_time()
     cdef char drain[256]
     cdef epoll_event ev
     cdef epoll_event events[16]
@@ -221,7 +222,11 @@ cdef void acceptor_loop(int nlisteners) noexcept nogil:
         # watchers are fed every 20 ms; otherwise wake 4 times a second for the clock
         n = epoll_wait(epfd, events, 16, 20 if mc_load_int(&g_nwatchers) else 250)
         clock_tick()
-        lru_maintainer_run()
+        # the LRU maintainer pass: on every quiet wake-up (4 a second), and at
+        # most once a second while connections keep the acceptor busy
+        if n == 0 or current_time() != last_maintainer:
+            last_maintainer = current_time()
+            lru_maintainer_run()
         if mc_load_int(&g_rebal_signal) == 1:
             slabs_rebalance_run()
         if current_time() != last_automove:
