@@ -86,7 +86,7 @@ cdef item_t* item_alloc(shard_t* shard, const char* key, size_t nkey, uint32_t f
         if it != NULL:
             break
         # evicts unless -M (lru.pxi checks evict_to_free, as memcached)
-        if not lru_pull_tail(shard, id, True):
+        if not lru_pull_tail(shard, id):
             break
     if it == NULL:
         shard.lru[id].outofmemory += 1

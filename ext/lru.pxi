@@ -137,11 +137,10 @@ cdef inline void lru_count_eviction(shard_t* s, item_t* it, rel_time_t now) noex
 # memcached's lru_pull_tail for one segment of class `id` in this shard.
 # HOT/WARM: an ACTIVE tail item is rescued (HOT -> WARM, WARM -> WARM's head);
 # an inactive one goes to COLD if the segment is over its share of
-# `total_bytes` or older than `max_age`. COLD: the tail item is evicted when
-# `evict`, else an ACTIVE one moves to WARM. Expired and flushed items met
-# at a tail are reclaimed (unless `reclaim` is false). Returns how many items
-# were removed or moved.
-cdef int lru_pull_tail_seg(shard_t* s, int id, int seg, uint64_t total_bytes, bint evict,
+# `total_bytes` or older than `max_age`. COLD: the tail item is evicted
+# (unless -M). Expired and flushed items met at a tail are reclaimed (unless
+# `reclaim` is false). Returns how many items were removed or moved.
+cdef int lru_pull_tail_seg(shard_t* s, int id, int seg, uint64_t total_bytes,
                            rel_time_t max_age, bint reclaim=True,
                            uint64_t* gbytes=NULL, bint use_limit=True) noexcept nogil:
     cdef int x = lru_idx(id, seg)
@@ -166,16 +165,9 @@ cdef int lru_pull_tail_seg(shard_t* s, int id, int seg, uint64_t total_bytes, bi
             it = prev
             continue
         if seg == SEG_COLD:
-            if evict:
-                if g_settings.evict_to_free:
-                    lru_count_eviction(s, it, now)
-                    do_item_unlink(s, it)
-                    removed += 1
-            elif (it.it_flags & ITEM_ACTIVE) and g_settings.lru_segmented:
-                lru_unlink(s, it)
-                it.it_flags &= ~ITEM_ACTIVE
-                lru_link_seg(s, it, SEG_WARM)
-                s.lru[id].moves_to_warm += 1
+            if g_settings.evict_to_free:
+                lru_count_eviction(s, it, now)
+                do_item_unlink(s, it)
                 removed += 1
             break
         if seg == SEG_HOT:
@@ -235,8 +227,8 @@ cdef void lru_juggle(shard_t* s, int id, int rounds=JUGGLE_ROUNDS, uint64_t* gby
     if gbytes != NULL:
         total = gtotal
     for i in range(rounds):
-        if lru_pull_tail_seg(s, id, SEG_HOT, total, False, hot_age, False, gbytes, use_limit) == 0 and \
-                lru_pull_tail_seg(s, id, SEG_WARM, total, False, warm_age, False, gbytes, use_limit) == 0:
+        if lru_pull_tail_seg(s, id, SEG_HOT, total, hot_age, False, gbytes, use_limit) == 0 and \
+                lru_pull_tail_seg(s, id, SEG_WARM, total, warm_age, False, gbytes, use_limit) == 0:
             break
 
 # memcached's LRU maintainer, run by the acceptor thread a few times a second:
@@ -283,15 +275,15 @@ cdef void lru_maintainer_run() noexcept nogil:
 
 # Free room in class `id` of this shard: evict from COLD; if COLD had nothing
 # to give, push HOT's (then WARM's) tail down to COLD and try again.
-cdef bint lru_pull_tail_one(shard_t* s, int id, bint evict) noexcept nogil:
+cdef bint lru_pull_tail_one(shard_t* s, int id) noexcept nogil:
     cdef int round
     for round in range(3):
-        if lru_pull_tail_seg(s, id, SEG_COLD, 0, evict, 0) > 0:
+        if lru_pull_tail_seg(s, id, SEG_COLD, 0, 0) > 0:
             return True
         if not g_settings.lru_segmented:
             return False
-        if lru_pull_tail_seg(s, id, SEG_HOT, 0, False, 0) == 0 and \
-                lru_pull_tail_seg(s, id, SEG_WARM, 0, False, 0) == 0:
+        if lru_pull_tail_seg(s, id, SEG_HOT, 0, 0) == 0 and \
+                lru_pull_tail_seg(s, id, SEG_WARM, 0, 0) == 0:
             return False
     return False
 
@@ -300,12 +292,12 @@ cdef inline bint lru_has_items(shard_t* s, int id) noexcept nogil:
 
 # Free a chunk of class `id`, from this shard if it has any, else from another
 # shard whose lock is free right now.
-cdef bint lru_pull_tail(shard_t* s, int id, bint evict) noexcept nogil:
+cdef bint lru_pull_tail(shard_t* s, int id) noexcept nogil:
     cdef int i
     cdef int start
     cdef shard_t* o
     cdef bint ok
-    if lru_has_items(s, id) and lru_pull_tail_one(s, id, evict):
+    if lru_has_items(s, id) and lru_pull_tail_one(s, id):
         return True
     start = <int>((<size_t>(s - g_shards) + 1) % <size_t>g_nshards)
     for i in range(g_nshards):
@@ -314,7 +306,7 @@ cdef bint lru_pull_tail(shard_t* s, int id, bint evict) noexcept nogil:
             continue
         if pthread_mutex_trylock(&o.lock) != 0:
             continue
-        ok = lru_has_items(o, id) and lru_pull_tail_one(o, id, evict)
+        ok = lru_has_items(o, id) and lru_pull_tail_one(o, id)
         pthread_mutex_unlock(&o.lock)
         if ok:
             return True

@@ -198,6 +198,16 @@ def test_no_core_leaks_under_lsan(start_daemon, monkeypatch, tmp_path) -> None:
     assert rc == 0, report[-3000:]
 
 
+def open_conns(d: Daemon, payloads) -> list[socket.socket]:
+    """One connection per payload, each sent its payload and left open."""
+    socks = []
+    for payload in payloads:
+        s = socket.create_connection(d.addr, timeout=10)
+        socks.append(s)
+        s.sendall(payload)
+    return socks
+
+
 @rss_test
 @pytest.mark.timeout(60)
 def test_rss_with_many_half_sent_large_values(start_daemon) -> None:
@@ -208,10 +218,8 @@ def test_rss_with_many_half_sent_large_values(start_daemon) -> None:
     base = rss_mb(d.proc.pid)
     socks = []
     try:
-        for i in range(200):
-            s = socket.create_connection(d.addr, timeout=10)
-            s.sendall(b"set part%d 0 0 1000000\r\n" % i + b"x" * 900_000)
-            socks.append(s)
+        socks = open_conns(d, (b"set part%d 0 0 1000000\r\n" % i + b"x" * 900_000
+                               for i in range(200)))
         time.sleep(1.5)
         after = rss_mb(d.proc.pid)
         print(f"RSS {base:.0f} MB idle, {after:.0f} MB with 200 half-sent 1 MB values at -m 64")
@@ -234,10 +242,7 @@ def test_idle_connections_hold_no_buffers(start_daemon, kind: str) -> None:
     base = rss_mb(d.proc.pid)
     socks = []
     try:
-        for _ in range(1500):
-            s = socket.create_connection(d.addr, timeout=10)
-            s.sendall(b"get k\r\n")
-            socks.append(s)
+        socks = open_conns(d, [b"get k\r\n"] * 1500)
         for s in socks:
             assert s.recv(16) == b"END\r\n"
         time.sleep(0.3)
