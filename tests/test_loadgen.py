@@ -287,7 +287,11 @@ def test_compare_script_smoke(tmp_path: Path) -> None:
 
 
 class SlowServer:
-    """Answers every `get` with a miss after a fixed delay: a known latency to measure."""
+    """Answers every `get` with a miss after a fixed delay: a known latency to measure.
+
+    close() wakes and joins every thread before it closes a descriptor: a thread still
+    blocked in accept() on a closed fd number can pick up the next socket that reuses the
+    number (a later test's HTTP listener once lost a request to this server that way)."""
 
     def __init__(self, delay: float) -> None:
         import threading
@@ -297,17 +301,25 @@ class SlowServer:
         self.sock.listen(64)
         self.port = self.sock.getsockname()[1]
         self.conns: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
+        self.threads: list[threading.Thread] = []
+        self.stopping = False
+        self.acceptor = threading.Thread(target=self._accept, daemon=True)
+        self.acceptor.start()
 
     def _accept(self) -> None:
         import threading
-        while True:
+        while not self.stopping:
             try:
                 c, _ = self.sock.accept()
             except OSError:
                 return
+            if self.stopping:
+                c.close()
+                return
             self.conns.append(c)
-            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+            t = threading.Thread(target=self._serve, args=(c,), daemon=True)
+            self.threads.append(t)
+            t.start()
 
     def _serve(self, c: socket.socket) -> None:
         buf = b""
@@ -326,6 +338,17 @@ class SlowServer:
             return
 
     def close(self) -> None:
+        self.stopping = True
+        # shutdown() wakes a blocked accept()/recv() on Linux; only then are the fds closed
+        for s in [self.sock, *self.conns]:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self.acceptor.join(5)
+        for t in self.threads:
+            t.join(5)
+        assert not self.acceptor.is_alive()
         self.sock.close()
         for c in self.conns:
             c.close()
