@@ -43,14 +43,33 @@ def rss_kb(pid: int) -> int:
     raise RuntimeError("no VmRSS")
 
 
-def socket_fds(pid: int) -> int:
-    n = 0
+def socket_inodes(pid: int) -> set[str]:
+    """Inodes of the sockets the process holds open (from /proc/PID/fd)."""
+    inodes = set()
     for fd in os.listdir(f"/proc/{pid}/fd"):
         try:
-            n += os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
         except OSError:
-            pass
-    return n
+            continue
+        if link.startswith("socket:["):
+            inodes.add(link[8:-1])
+    return inodes
+
+
+TCP_STATES = {"01": "ESTABLISHED", "06": "TIME_WAIT", "07": "CLOSE", "08": "CLOSE_WAIT",
+              "09": "LAST_ACK", "0A": "LISTEN", "0B": "CLOSING"}
+
+
+def kernel_states(inodes: set[str]) -> dict[str, tuple[str, int]]:
+    """The kernel's view of each socket: (TCP state, bytes waiting in its receive queue).
+    A socket reset by its peer is unhashed, so it is absent from /proc/net/tcp: "GONE"."""
+    table = {}
+    for path in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(path) as f:
+            for line in f.readlines()[1:]:
+                x = line.split()
+                table[x[9]] = (TCP_STATES.get(x[3], x[3]), int(x[4].split(":")[1], 16))
+    return {i: table.get(i, ("GONE", 0)) for i in inodes}
 
 
 def stat(d: Daemon, name: str, conn: Conn | None = None) -> int:
@@ -130,7 +149,7 @@ def test_connect_close_storm(kind: str, start_daemon) -> None:
     d = start_daemon(kind, "-t", "4")
     watcher = Conn(d.addr)     # one conn for every stats read, so it is in the baseline
     base = stat(d, "curr_connections", watcher)
-    base_fds = socket_fds(d.proc.pid)
+    base_inodes = socket_inodes(d.proc.pid)
     linger_rst = struct.pack("ii", 1, 0)
 
     def storm(seed: int) -> None:
@@ -154,19 +173,32 @@ def test_connect_close_storm(kind: str, start_daemon) -> None:
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and stat(d, "curr_connections", watcher) != base:
         time.sleep(0.1)
+    # The daemon answers for every socket the kernel has news on: a FIN (CLOSE_WAIT), an
+    # RST (unhashed: GONE) or unread bytes. A socket the kernel still shows ESTABLISHED
+    # with nothing to read is not the daemon's to close: under accept-queue overflow the
+    # kernel can drop a client's final ACK, complete the handshake later from a retransmit
+    # and lose the client's FIN to backoff, and then neither side says anything for a long
+    # time. On the 2-CPU CI machine real memcached 1.6.18 once still counted 189 storm
+    # conns open 20 s later and memcachepy 6; such sockets are reported, not failed.
     curr = stat(d, "curr_connections", watcher)
+    extra = kernel_states(socket_inodes(d.proc.pid) - base_inodes)
+    curr_again = stat(d, "curr_connections", watcher)
     total = stat(d, "total_connections", watcher)
     # connections the kernel dropped from a full accept queue never reach the daemon
     assert total >= 1200, total
+    silent = [i for i, (state, rx) in extra.items() if state == "ESTABLISHED" and rx == 0]
+    print(f"{kind}: {curr - base} storm conns still open after the wait, "
+          f"{len(silent)} of them with no FIN, RST or data from the kernel")
     if kind == KIND_MEMCACHEPY:
-        # Both the counter and the kernel's view (open socket fds) return to the baseline.
-        # Real memcached is not held to this: on the 2-CPU CI machine 1.6.18 once still
-        # counted 189 of 2,400 storm connections open 20 s after the storm, so it cannot
-        # serve as the oracle for this property.
-        if curr != base:      # say which conns are left and in what state, to find why
+        # Real memcached is not held to this (see above): it is checked only to survive.
+        unanswered = {i: v for i, v in extra.items() if i not in silent}
+        if unanswered:      # say which conns are left and in what state, to find why
             left = {k: v for k, v in watcher.stats(b"conns").items() if k.endswith(":state")}
-            raise AssertionError(f"curr_connections {curr} != {base} (total {total}); {left}")
-        assert socket_fds(d.proc.pid) == base_fds, (base_fds, socket_fds(d.proc.pid))
+            raise AssertionError(f"sockets the kernel closed or fed but the daemon did not "
+                                 f"answer: {unanswered}; conns: {left}")
+        # the counter agrees with the sockets the daemon holds
+        if curr == curr_again:
+            assert curr - base == len(extra), (curr, base, extra)
     watcher.close()
     with Conn(d.addr) as c:
         assert c.request(b"set after 0 0 2\r\nok\r\nget after\r\n").startswith(
