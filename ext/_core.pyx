@@ -31,6 +31,7 @@ include "slabs_rebalance.pxi"
 include "proto.pxi"
 include "logger.pxi"
 include "stats.pxi"
+include "crawler.pxi"
 include "proto_text.pxi"
 include "proto_meta.pxi"
 include "proto_admin.pxi"
@@ -126,6 +127,7 @@ def _core_init(dict cfg, int nworkers):
         # memcached starts at 2^16 buckets; spread that over the shards
         hashpower = max(4, 16 - (nshards.bit_length() - 1))
     slabs_init(cfg["maxbytes"], cfg["factor"], MEMCACHED_ITEM_HEADER)
+    crawler_init()
     if store_init(nshards, hashpower) != 0:
         raise MemoryError("cannot allocate the hash tables")
     if nworkers > 0 and workers_init(nworkers) != 0:
@@ -387,5 +389,5 @@ cdef class Store:
                     it = it.next
         return out
 
-    def clsid_for(self, size_t nkey, size_t nvalue):
-        return slabs_clsid(item_ntotal_of(nkey, nvalue + 2))
+    def clsid_for(self, size_t nkey, size_t nvalue, uint32_t flags=0):
+        return item_clsid_of(nkey, flags, nvalue + 2)

@@ -22,27 +22,39 @@ cdef inline char* ITEM_key(item_t* it) noexcept nogil:
 cdef inline char* ITEM_data(item_t* it) noexcept nogil:
     return (<char*>it) + sizeof(item_t) + it.nkey
 
-cdef inline size_t item_ntotal_of(size_t nkey, size_t nbytes) noexcept nogil:
-    return sizeof(item_t) + nkey + nbytes
-
-cdef inline size_t ITEM_ntotal(item_t* it) noexcept nogil:
-    return sizeof(item_t) + it.nkey + it.nbytes
-
-# The size memcached gives an item when it decides "object too large": its
-# 48-byte header, the key and its NUL, 4 bytes of client flags unless they are
-# 0, the value with CRLF, and the CAS unless -C. Refusing by this size (not by
-# our own smaller header) makes the largest storable value exactly memcached's.
+# Two sizes per item. The footprint is what our layout occupies (item_t, key,
+# value). ntotal is the size memcached gives the same item: its 48-byte header,
+# the key and its NUL, 4 bytes of client flags unless they are 0, the value
+# with CRLF, and the CAS unless -C. ntotal is the one every number a client can
+# see is made of ("object too large", the slab class, bytes, mem_requested,
+# stats sizes, me size=), so those match memcached's; the slab class is chosen
+# for the larger of the two, which is ntotal unless -C.
 cdef enum:
     MC_ITEM_HEADER = 48
+
+cdef inline size_t item_footprint_of(size_t nkey, size_t nbytes) noexcept nogil:
+    return sizeof(item_t) + nkey + nbytes
+
+cdef inline size_t ITEM_footprint(item_t* it) noexcept nogil:
+    return sizeof(item_t) + it.nkey + it.nbytes
 
 cdef inline size_t mc_item_ntotal(size_t nkey, uint32_t flags, size_t nbytes) noexcept nogil:
     return (MC_ITEM_HEADER + nkey + 1 + (4 if flags != 0 else 0) + nbytes
             + (8 if g_settings.use_cas else 0))
 
+cdef inline size_t ITEM_ntotal(item_t* it) noexcept nogil:
+    return mc_item_ntotal(it.nkey, it.flags, it.nbytes)
+
+# The class an item of this shape goes to; 0 if none can hold it.
+cdef inline int item_clsid_of(size_t nkey, uint32_t flags, size_t nbytes) noexcept nogil:
+    cdef size_t ntotal = mc_item_ntotal(nkey, flags, nbytes)
+    cdef size_t footprint = item_footprint_of(nkey, nbytes)
+    return slabs_clsid(ntotal if ntotal > footprint else footprint)
+
 # True when an item of this size could ever be stored (else: "object too large").
 cdef inline bint item_size_ok(size_t nkey, size_t nbytes, uint32_t flags=0) noexcept nogil:
     return (mc_item_ntotal(nkey, flags, nbytes) <= g_settings.item_size_max
-            and slabs_clsid(item_ntotal_of(nkey, nbytes)) != 0)
+            and item_clsid_of(nkey, flags, nbytes) != 0)
 
 # Small tag of the flush horizon in force (0 = never flushed): two flush_all
 # commands in one second get different CAS ids, hence different tags.
@@ -75,11 +87,11 @@ cdef inline int item_dead(item_t* it, rel_time_t now) noexcept nogil:
 # exhausted and eviction is disabled or impossible.
 cdef item_t* item_alloc(shard_t* shard, const char* key, size_t nkey, uint32_t flags,
                         rel_time_t exptime, size_t nbytes) noexcept nogil:
-    cdef size_t ntotal = item_ntotal_of(nkey, nbytes)
-    cdef int id = slabs_clsid(ntotal)
+    cdef size_t ntotal = mc_item_ntotal(nkey, flags, nbytes)
+    cdef int id = item_clsid_of(nkey, flags, nbytes)
     cdef item_t* it = NULL
     cdef int tries
-    if id == 0 or mc_item_ntotal(nkey, flags, nbytes) > g_settings.item_size_max:
+    if id == 0 or ntotal > g_settings.item_size_max:
         return NULL
     for tries in range(10):
         it = <item_t*>slabs_alloc(ntotal, id)

@@ -144,7 +144,8 @@ def check_invariants():
                         raise AssertionError(f"shard {i}: value of {ITEM_key(it)[:it.nkey]!r} lost its CRLF")
                     if bucket_hv(hash_key(ITEM_key(it), it.nkey)) != it.hv:
                         raise AssertionError(f"shard {i}: stored hash does not match key")
-                    if it.slabs_clsid == 0 or ITEM_ntotal(it) > g_slabclass[it.slabs_clsid].size:
+                    if (it.slabs_clsid == 0 or ITEM_footprint(it) > g_slabclass[it.slabs_clsid].size
+                            or item_clsid_of(it.nkey, it.flags, it.nbytes) != it.slabs_clsid):
                         raise AssertionError(f"shard {i}: item larger than its chunk")
                     nbytes += ITEM_ntotal(it)
                     it = it.h_next

@@ -375,6 +375,26 @@ t("stats_cachedump_errors", s("a", "1"), b"stats cachedump\r\n", b"stats cachedu
   b"stats cachedump 64 1\r\n", b"stats cachedump 63 1\r\n")
 t("stats_cachedump_disabled", s("a", "1"), b"stats cachedump 1 0\r\n", flags=["-X"])
 t("stats_sizes", s("a", "1"), b"stats sizes\r\n")
+
+
+def _class_boundary_steps() -> list[bytes]:
+    """Items just below and just above each of the first five class sizes (96, 120, 152,
+    192, 240 with -n 48 -f 1.25), with and without client flags. memcached sizes an item
+    as its 48-byte header + key + NUL + 4 bytes of flags when they are not 0 + value +
+    CRLF + 8 bytes of CAS: every item must land in memcached's class, and bytes,
+    mem_requested, stats sizes and me size= must add up the same."""
+    steps, keys = [], []
+    for chunk in (96, 120, 152, 192, 240):
+        for flags in (0, 7):
+            for over in (0, 1):
+                key = "b%03d" % len(keys)
+                steps.append(s(key, b"v" * (chunk - 63 - (4 if flags else 0) + over), flags))
+                keys.append(key)
+    steps += [b"me %s\r\n" % k.encode() for k in keys]
+    return steps + [b"stats slabs\r\n", b"stats items\r\n", b"stats sizes\r\n", b"stats\r\n"]
+
+
+t("item_sizes_at_class_boundaries", *_class_boundary_steps(), flags=["-o", "track_sizes"])
 t("stats_detail", b"stats detail on\r\n", s("p:a", "1"), b"get p:a p:b q:c\r\n",
   b"delete p:a\r\n", b"stats detail dump\r\n", b"stats detail off\r\n", b"stats detail\r\n",
   b"stats detail bogus\r\n")
