@@ -36,6 +36,7 @@ cdef enum:
 # lru_maintainer_run: HOT's and WARM's age limits follow it, as in memcached
 # (a shard's own COLD tail says little when a shard holds a few items of a class).
 cdef rel_time_t g_cold_age[LRU_CLASSES]
+cdef uint64_t g_lru_maintainer_juggles = 0     # maintainer passes (stats)
 
 cdef inline int item_seg(item_t* it) noexcept nogil:
     return (it.it_flags & ITEM_SEG_MASK) >> ITEM_SEG_SHIFT
@@ -160,6 +161,8 @@ cdef int lru_pull_tail_seg(shard_t* s, int id, int seg, uint64_t total_bytes,
             s.lru[id].reclaimed += 1
             if (it.it_flags & ITEM_FETCHED) == 0:
                 s.lru[id].expired_unfetched += 1
+            if gbytes != NULL:
+                gbytes[seg] -= ITEM_ntotal(it)
             do_item_unlink(s, it)
             removed += 1
             it = prev
@@ -221,14 +224,15 @@ cdef void lru_juggle(shard_t* s, int id, int rounds=JUGGLE_ROUNDS, uint64_t* gby
     cdef rel_time_t hot_age = <rel_time_t>(cold_age * g_settings.hot_max_factor)
     cdef rel_time_t warm_age = <rel_time_t>(cold_age * g_settings.warm_max_factor)
     cdef int i
-    # Moves only: expired items are left for a lookup (get_expired) or the
-    # eviction pull (reclaimed) to find, as they usually are in memcached when
-    # the maintainer thread has not passed yet.
+    # The maintainer's pass reclaims expired items it meets at the tails, as
+    # memcached's maintainer thread does. The inline juggle only moves: its
+    # caller may still be working with items of this shard.
+    cdef bint reclaim = gbytes != NULL
     if gbytes != NULL:
         total = gtotal
     for i in range(rounds):
-        if lru_pull_tail_seg(s, id, SEG_HOT, total, hot_age, False, gbytes, use_limit) == 0 and \
-                lru_pull_tail_seg(s, id, SEG_WARM, total, warm_age, False, gbytes, use_limit) == 0:
+        if lru_pull_tail_seg(s, id, SEG_HOT, total, hot_age, reclaim, gbytes, use_limit) == 0 and \
+                lru_pull_tail_seg(s, id, SEG_WARM, total, warm_age, reclaim, gbytes, use_limit) == 0:
             break
 
 # memcached's LRU maintainer, run by the acceptor thread a few times a second:
@@ -246,6 +250,7 @@ cdef void lru_maintainer_run() noexcept nogil:
     cdef int k
     if not g_settings.lru_segmented:
         return
+    mc_fetch_add_u64(&g_lru_maintainer_juggles, 1)
     memset(ages, 0, sizeof(ages))
     memset(gbytes, 0, sizeof(gbytes))
     memset(gtotal, 0, sizeof(gtotal))

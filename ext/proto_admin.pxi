@@ -159,10 +159,10 @@ cdef inline char* uri_encode(const char* key, size_t n, char* out) noexcept nogi
             out += 3
     return out
 
-# Walk every selected class of every shard; reclaim expired items (crawl) or
-# list live ones (metadump / mgdump).
+# List the live items of every selected class of every shard (metadump: mode
+# 1, mgdump: mode 2); dead ones are skipped, as memcached's dump skips them.
 # Returns the shard to continue from when it stopped early because the dump
-# filled the output buffer (mode 1/2 only), or -1 when every shard was walked.
+# filled the output buffer, or -1 when every shard was walked.
 cdef int lru_crawler_walk(conn_t* c, bint* sel, int mode, int start) noexcept nogil:
     cdef int i
     cdef int id
@@ -174,7 +174,7 @@ cdef int lru_crawler_walk(conn_t* c, bint* sel, int mode, int start) noexcept no
     cdef char* p
     cdef int n
     for i in range(start, g_nshards):
-        if mode != 0 and i > start and c.wlen - c.wsent > WBUF_HIGH:
+        if i > start and c.wlen - c.wsent > WBUF_HIGH:
             return i
         pthread_mutex_lock(&g_shards[i].lock)
         for id in range(1, MAX_SLAB_CLASSES):
@@ -192,8 +192,7 @@ cdef int lru_crawler_walk(conn_t* c, bint* sel, int mode, int start) noexcept no
                     continue
                 nxt = it.next
                 if item_dead(it, now):
-                    g_shards[i].lru[id].reclaimed += 1
-                    do_item_unlink(&g_shards[i], it)
+                    pass
                 elif mode == 1:
                     p = uri_encode(ITEM_key(it), it.nkey, line + 4)
                     memcpy(line, b"key=", 4)
@@ -228,8 +227,9 @@ cdef int process_lru_crawler_command(conn_t* c, token_t* tokens, size_t ntokens)
         if parse_class_list(&tokens[2], sel):
             out_string(c, b"BADCLASS invalid class id")
             return 0
-        mc_fetch_add_u64(&g_lru_crawler_starts, 1)
-        lru_crawler_walk(c, sel, 0, 0)
+        if not crawler_crawl_now(sel):
+            out_string(c, b"BUSY currently processing crawler request")
+            return 0
         out_string(c, b"OK")
         return 0
     if ntokens == 4 and (tok_eq(&tokens[1], b"metadump", 8) or tok_eq(&tokens[1], b"mgdump", 6)):

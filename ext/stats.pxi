@@ -190,6 +190,8 @@ cdef void stats_reset() noexcept nogil:
             g_shards[i].lru[j].moves_within_lru = 0
             g_shards[i].lru[j].moves_to_cold = 0
             g_shards[i].lru[j].moves_to_warm = 0
+            g_shards[i].lru[j].crawler_reclaimed = 0
+            g_shards[i].lru[j].crawler_items_checked = 0
         pthread_mutex_unlock(&g_shards[i].lock)
     mc_store_u64(&g_total_conns, 0)
     mc_store_u64(&g_rejected_conns, 0)
@@ -220,6 +222,8 @@ cdef void lru_stats_aggregate(lru_stats_t* out, uint64_t* hash_buckets) noexcept
             out[j].moves_within_lru += g_shards[i].lru[j].moves_within_lru
             out[j].moves_to_cold += g_shards[i].lru[j].moves_to_cold
             out[j].moves_to_warm += g_shards[i].lru[j].moves_to_warm
+            out[j].crawler_reclaimed += g_shards[i].lru[j].crawler_reclaimed
+            out[j].crawler_items_checked += g_shards[i].lru[j].crawler_items_checked
             for k in range(3):
                 out[j].seg_number[k] += g_shards[i].lru[j].seg_number[k]
                 out[j].seg_bytes[k] += g_shards[i].lru[j].seg_bytes[k]
@@ -254,6 +258,8 @@ cdef void stats_general(conn_t* c) noexcept nogil:
     cdef uint64_t moves_within_lru = 0
     cdef uint64_t moves_to_cold = 0
     cdef uint64_t moves_to_warm = 0
+    cdef uint64_t crawler_reclaimed = 0
+    cdef uint64_t crawler_items_checked = 0
     cdef uint64_t hp = 0
     cdef int i
     cdef rel_time_t now = current_time()
@@ -278,6 +284,8 @@ cdef void stats_general(conn_t* c) noexcept nogil:
         moves_within_lru += lru[i].moves_within_lru
         moves_to_cold += lru[i].moves_to_cold
         moves_to_warm += lru[i].moves_to_warm
+        crawler_reclaimed += lru[i].crawler_reclaimed
+        crawler_items_checked += lru[i].crawler_items_checked
     while (<uint64_t>1 << (hp + 1)) <= hash_buckets:
         hp += 1
     append_stat_u64(c, b"pid", <uint64_t>getpid())
@@ -348,7 +356,7 @@ cdef void stats_general(conn_t* c) noexcept nogil:
     append_stat_u64(c, b"slabs_moved", g_slabs_moved)
     append_stat_u64(c, b"lru_crawler_running", 0)
     append_stat_u64(c, b"lru_crawler_starts", mc_load_u64(&g_lru_crawler_starts))
-    append_stat_u64(c, b"lru_maintainer_juggles", 0)
+    append_stat_u64(c, b"lru_maintainer_juggles", mc_load_u64(&g_lru_maintainer_juggles))
     append_stat_u64(c, b"malloc_fails", g_malloc_fails)
     append_stat_u64(c, b"log_worker_dropped", 0)
     append_stat_u64(c, b"log_worker_written", mc_load_u64(&g_log_worker_written))
@@ -366,8 +374,8 @@ cdef void stats_general(conn_t* c) noexcept nogil:
     append_stat_u64(c, b"evicted_active", evicted_active)
     append_stat_u64(c, b"evictions", evicted)
     append_stat_u64(c, b"reclaimed", reclaimed)
-    append_stat_u64(c, b"crawler_reclaimed", 0)
-    append_stat_u64(c, b"crawler_items_checked", 0)
+    append_stat_u64(c, b"crawler_reclaimed", crawler_reclaimed)
+    append_stat_u64(c, b"crawler_items_checked", crawler_items_checked)
     append_stat_u64(c, b"lrutail_reflocked", 0)
     append_stat_u64(c, b"moves_to_cold", moves_to_cold)
     append_stat_u64(c, b"moves_to_warm", moves_to_warm)
@@ -453,8 +461,8 @@ cdef void stats_items(conn_t* c) noexcept nogil:
         append_stat_pfx(c, b"items", i, b"expired_unfetched", lru[i].expired_unfetched)
         append_stat_pfx(c, b"items", i, b"evicted_unfetched", lru[i].evicted_unfetched)
         append_stat_pfx(c, b"items", i, b"evicted_active", lru[i].evicted_active)
-        append_stat_pfx(c, b"items", i, b"crawler_reclaimed", 0)
-        append_stat_pfx(c, b"items", i, b"crawler_items_checked", 0)
+        append_stat_pfx(c, b"items", i, b"crawler_reclaimed", lru[i].crawler_reclaimed)
+        append_stat_pfx(c, b"items", i, b"crawler_items_checked", lru[i].crawler_items_checked)
         append_stat_pfx(c, b"items", i, b"lrutail_reflocked", 0)
         append_stat_pfx(c, b"items", i, b"moves_to_cold", lru[i].moves_to_cold)
         append_stat_pfx(c, b"items", i, b"moves_to_warm", lru[i].moves_to_warm)

@@ -199,6 +199,7 @@ cdef void acceptor_loop(int nlisteners) noexcept nogil:
     cdef int epfd = epoll_create1(EPOLL_CLOEXEC)
     cdef rel_time_t last_automove = current_time()
     cdef rel_time_t last_maintainer = current_time()
+    cdef rel_time_t last_crawler_check = 0
     cdef char drain[256]
     cdef epoll_event ev
     cdef epoll_event events[16]
@@ -227,6 +228,9 @@ cdef void acceptor_loop(int nlisteners) noexcept nogil:
         if n == 0 or current_time() != last_maintainer:
             last_maintainer = current_time()
             lru_maintainer_run()
+        if current_time() != last_crawler_check:
+            last_crawler_check = current_time()
+            crawler_check()
         if mc_load_int(&g_rebal_signal) == 1:
             slabs_rebalance_run()
         if current_time() != last_automove:

@@ -1,0 +1,109 @@
+# The LRU crawler (ext/crawler.pxi): expired items are reclaimed without anyone asking for
+# them, on memcached's schedule, and counted as memcached counts them.
+#
+# memcached 1.6.18 crawls every class when it starts, and then again when its schedule says
+# so: 65 s later for a class whose last crawl saw nothing about to expire. So items that
+# expire right after start are still counted in curr_items for about a minute, and then go,
+# without a single request touching them. Both daemons are told the same story at the same
+# time and must reclaim in the same crawl. `lru_crawler crawl` reclaims at once.
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from support.daemons import Daemon
+from support.rawclient import Conn
+
+CLASS_OF_SMALL = "1"
+
+
+def ask(c: Conn, data: bytes) -> bytes:
+    """The replies to `data`, without the sentinel's VERSION line."""
+    reply = c.request(data)
+    return reply[:reply.rindex(b"VERSION ")]
+
+
+def fill(c: Conn, ttl: int) -> None:
+    for i in range(50):
+        assert ask(c, b"set e%02d 0 %d 10\r\n0123456789\r\n" % (i, ttl)) == b"STORED\r\n"
+        assert ask(c, b"set p%02d 0 0 10\r\n0123456789\r\n" % i) == b"STORED\r\n"
+    for i in range(20):       # a second class
+        assert ask(c, b"set big%02d 0 %d 2000\r\n%s\r\n" % (i, ttl, b"y" * 2000)) == b"STORED\r\n"
+
+
+def reclaim_counts(c: Conn) -> dict[str, int]:
+    st = c.stats()
+    return {"curr_items": int(st["curr_items"]),
+            "reclaimed_total": int(st["crawler_reclaimed"]) + int(st["reclaimed"]),
+            "expired_unfetched": int(st["expired_unfetched"]),
+            "get_expired": int(st["get_expired"])}
+
+
+def background_story(d: Daemon) -> tuple[float, dict[str, int], dict[str, bytes]]:
+    """Store 70 items that expire in 2 s and 50 that never do; touch nothing; return when
+    curr_items fell to 50 (seconds after the store) and the counters then."""
+    with Conn(d.addr) as c:
+        fill(c, 2)
+        t0 = time.monotonic()
+        deadline = t0 + 110
+        while time.monotonic() < deadline:
+            counts = reclaim_counts(c)
+            if counts["curr_items"] == 50:
+                return time.monotonic() - t0, counts, c.stats(b"items")
+            time.sleep(0.5)
+        raise AssertionError(f"{d.name}: expired items still counted after 110 s: {counts}")
+
+
+@pytest.mark.timeout(180)
+def test_expired_items_reclaimed_in_the_background_as_memcached(daemon_pair) -> None:
+    ref, sut = daemon_pair("memcachepy", ())
+    with ThreadPoolExecutor(2) as pool:
+        want_f, got_f = pool.submit(background_story, ref), pool.submit(background_story, sut)
+        (t_want, want, want_items), (t_got, got, got_items) = want_f.result(), got_f.result()
+    print(f"reclaimed after {t_want:.1f} s (memcached) and {t_got:.1f} s (memcachepy)")
+    # every expired item reclaimed by the crawler (or the LRU maintainer passing a tail),
+    # none by a lookup, none ever fetched
+    assert want == {"curr_items": 50, "reclaimed_total": 70, "expired_unfetched": 70,
+                    "get_expired": 0}, want
+    assert got == want
+    # in the same crawl: the one after start, about a minute later (not at once, not never)
+    assert abs(t_got - t_want) < 15, (t_want, t_got)
+    for items in (want_items, got_items):
+        assert int(items[f"items:{CLASS_OF_SMALL}:number"]) == 50
+        checked = sum(int(v) for k, v in items.items() if k.endswith(":crawler_items_checked"))
+        crawled = sum(int(v) for k, v in items.items() if k.endswith(":crawler_reclaimed"))
+        assert checked >= crawled > 0, items
+
+
+@pytest.mark.timeout(60)
+def test_lru_crawler_crawl_reclaims_now(kind: str, start_daemon) -> None:
+    d = start_daemon(kind)
+    with Conn(d.addr) as c:
+        time.sleep(1.5)               # the crawl at start-up is over
+        fill(c, 1)
+        assert ask(c, b"get p00\r\n") == b"VALUE p00 0 10\r\n0123456789\r\nEND\r\n"
+        time.sleep(2.5)               # the 70 expire; nothing looks at them
+        before = reclaim_counts(c)
+        # the LRU maintainer may have reclaimed some at the tails it passed
+        assert before["curr_items"] + before["reclaimed_total"] == 120, before
+        assert before["curr_items"] > 50, before
+        assert ask(c, b"lru_crawler crawl all\r\n") == b"OK\r\n"
+        deadline = time.monotonic() + 10      # memcached crawls in its own thread
+        while reclaim_counts(c)["curr_items"] != 50 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        after = reclaim_counts(c)
+        assert after == {"curr_items": 50, "reclaimed_total": 70, "expired_unfetched": 70,
+                         "get_expired": 0}, after
+        st = c.stats()
+        assert int(st["lru_crawler_starts"]) >= 2     # the one at start-up and ours
+        assert int(st["crawler_items_checked"]) >= int(st["crawler_reclaimed"]) > 0
+        # the live items are all still there and intact
+        for i in range(50):
+            assert ask(c, b"get p%02d\r\n" % i) == b"VALUE p%02d 0 10\r\n0123456789\r\nEND\r\n" % i
+        assert ask(c, b"get e00 big00\r\n") == b"END\r\n"
+        # stats reset clears the crawler's counters, as memcached's
+        assert ask(c, b"stats reset\r\n") == b"RESET\r\n"
+        st = c.stats()
+        assert (st["crawler_reclaimed"], st["crawler_items_checked"]) == (b"0", b"0")
