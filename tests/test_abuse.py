@@ -256,7 +256,7 @@ def test_idle_timeout(kind: str, start_daemon) -> None:
         assert idle.request(b"").startswith(b"VERSION ")
         t0 = time.monotonic()
         closed_at = None
-        while time.monotonic() - t0 < 8:
+        while time.monotonic() - t0 < 10:
             assert busy.request(b"get k\r\n").startswith(b"END\r\n"), "busy conn was closed"
             if closed_at is None:
                 idle.sock.settimeout(0.01)
@@ -269,7 +269,11 @@ def test_idle_timeout(kind: str, start_daemon) -> None:
                     closed_at = time.monotonic() - t0
             time.sleep(0.25)
         assert closed_at is not None, "idle connection was never closed"
-        assert 1.5 <= closed_at <= 5.0, closed_at
+        # memcachepy sweeps every second and kicks a conn idle for more than 2 full
+        # seconds. memcached's timeout thread scans all fds over a second and then sleeps
+        # until the oldest conn could time out (+1 s): its kick lands between 3 and ~7 s
+        # (5.2 s seen on the 2-CPU CI machine), so it gets the whole 10 s.
+        assert 1.5 <= closed_at <= (5.0 if kind == KIND_MEMCACHEPY else 10.0), closed_at
         assert stat(d, "idle_kicks") >= 1
     finally:
         idle.close()
