@@ -244,6 +244,7 @@ cdef struct lru_stats_t:
     uint64_t moves_to_warm
     uint64_t crawler_reclaimed      # crawler.pxi
     uint64_t crawler_items_checked
+    uint64_t direct_reclaims        # items.pxi: LRU pulls by a storing thread
     uint64_t seg_number[3]    # items in HOT, WARM, COLD (lru.pxi)
     uint64_t seg_bytes[3]     # their sizes, for the HOT/WARM limits
 

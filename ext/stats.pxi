@@ -192,6 +192,7 @@ cdef void stats_reset() noexcept nogil:
             g_shards[i].lru[j].moves_to_warm = 0
             g_shards[i].lru[j].crawler_reclaimed = 0
             g_shards[i].lru[j].crawler_items_checked = 0
+            g_shards[i].lru[j].direct_reclaims = 0
         pthread_mutex_unlock(&g_shards[i].lock)
     mc_store_u64(&g_total_conns, 0)
     mc_store_u64(&g_rejected_conns, 0)
@@ -224,6 +225,7 @@ cdef void lru_stats_aggregate(lru_stats_t* out, uint64_t* hash_buckets) noexcept
             out[j].moves_to_warm += g_shards[i].lru[j].moves_to_warm
             out[j].crawler_reclaimed += g_shards[i].lru[j].crawler_reclaimed
             out[j].crawler_items_checked += g_shards[i].lru[j].crawler_items_checked
+            out[j].direct_reclaims += g_shards[i].lru[j].direct_reclaims
             for k in range(3):
                 out[j].seg_number[k] += g_shards[i].lru[j].seg_number[k]
                 out[j].seg_bytes[k] += g_shards[i].lru[j].seg_bytes[k]
@@ -260,6 +262,7 @@ cdef void stats_general(conn_t* c) noexcept nogil:
     cdef uint64_t moves_to_warm = 0
     cdef uint64_t crawler_reclaimed = 0
     cdef uint64_t crawler_items_checked = 0
+    cdef uint64_t direct_reclaims = 0
     cdef uint64_t hp = 0
     cdef int i
     cdef rel_time_t now = current_time()
@@ -286,6 +289,7 @@ cdef void stats_general(conn_t* c) noexcept nogil:
         moves_to_warm += lru[i].moves_to_warm
         crawler_reclaimed += lru[i].crawler_reclaimed
         crawler_items_checked += lru[i].crawler_items_checked
+        direct_reclaims += lru[i].direct_reclaims
     while (<uint64_t>1 << (hp + 1)) <= hash_buckets:
         hp += 1
     append_stat_u64(c, b"pid", <uint64_t>getpid())
@@ -380,7 +384,7 @@ cdef void stats_general(conn_t* c) noexcept nogil:
     append_stat_u64(c, b"moves_to_cold", moves_to_cold)
     append_stat_u64(c, b"moves_to_warm", moves_to_warm)
     append_stat_u64(c, b"moves_within_lru", moves_within_lru)
-    append_stat_u64(c, b"direct_reclaims", 0)
+    append_stat_u64(c, b"direct_reclaims", direct_reclaims)
     append_stat_u64(c, b"lru_bumps_dropped", 0)
 
 cdef void stats_settings(conn_t* c) noexcept nogil:
@@ -467,7 +471,7 @@ cdef void stats_items(conn_t* c) noexcept nogil:
         append_stat_pfx(c, b"items", i, b"moves_to_cold", lru[i].moves_to_cold)
         append_stat_pfx(c, b"items", i, b"moves_to_warm", lru[i].moves_to_warm)
         append_stat_pfx(c, b"items", i, b"moves_within_lru", lru[i].moves_within_lru)
-        append_stat_pfx(c, b"items", i, b"direct_reclaims", 0)
+        append_stat_pfx(c, b"items", i, b"direct_reclaims", lru[i].direct_reclaims)
         append_stat_pfx(c, b"items", i, b"hits_to_hot", ts.slab[i].lru_hits[SEG_HOT])
         append_stat_pfx(c, b"items", i, b"hits_to_warm", ts.slab[i].lru_hits[SEG_WARM])
         append_stat_pfx(c, b"items", i, b"hits_to_cold", ts.slab[i].lru_hits[SEG_COLD])
