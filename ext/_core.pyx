@@ -88,6 +88,7 @@ def _core_init(dict cfg, int nworkers):
     g_settings.shutdown_command = cfg["shutdown_command"]
     g_settings.watch_enabled = cfg.get("watch_enabled", True)
     g_settings.idle_timeout = cfg["idle_timeout"]
+    g_settings.slab_reassign = cfg.get("slab_reassign", True)
     g_settings.nshards = cfg["nshards"]
     g_settings.maxconns_fast = cfg.get("maxconns_fast", True)
     global g_detail_enabled, g_prefix_delimiter

@@ -43,6 +43,9 @@ cdef int process_slabs_command(conn_t* c, token_t* tokens, size_t ntokens) noexc
     cdef int32_t dst
     cdef int rv
     if ntokens == 5 and tok_eq(&tokens[1], b"reassign", 8):
+        if not g_settings.slab_reassign:
+            out_string(c, b"CLIENT_ERROR slab reassignment disabled")
+            return 0
         if not (tok_strtol(&tokens[2], &src) and tok_strtol(&tokens[3], &dst)):
             out_string(c, b"CLIENT_ERROR bad command line format")
             return 0

@@ -41,6 +41,7 @@ cdef struct settings_t:
     # Tunables memcached's admin commands change at run time. memcachepy's
     # allocator and LRU do not use them; they are kept so that `stats settings`
     # reports what the operator set, as memcached does.
+    bint slab_reassign        # off (-o no_slab_reassign / no_modern): pages never move
     int slab_automove
     double slab_automove_ratio
     bint lru_crawler

@@ -226,7 +226,8 @@ cdef void slabs_automove_tick() noexcept nogil:
     cdef int src = 0
     cdef uint64_t best_free = 0
     cdef uint64_t free_chunks
-    if g_settings.slab_automove == 0 or mc_load_int(&g_rebal_signal) != 0:
+    if not g_settings.slab_reassign or g_settings.slab_automove == 0 or \
+            mc_load_int(&g_rebal_signal) != 0:
         return
     lru_stats_aggregate(lru, &hb)
     for i in range(1, g_power_largest + 1):

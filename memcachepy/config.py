@@ -187,72 +187,13 @@ def _hostport(v: str) -> Optional[str]:
     return err or _host_ok(host)
 
 
-def _slab_sizes(v: str) -> Optional[str]:
-    try:
-        sizes = [int(x) for x in v.split("-")]
-    except ValueError:
-        return f"{v!r} must be sizes separated by '-', e.g. 96-240-1024"
-    if any(b <= a for a, b in zip(sizes, sizes[1:])):
-        return "slab_sizes must be in increasing order"
-    if sizes and sizes[0] < 48:
-        return "slab_sizes must start at 48 bytes or more"
-    return None
-
-
-# -o sub-options: name -> checker for its value, or None for a bare flag.
-SUBOPTIONS: dict[str, Optional[Checker]] = {
-    "maxconns_fast": None, "no_maxconns_fast": None,
-    "hashpower": _int(12, 32),
-    "no_hashexpand": None,
-    "slab_reassign": None, "no_slab_reassign": None,
-    "slab_automove": _int(0, 2), "no_slab_automove": None,
-    "slab_automove_ratio": _float_gt(0.0, 1.0),
-    "slab_automove_window": _int(3),
-    "tail_repair_time": _int(10),
-    "hash_algorithm": _choice("murmur3", "jenkins", "xxh3"),
-    "lru_crawler": None, "no_lru_crawler": None,
-    "lru_crawler_sleep": _int(0, 1_000_000),
-    "lru_crawler_tocrawl": _int(0, 2**32 - 1),
-    "lru_maintainer": None, "no_lru_maintainer": None,
-    "hot_lru_pct": _int(1, 79), "warm_lru_pct": _int(1, 79),
-    "hot_max_factor": _float_gt(0.0), "warm_max_factor": _float_gt(0.0),
-    "temporary_ttl": _int(0),
-    "idle_timeout": _int(0),
-    "watcher_logbuf_size": _int(0), "worker_logbuf_size": _int(0),
-    "read_buf_mem_limit": _int(0), "resp_obj_mem_limit": _int(0),
-    "slab_sizes": _slab_sizes,
-    "slab_chunk_max": _int(1),
-    "track_sizes": None,
-    "inline_ascii_resp": None, "no_inline_ascii_resp": None,
-    "modern": None, "no_modern": None,
-    "no_chunked_items": None,
-    "drop_privileges": None, "no_drop_privileges": None,
-    "sock_cookie_id": _int(0),
-}
-# Families accepted with any value (extstore, TLS, proxy): memcachepy does
-# not implement them, cli.py decides whether to refuse or ignore them.
-SUBOPTION_PREFIXES = ("ext_", "ssl_", "proxy_")
-
-
 def _extended(v: str) -> Optional[str]:
-    for part in v.split(","):
-        if not part:
-            continue
-        name, eq, value = part.partition("=")
-        if name not in SUBOPTIONS:
-            if name.startswith(SUBOPTION_PREFIXES):
-                continue
-            return f'Illegal suboption "{name}"'
-        check = SUBOPTIONS[name]
-        if check is None:
-            if eq:
-                return f"{name} takes no value"
-            continue
-        if not eq or value == "":
-            return f"Missing argument for {name}"
-        err = check(value)
-        if err:
-            return f"{name}: {err}"
+    """-o in a config file: the command line's own parser and messages (settings.py)."""
+    from .settings import Settings, SettingsError, parse_suboptions
+    try:
+        parse_suboptions(Settings(), v)
+    except SettingsError as e:
+        return str(e).split("\n")[0]
     return None
 
 

@@ -7,6 +7,8 @@
 # pre-formatted `stats settings` lines that never change at run time.
 from __future__ import annotations
 
+import sys
+
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
@@ -34,68 +36,201 @@ def parse_size(text: str) -> int:
     return (int(m.group(1)) if m else 0) * mult
 
 
-# -o sub-options memcached 1.6.18 accepts that memcachepy's design makes moot;
-# accepted (with their value checked for shape) so memcached command lines run.
-_ACCEPTED_FLAGS = {
-    "maxconns_fast", "no_maxconns_fast", "no_hashexpand", "lru_crawler", "no_lru_crawler",
-    "lru_maintainer", "no_lru_maintainer", "slab_reassign", "no_slab_reassign", "modern",
-    "no_modern", "track_sizes", "drop_privileges", "no_drop_privileges", "no_chunked_items",
-    "no_inline_ascii_resp", "temp_lru", "no_lru_segmented", "lru_segmented",
+def _atoi(text: str) -> int:
+    """C's atoi(): leading blanks, a sign, digits; anything else ends it (0 if none)."""
+    import re
+    m = re.match(r"[ \t\n\v\f\r]*([+-]?\d+)", text)
+    return int(m.group(1)) if m else 0
+
+
+def _atof(text: str) -> float:
+    """C's atof(), for the shapes a command line holds."""
+    import re
+    m = re.match(r"\s*([+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)", text)
+    return float(m.group(1)) if m else 0.0
+
+
+def _strtoul32(text: str) -> Optional[int]:
+    """memcached's safe_strtoul: a whole unsigned number that fits in 32 bits, else None."""
+    t = text.strip()
+    if not t or not (t.isdigit() or (t[0] == "+" and t[1:].isdigit())):
+        return None
+    n = int(t)
+    return n if n < 2**32 else None
+
+
+# Sub-options whose value memcached 1.6.18 needs, with its message when it is missing.
+_MISSING = {
+    "hashpower": "Missing numeric argument for hashpower",
+    "slab_automove_ratio": "Missing slab_automove_ratio argument",
+    "slab_automove_window": "Missing slab_automove_window argument",
+    "tail_repair_time": "Missing numeric argument for tail_repair_time",
+    "hash_algorithm": "Missing hash_algorithm argument",
+    "lru_crawler_sleep": "Missing lru_crawler_sleep value",
+    "lru_crawler_tocrawl": "Missing lru_crawler_tocrawl value",
+    "hot_lru_pct": "Missing hot_lru_pct argument",
+    "warm_lru_pct": "Missing warm_lru_pct argument",
+    "hot_max_factor": "Missing hot_max_factor argument",
+    "warm_max_factor": "Missing warm_max_factor argument",
+    "temporary_ttl": "Missing temporary_ttl argument",
+    "idle_timeout": "Missing numeric argument for idle_timeout",
+    "watcher_logbuf_size": "Missing watcher_logbuf_size argument",
+    "worker_logbuf_size": "Missing worker_logbuf_size argument",
+    "read_buf_mem_limit": "Missing read_buf_mem_limit argument",
+    "slab_chunk_max": "Missing slab_chunk_max argument",
+    "slab_sizes": "Missing slab_sizes argument",
+    "shards": "Missing shards argument",
 }
-_ACCEPTED_VALUES = {
-    "hashpower", "tail_repair_time", "hash_algorithm", "lru_crawler_sleep",
-    "lru_crawler_tocrawl", "hot_lru_pct", "warm_lru_pct", "hot_max_factor", "warm_max_factor",
-    "temporary_ttl", "slab_automove", "slab_automove_ratio", "slab_automove_window",
-    "watcher_logbuf_size", "worker_logbuf_size", "read_buf_mem_limit", "slab_sizes",
-    "idle_timeout", "slab_chunk_max", "shards",
+# Bare switches (memcached ignores a value given to one).
+_SWITCHES = {
+    "maxconns_fast", "no_maxconns_fast", "no_hashexpand", "slab_reassign", "no_slab_reassign",
+    "no_slab_automove", "lru_crawler", "no_lru_crawler", "lru_maintainer", "no_lru_maintainer",
+    "track_sizes", "inline_ascii_resp", "no_inline_ascii_resp", "no_chunked_items", "modern",
+    "no_modern", "drop_privileges", "no_drop_privileges", "resp_obj_mem_limit",
+    "sock_cookie_id", "slab_automove",
 }
+# Families memcachepy does not implement (extstore, TLS, proxy): cli.py refuses them.
+_UNSUPPORTED_PREFIXES = ("ext_", "ssl_", "proxy_")
 
 
 def parse_suboptions(s: "Settings", text: str) -> None:
+    """-o a,b=1,...: memcached 1.6.18's checks and messages, in order, later ones winning.
+    Values land in s.extended (read by settings_text and to_core)."""
+    ext = s.extended
     for part in text.split(","):
-        part = part.strip()
         if not part:
             continue
         name, eq, value = part.partition("=")
-        if name in _ACCEPTED_FLAGS and not eq:
-            if name == "maxconns_fast":
-                s.maxconns_fast = True
-            elif name == "no_maxconns_fast":
-                s.maxconns_fast = False
-            s.extended[name] = ""
-            continue
-        if name in _ACCEPTED_VALUES and eq:
-            if name == "hash_algorithm":
-                if value not in ("murmur3", "jenkins", "xxh3"):
-                    raise SettingsError("Unknown hash_algorithm option (jenkins, murmur3, xxh3)", 1)
-            elif name in ("hot_max_factor", "warm_max_factor", "slab_automove_ratio"):
-                try:
-                    float(value)
-                except ValueError:
-                    raise SettingsError(f"Invalid value for {name}: {value!r}", 1) from None
-            elif name == "slab_sizes":
-                pass
-            else:
-                try:
-                    n = int(value, 10)
-                except ValueError:
-                    raise SettingsError(f"Invalid value for {name}: {value!r}", 1) from None
-                if name == "idle_timeout":
-                    s.idle_timeout = n
-                elif name == "slab_chunk_max":
-                    s.slab_chunk_size_max = n
-                elif name == "shards":
-                    s.nshards = n
-                elif name == "hashpower":
-                    if n < 12 or n > 32:
-                        raise SettingsError("Initial hashtable multiplier of 12 or higher required.\n"
-                                            "Hash table power size cannot exceed 32", 1)
-                    s.hashpower_init = n
-                elif name == "lru_crawler_sleep":
-                    s.lru_crawler_sleep = n
-            s.extended[name] = value
-            continue
-        raise SettingsError(f'Illegal suboption "{part}"', 1)
+        v: Optional[str] = value if eq else None
+        if name in _MISSING and v is None and not (name == "slab_automove"):
+            raise SettingsError(_MISSING[name], 1)
+        if name == "hashpower":
+            n = _atoi(v)
+            if n < 12:
+                raise SettingsError(f"Initial hashtable multiplier of {n} is too low", 1)
+            if n > 32:
+                raise SettingsError(f"Initial hashtable multiplier of {n} is too high\n"
+                                    'Choose a value based on "STAT hash_power_level" from a '
+                                    "running instance", 1)
+            s.hashpower_init = n
+            ext[name] = str(n)
+        elif name == "slab_automove":
+            n = 1 if v is None else _atoi(v)
+            if n < 0 or n > 2:
+                raise SettingsError("slab_automove must be between 0 and 2", 1)
+            ext[name] = str(n)
+        elif name == "slab_automove_ratio":
+            f = _atof(v)
+            if f <= 0 or f > 1:
+                raise SettingsError("slab_automove_ratio must be > 0 and < 1", 1)
+            ext[name] = v
+        elif name == "slab_automove_window":
+            n = _atoi(v)
+            if n < 3:
+                raise SettingsError("slab_automove_window must be > 2", 1)
+            ext[name] = str(n)
+        elif name == "tail_repair_time":
+            n = _atoi(v)
+            if n < 10:
+                raise SettingsError("Cannot set tail_repair_time to less than 10 seconds", 1)
+            ext[name] = str(n)
+        elif name == "hash_algorithm":
+            if v not in ("jenkins", "murmur3", "xxh3"):
+                raise SettingsError("Unknown hash_algorithm option (jenkins, murmur3, xxh3)", 1)
+            ext[name] = v
+        elif name == "lru_crawler_sleep":
+            n = _atoi(v)
+            if n < 0 or n > 1_000_000:
+                raise SettingsError("LRU crawler sleep must be between 0 and 1 second", 1)
+            s.lru_crawler_sleep = n
+            ext[name] = str(n)
+        elif name == "lru_crawler_tocrawl":
+            n = _strtoul32(v)
+            if n is None:
+                raise SettingsError("lru_crawler_tocrawl takes a numeric 32bit value", 1)
+            ext[name] = str(n)
+        elif name in ("hot_lru_pct", "warm_lru_pct"):
+            n = _atoi(v)
+            if n < 1 or n >= 80:
+                raise SettingsError(f"{name} must be > 1 and < 80", 1)
+            ext[name] = str(n)
+        elif name in ("hot_max_factor", "warm_max_factor"):
+            if _atof(v) <= 0:
+                raise SettingsError(f"{name} must be > 0", 1)
+            ext[name] = repr(_atof(v))
+        elif name == "temporary_ttl":
+            ext[name] = str(_atoi(v))
+        elif name == "idle_timeout":
+            s.idle_timeout = _atoi(v)
+            ext[name] = str(s.idle_timeout)
+        elif name in ("watcher_logbuf_size", "worker_logbuf_size", "read_buf_mem_limit"):
+            n = _strtoul32(v)
+            if n is None:
+                raise SettingsError(f"could not parse argument to {name}", 1)
+            unit = 1024 * 1024 if name == "read_buf_mem_limit" else 1024
+            ext[name] = str(n * unit)
+        elif name == "slab_chunk_max":
+            try:
+                s.slab_chunk_size_max = int(v.strip(), 10)
+            except ValueError:
+                raise SettingsError("could not parse argument to slab_chunk_max", 1) from None
+            ext[name] = v
+        elif name == "slab_sizes":
+            ext[name] = v
+        elif name == "shards":            # memcachepy's own: how many lock shards
+            n = _atoi(v)
+            s.nshards = n
+            ext[name] = str(n)
+        elif name in _SWITCHES:
+            _switch(s, name)
+        elif name.startswith(_UNSUPPORTED_PREFIXES):
+            raise SettingsError(f'"{name}": extstore, TLS and the proxy are not supported '
+                                "by memcachepy", 1)
+        else:
+            raise SettingsError(f'Illegal suboption "{part}"', 1)
+
+
+def _switch(s: "Settings", name: str) -> None:
+    ext = s.extended
+    # a switch and its opposite: the later one wins, as in memcached
+    for a, b in (("maxconns_fast", "no_maxconns_fast"), ("lru_crawler", "no_lru_crawler"),
+                 ("lru_maintainer", "no_lru_maintainer"), ("slab_reassign", "no_slab_reassign"),
+                 ("drop_privileges", "no_drop_privileges"),
+                 ("inline_ascii_resp", "no_inline_ascii_resp")):
+        if name == a:
+            ext.pop(b, None)
+        elif name == b:
+            ext.pop(a, None)
+    if name == "resp_obj_mem_limit":
+        sys.stderr.write("DEPRECATED: resp_obj_mem_limit no longer used. See read_buf_mem_limit,\n")
+        return
+    if name == "maxconns_fast":
+        s.maxconns_fast = True
+    elif name == "no_maxconns_fast":
+        s.maxconns_fast = False
+    elif name == "slab_automove":        # bare: on
+        ext["slab_automove"] = "1"
+        return
+    elif name == "no_slab_automove":
+        ext["slab_automove"] = "0"
+        return
+    elif name == "lru_maintainer":       # also turns the segmented LRU back on
+        ext.pop("no_lru_segmented", None)
+    elif name == "no_lru_maintainer":    # the maintainer runs the segments: flat LRU
+        ext["no_lru_segmented"] = ""
+    elif name == "no_chunked_items":     # one chunk per item up to a page
+        s.slab_chunk_size_max = 1024 * 1024
+    elif name == "no_modern":            # 1.5's defaults
+        if "slab_chunk_max" not in ext:
+            s.slab_chunk_size_max = 1024 * 1024
+        s.maxconns_fast = False
+        for k in ("maxconns_fast", "lru_crawler", "lru_maintainer"):
+            ext.pop(k, None)
+        ext.pop("slab_reassign", None)
+        ext.update({"no_slab_reassign": "", "no_maxconns_fast": "", "no_lru_crawler": "",
+                    "no_lru_maintainer": "",
+                    "no_lru_segmented": "", "slab_automove": "0", "hash_algorithm": "jenkins"})
+    ext[name] = ""
 
 
 @dataclass
@@ -159,8 +294,6 @@ class Settings:
                                 f"evenly into {1024 * 1024} (slab_page_size)")
         if self.nshards < 1 or self.nshards > 256 or self.nshards & (self.nshards - 1):
             raise SettingsError("shards must be a power of two between 1 and 256", 1)
-        if self.idle_timeout < 0:
-            raise SettingsError("idle_timeout must be 0 or more", 1)
         if self.domain_socket and self.listen:
             # memcached: -s disables network support; -l is then ignored.
             self.listen = []
@@ -205,7 +338,7 @@ class Settings:
             line("item_size_max", self.item_size_max),
             line("maxconns_fast", yn(self.maxconns_fast)),
             line("hashpower_init", self.hashpower_init),
-            line("slab_reassign", "yes"),
+            line("slab_reassign", "no" if "no_slab_reassign" in ext else "yes"),
         ])
         b2 = "".join([
             line("slab_automove_window", ext.get("slab_automove_window", "30")),
@@ -287,6 +420,7 @@ class Settings:
             "settings_text_b": b,
             "slab_automove": int(ext.get("slab_automove", 1)),
             "slab_automove_ratio": float(ext.get("slab_automove_ratio", 0.8)),
+            "slab_reassign": "no_slab_reassign" not in ext,
             "lru_crawler": "no_lru_crawler" not in ext,
             "lru_crawler_sleep": self.lru_crawler_sleep,
             "lru_crawler_tocrawl": int(ext.get("lru_crawler_tocrawl", 0)),

@@ -358,6 +358,14 @@ t("stats_settings_extended_opts", b"stats settings\r\n",
   flags=["-o", "hashpower=18,no_lru_crawler,hot_lru_pct=30,warm_lru_pct=30,temporary_ttl=30,"
          "lru_crawler_sleep=50,lru_crawler_tocrawl=5,slab_automove=0,idle_timeout=30,"
          "hash_algorithm=jenkins,maxconns_fast"])
+# -o spellings memcached 1.6.18 accepts: values ignored on switches, no-ops, 1.5 defaults
+# (no_modern), later switches winning, a deprecated option, values read with atoi()
+for _i, _opts in enumerate(["modern=1,inline_ascii_resp,no_inline_ascii_resp", "no_modern",
+                            "slab_automove,no_chunked_items", "no_lru_maintainer,lru_maintainer",
+                            "lru_crawler_tocrawl=7,watcher_logbuf_size=16,read_buf_mem_limit=2",
+                            "temporary_ttl=abc,idle_timeout=-5,hot_max_factor=0.5x",
+                            "resp_obj_mem_limit=9,hashpower=13"]):
+    t(f"stats_settings_suboptions_{_i}", b"stats settings\r\n", flags=["-o", _opts])
 t("stats_settings_extended_opts2", b"stats settings\r\n", b"stats sizes\r\n",
   s("a", "1"), s("b", b"x" * 100), s("c", b"y" * 100), b"stats sizes\r\n",
   flags=["-o", "track_sizes,no_maxconns_fast,no_lru_maintainer"])
