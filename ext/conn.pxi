@@ -96,6 +96,8 @@ cdef void conn_detach(conn_t* c) noexcept nogil:
     epoll_ctl(w.epfd, EPOLL_CTL_DEL, c.fd, NULL)
     if c.spool != NULL:
         item_free(c.spool)
+    if c.spool_ready != NULL:
+        item_free(c.spool_ready)
     free(c.rbuf)
     free(c.wbuf)
     free(c)
@@ -397,10 +399,14 @@ cdef bint conn_spool_start(conn_t* c, size_t cont, size_t avail) noexcept nogil:
     cdef size_t vlen = c.rneed
     cdef size_t have = avail - cont
     cdef shard_t* s = &g_shards[0]
-    cdef item_t* it
-    pthread_mutex_lock(&s.lock)
-    it = item_alloc(s, b"", 0, 0, 0, vlen)
-    pthread_mutex_unlock(&s.lock)
+    cdef item_t* it = c.spool_ready
+    c.spool_ready = NULL
+    c.spool_adopt = it != NULL
+    if it == NULL:
+        # any other command with a data block: a bare chunk, copied out at the end
+        pthread_mutex_lock(&s.lock)
+        it = item_alloc(s, b"", 0, 0, 0, vlen)
+        pthread_mutex_unlock(&s.lock)
     c.rneed = 0
     if it == NULL:
         sinc(&conn_stats(c).store_no_memory)
@@ -425,8 +431,10 @@ cdef void conn_spool_finish(conn_t* c) noexcept nogil:
     if linelen > 1 and p[linelen - 1] == c'\r':
         linelen -= 1
     r = process_command(c, p, linelen, ITEM_data(c.spool), c.spool_len)
-    item_free(c.spool)
-    c.spool = NULL
+    if c.spool != NULL:       # not taken by the command (see process_update)
+        item_free(c.spool)
+        c.spool = NULL
+    c.spool_adopt = False
     c.rstart += c.spool_line
     if r < 0:
         c.close_now = True

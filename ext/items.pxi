@@ -91,7 +91,6 @@ cdef item_t* item_alloc(shard_t* shard, const char* key, size_t nkey, uint32_t f
     cdef int id = item_clsid_of(nkey, flags, nbytes)
     cdef item_t* it = NULL
     cdef int tries
-    cdef int pulls = 0
     if id == 0 or ntotal > g_settings.item_size_max:
         return NULL
     for tries in range(10):
@@ -99,11 +98,8 @@ cdef item_t* item_alloc(shard_t* shard, const char* key, size_t nkey, uint32_t f
         if it != NULL:
             break
         # evicts unless -M (lru.pxi checks evict_to_free, as memcached)
-        pulls += 1
         if not lru_pull_tail(shard, id):
             break
-    # memcached's direct_reclaims: memory the storing thread had to free itself
-    shard.lru[id].direct_reclaims += <uint64_t>pulls
     if it == NULL:
         shard.lru[id].outofmemory += 1
         return NULL

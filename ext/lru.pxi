@@ -280,9 +280,12 @@ cdef void lru_maintainer_run() noexcept nogil:
 
 # Free room in class `id` of this shard: evict from COLD; if COLD had nothing
 # to give, push HOT's (then WARM's) tail down to COLD and try again.
+# Each try at COLD counts as one of memcached's direct_reclaims (one failed
+# allocation and pull of its do_item_alloc_pull loop).
 cdef bint lru_pull_tail_one(shard_t* s, int id) noexcept nogil:
     cdef int round
     for round in range(3):
+        s.lru[id].direct_reclaims += 1
         if lru_pull_tail_seg(s, id, SEG_COLD, 0, 0) > 0:
             return True
         if not g_settings.lru_segmented:

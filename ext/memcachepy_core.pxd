@@ -329,6 +329,8 @@ cdef struct conn_t:
     size_t get_resume    # offset in the current line where a paused multiget resumes
     int watch_flags      # what a `watch` connection asked to see
     item_t* spool        # a large data block still arriving (conn.pxi)
+    item_t* spool_ready  # set/add/...: the item itself, allocated when its line was read
+    bint spool_adopt     # spool is that item: the command takes it instead of copying
     size_t spool_len
     size_t spool_have
     size_t spool_line

@@ -216,10 +216,33 @@ cdef int process_update(conn_t* c, token_t* tokens, size_t ntokens, int comm, bi
             pthread_mutex_unlock(&s.lock)
         return conn_swallow(c, vlen, avail)
     if avail < vlen:
+        if vlen >= SPOOL_MIN and c.spool == NULL and c.spool_ready == NULL:
+            # A large value is received straight into its item, as memcached
+            # reads into the item it allocated for the line (conn.pxi spools).
+            pthread_mutex_lock(&s.lock)
+            it = item_alloc(s, key, nkey, flags, exptime, vlen)
+            if it == NULL:
+                sinc(&st.store_no_memory)
+                if comm == NREAD_SET:
+                    old = do_item_get(s, key, nkey, bucket_hv(h), st, False)
+                    if old != NULL:
+                        do_item_unlink(s, old)
+                pthread_mutex_unlock(&s.lock)
+                out_string(c, b"SERVER_ERROR out of memory storing object")
+                return conn_swallow(c, vlen, avail)
+            pthread_mutex_unlock(&s.lock)
+            c.spool_ready = it
         c.rneed = vlen
         return PROC_NEED_MORE
     pthread_mutex_lock(&s.lock)
-    it = item_alloc(s, key, nkey, flags, exptime, vlen)
+    if c.spool_adopt and c.spool != NULL and data == ITEM_data(c.spool) and \
+            c.spool.nkey == nkey and c.spool.nbytes == vlen and c.spool.flags == flags:
+        it = c.spool              # the value arrived in it already
+        c.spool = NULL
+        c.spool_adopt = False
+        data = NULL
+    else:
+        it = item_alloc(s, key, nkey, flags, exptime, vlen)
     if it == NULL:
         sinc(&st.store_no_memory)
         if comm == NREAD_SET:
@@ -230,12 +253,13 @@ cdef int process_update(conn_t* c, token_t* tokens, size_t ntokens, int comm, bi
         out_string(c, b"SERVER_ERROR out of memory storing object")
         return <int>vlen
     sinc(&st.slab[it.slabs_clsid].set_cmds)
-    if data[vlen - 2] != c'\r' or data[vlen - 1] != c'\n':
+    if data != NULL:
+        memcpy(ITEM_data(it), data, vlen)
+    if ITEM_data(it)[vlen - 2] != c'\r' or ITEM_data(it)[vlen - 1] != c'\n':
         item_free(it)
         pthread_mutex_unlock(&s.lock)
         out_string(c, b"CLIENT_ERROR bad data chunk")
         return <int>vlen
-    memcpy(ITEM_data(it), data, vlen)
     it.hv = bucket_hv(h)
     it.cas = req_cas
     clsid = it.slabs_clsid
