@@ -6,17 +6,19 @@
 # crawl. Here a crawl of a class walks HOT, WARM and COLD of every shard from
 # the tail under that shard's lock (the lock a store of the class would take
 # anyway), and the decision is memcached's own schedule, run by the acceptor
-# thread once a second (crawler_check):
-#   * every class is crawled as soon as the daemon starts;
+# thread once a second (crawler_check), for each LRU (a class's HOT, WARM or
+# COLD list) on its own, as memcached schedules each of its LRUs:
+#   * every LRU is crawled as soon as the daemon starts;
 #   * a crawl records, for the items it leaves, how many never expire and how
 #     many expire in each of the next 60 minutes;
-#   * the next crawl of the class comes 60 s sooner when 1% of its items will
+#   * the next crawl of the LRU comes 60 s sooner when 1% of its items will
 #     have expired well within the current wait, 60 s later when none will
 #     (never more than an hour apart), plus 5 s.
 # `lru_crawler crawl <classes>` runs the same walk at once, outside the
 # schedule; `lru_crawler metadump/mgdump` walk with proto_admin.pxi's writer.
 # Counted as memcached counts: crawler_reclaimed, crawler_items_checked and
-# expired_unfetched per class; lru_crawler_starts once per crawl started.
+# expired_unfetched per class; lru_crawler_starts once per crawl started; each
+# planned crawl is a `watch sysevents` line, as is each slab page moved.
 
 cdef enum:
     CRAWL_HISTO = 61            # minutes 0..60 of remaining TTL
@@ -26,25 +28,27 @@ cdef struct crawler_class_t:
     uint64_t seen               # live items the last crawl left
     uint64_t noexp              # ...of which never expire
     uint64_t histo[CRAWL_HISTO] # ...expiring in minute x from then
-    rel_time_t next_crawl       # when this class is due
+    uint64_t reclaimed          # what the last crawl took
+    rel_time_t start_time
+    rel_time_t end_time
+    rel_time_t next_crawl       # when this LRU is due
     rel_time_t wait             # current spacing of its crawls
     bint run_complete           # a crawl finished and the next is not planned yet
 
 # Schedule state: only the acceptor thread touches it. g_crawler_lock keeps a
 # manual crawl and a scheduled one from walking at the same time.
-cdef crawler_class_t g_crawler[MAX_SLAB_CLASSES]
+cdef crawler_class_t g_crawler[MAX_SLAB_CLASSES * 3]     # [lru_idx(class, segment)]
 cdef pthread_mutex_t g_crawler_lock
 
 cdef void crawler_init() noexcept nogil:
     memset(g_crawler, 0, sizeof(g_crawler))
     pthread_mutex_init(&g_crawler_lock, NULL)
 
-# Walk class `id` of every shard from the tails; reclaim what is dead and, when
-# `cs` is given, record what is left for the schedule. At most `tocrawl` items
-# per segment of a shard (0: all).
-cdef void crawler_crawl_class(int id, uint32_t tocrawl, crawler_class_t* cs) noexcept nogil:
+# Walk segment `seg` of class `id` in every shard from the tail; reclaim what
+# is dead and, when `cs` is given, record what is left for the schedule. At
+# most `tocrawl` items per shard (0: all).
+cdef void crawler_crawl_lru(int id, int seg, uint32_t tocrawl, crawler_class_t* cs) noexcept nogil:
     cdef int i
-    cdef int seg
     cdef shard_t* s
     cdef item_t* it
     cdef item_t* prev
@@ -56,50 +60,55 @@ cdef void crawler_crawl_class(int id, uint32_t tocrawl, crawler_class_t* cs) noe
         s = &g_shards[i]
         pthread_mutex_lock(&s.lock)
         now = current_time()
-        for seg in range(SEG_COLD + 1):
-            it = s.tails[lru_idx(id, seg)]
-            budget = tocrawl
-            while it != NULL:
-                if tocrawl:
-                    if budget == 0:
-                        break
-                    budget -= 1
-                prev = it.prev
-                s.lru[id].crawler_items_checked += 1
-                dead = item_dead(it, now)
-                flushed = dead == 2
-                # the crawler takes an item once its exptime has passed (a
-                # lookup already at the exptime second, as memcached)
-                if (flushed or (it.exptime != 0 and it.exptime < now)) and \
-                        not (it.it_flags & ITEM_PINNED):
-                    s.lru[id].crawler_reclaimed += 1
-                    if not flushed and (it.it_flags & ITEM_FETCHED) == 0:
-                        s.lru[id].expired_unfetched += 1
-                    do_item_unlink(s, it)
-                elif cs != NULL:
-                    cs.seen += 1
-                    if it.exptime == 0:
-                        cs.noexp += 1
-                    elif it.exptime - now <= 3599 and (it.exptime - now) // 60 < CRAWL_HISTO:
-                        cs.histo[(it.exptime - now) // 60] += 1
-                it = prev
+        it = s.tails[lru_idx(id, seg)]
+        budget = tocrawl
+        while it != NULL:
+            if tocrawl:
+                if budget == 0:
+                    break
+                budget -= 1
+            prev = it.prev
+            s.lru[id].crawler_items_checked += 1
+            dead = item_dead(it, now)
+            flushed = dead == 2
+            # the crawler takes an item once its exptime has passed (a lookup
+            # already at the exptime second, as memcached)
+            if (flushed or (it.exptime != 0 and it.exptime < now)) and \
+                    not (it.it_flags & ITEM_PINNED):
+                s.lru[id].crawler_reclaimed += 1
+                if not flushed and (it.it_flags & ITEM_FETCHED) == 0:
+                    s.lru[id].expired_unfetched += 1
+                do_item_unlink(s, it)
+                if cs != NULL:
+                    cs.reclaimed += 1
+            elif cs != NULL:
+                cs.seen += 1
+                if it.exptime == 0:
+                    cs.noexp += 1
+                elif it.exptime - now <= 3599 and (it.exptime - now) // 60 < CRAWL_HISTO:
+                    cs.histo[(it.exptime - now) // 60] += 1
+            it = prev
         pthread_mutex_unlock(&s.lock)
 
 # `lru_crawler crawl`: the selected classes now. False when a crawl is running.
 cdef bint crawler_crawl_now(bint* sel) noexcept nogil:
     cdef int id
+    cdef int seg
     if pthread_mutex_trylock(&g_crawler_lock) != 0:
         return False
     mc_fetch_add_u64(&g_lru_crawler_starts, 1)
     for id in range(1, MAX_SLAB_CLASSES):
         if sel[id]:
-            crawler_crawl_class(id, g_settings.lru_crawler_tocrawl, NULL)
+            for seg in range(SEG_COLD + 1):
+                crawler_crawl_lru(id, seg, g_settings.lru_crawler_tocrawl, NULL)
     pthread_mutex_unlock(&g_crawler_lock)
     return True
 
-# Plan the next crawl of a class from what its last one saw (memcached's
-# lru_maintainer_crawler_check).
-cdef void crawler_plan(crawler_class_t* cs, rel_time_t now) noexcept nogil:
+# Plan the next crawl of an LRU from what its last one saw (memcached's
+# lru_maintainer_crawler_check), and say so to `watch sysevents`.
+cdef void crawler_plan(crawler_class_t* cs, rel_time_t now, int id, int seg) noexcept nogil:
+    cdef char body[400]
+    cdef int n
     cdef uint64_t low_watermark = (cs.seen - cs.noexp) // 100 + 1
     cdef uint64_t available = 0
     cdef int x
@@ -117,34 +126,54 @@ cdef void crawler_plan(crawler_class_t* cs, rel_time_t now) noexcept nogil:
         cs.wait = MAX_MAINTCRAWL_WAIT
     cs.next_crawl = now + cs.wait + 5
     cs.run_complete = False
+    if logger_wants(LOG_SYSEVENTS):
+        n = snprintf(body, sizeof(body),
+                     b"type=lru_crawler crawler=%d lru=%s low_mark=%llu next_reclaims=%llu "
+                     b"since_run=%u next_run=%d elapsed=%u examined=%llu reclaimed=%llu",
+                     id, b"hot" if seg == SEG_HOT else (b"warm" if seg == SEG_WARM else b"cold"),
+                     <unsigned long long>low_watermark,
+                     <unsigned long long>available, <unsigned>(now - cs.end_time),
+                     <int>(cs.next_crawl - now), <unsigned>(cs.end_time - cs.start_time),
+                     <unsigned long long>cs.seen, <unsigned long long>cs.reclaimed)
+        logger_emit(LOG_SYSEVENTS, body, <size_t>n)
 
-# Once a second (acceptor thread): crawl every class that is due.
+# Once a second (acceptor thread): crawl every LRU that is due.
 cdef void crawler_check() noexcept nogil:
     cdef int id
+    cdef int seg
+    cdef int x
     cdef rel_time_t now = current_time()
-    cdef bint todo[MAX_SLAB_CLASSES]
+    cdef bint todo[MAX_SLAB_CLASSES * 3]
     cdef bint any_due = False
     cdef crawler_class_t* cs
     # scheduled by the LRU maintainer, as in memcached (-o no_lru_maintainer: manual only)
     if not g_settings.lru_crawler or not g_settings.lru_maintainer:
         return
-    for id in range(1, MAX_SLAB_CLASSES):
-        cs = &g_crawler[id]
-        if cs.run_complete:
-            crawler_plan(cs, now)
-        todo[id] = now > cs.next_crawl
-        if todo[id]:
-            cs.next_crawl = now + 5     # minimum retry wait
-            any_due = True
+    # LRU by LRU in memcached's order: every class's HOT, then WARM, then COLD
+    for seg in range(SEG_COLD + 1):
+        for id in range(1, MAX_SLAB_CLASSES):
+            x = lru_idx(id, seg)
+            cs = &g_crawler[x]
+            if cs.run_complete:
+                crawler_plan(cs, now, id, seg)
+            todo[x] = now > cs.next_crawl
+            if todo[x]:
+                cs.next_crawl = now + 5     # minimum retry wait
+                any_due = True
     if not any_due or pthread_mutex_trylock(&g_crawler_lock) != 0:
         return
     mc_fetch_add_u64(&g_lru_crawler_starts, 1)
-    for id in range(1, MAX_SLAB_CLASSES):
-        if todo[id]:
-            cs = &g_crawler[id]
-            cs.seen = 0
-            cs.noexp = 0
-            memset(cs.histo, 0, sizeof(cs.histo))
-            crawler_crawl_class(id, g_settings.lru_crawler_tocrawl, cs)
-            cs.run_complete = True
+    for seg in range(SEG_COLD + 1):
+        for id in range(1, MAX_SLAB_CLASSES):
+            x = lru_idx(id, seg)
+            if todo[x]:
+                cs = &g_crawler[x]
+                cs.seen = 0
+                cs.noexp = 0
+                cs.reclaimed = 0
+                memset(cs.histo, 0, sizeof(cs.histo))
+                cs.start_time = current_time()
+                crawler_crawl_lru(id, seg, g_settings.lru_crawler_tocrawl, cs)
+                cs.end_time = current_time()
+                cs.run_complete = True
     pthread_mutex_unlock(&g_crawler_lock)

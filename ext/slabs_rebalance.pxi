@@ -226,6 +226,8 @@ cdef void slabs_automove_tick() noexcept nogil:
     cdef int src = 0
     cdef uint64_t best_free = 0
     cdef uint64_t free_chunks
+    cdef char body[96]
+    cdef int n
     if not g_settings.slab_reassign or g_settings.slab_automove == 0 or \
             mc_load_int(&g_rebal_signal) != 0:
         return
@@ -247,3 +249,7 @@ cdef void slabs_automove_tick() noexcept nogil:
     pthread_mutex_unlock(&g_slabs_lock)
     if src:
         slabs_reassign(src, dst)
+        # memcached logs the automover's decisions (not manual reassigns)
+        if logger_wants(LOG_SYSEVENTS):
+            n = snprintf(body, sizeof(body), b"type=slab_move src=%d dst=%d", src, dst)
+            logger_emit(LOG_SYSEVENTS, body, <size_t>n)

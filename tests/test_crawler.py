@@ -8,6 +8,8 @@
 # time and must reclaim in the same crawl. `lru_crawler crawl` reclaims at once.
 from __future__ import annotations
 
+import re
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -41,9 +43,30 @@ def reclaim_counts(c: Conn) -> dict[str, int]:
             "get_expired": int(st["get_expired"])}
 
 
-def background_story(d: Daemon) -> tuple[float, dict[str, int], dict[str, bytes]]:
+def crawler_events(w: socket.socket, seconds: float) -> list[bytes]:
+    """`type=lru_crawler` lines a `watch sysevents` conn gets within `seconds`."""
+    w.settimeout(0.2)
+    out = b""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            chunk = w.recv(1 << 20)
+        except socket.timeout:
+            continue
+        if not chunk:
+            break
+        out += chunk
+    return [ln for ln in out.splitlines() if b"type=lru_crawler" in ln]
+
+
+def background_story(d: Daemon) -> tuple[float, dict[str, int], dict[str, bytes], list[bytes], int]:
     """Store 70 items that expire in 2 s and 50 that never do; touch nothing; return when
-    curr_items fell to 50 (seconds after the store) and the counters then."""
+    curr_items fell to 50 (seconds after the store), the counters then, and the crawler's
+    `watch sysevents` lines for the crawl that reclaimed them (it plans the next crawl of
+    each LRU a second later, and says so)."""
+    w = socket.create_connection(d.addr, timeout=5)
+    w.sendall(b"watch sysevents\r\n")
+    crawler_events(w, 0.3)        # OK, and the start-up crawl if still to come
     with Conn(d.addr) as c:
         fill(c, 2)
         t0 = time.monotonic()
@@ -51,7 +74,9 @@ def background_story(d: Daemon) -> tuple[float, dict[str, int], dict[str, bytes]
         while time.monotonic() < deadline:
             counts = reclaim_counts(c)
             if counts["curr_items"] == 50:
-                return time.monotonic() - t0, counts, c.stats(b"items")
+                took = time.monotonic() - t0
+                events = crawler_events(w, 3.0)
+                return took, counts, c.stats(b"items"), events, int(c.stats()["crawler_reclaimed"])
             time.sleep(0.5)
         raise AssertionError(f"{d.name}: expired items still counted after 110 s: {counts}")
 
@@ -61,7 +86,8 @@ def test_expired_items_reclaimed_in_the_background_as_memcached(daemon_pair) -> 
     ref, sut = daemon_pair("memcachepy", ())
     with ThreadPoolExecutor(2) as pool:
         want_f, got_f = pool.submit(background_story, ref), pool.submit(background_story, sut)
-        (t_want, want, want_items), (t_got, got, got_items) = want_f.result(), got_f.result()
+        (t_want, want, want_items, want_ev, want_cr), (t_got, got, got_items, got_ev, got_cr) = \
+            want_f.result(), got_f.result()
     print(f"reclaimed after {t_want:.1f} s (memcached) and {t_got:.1f} s (memcachepy)")
     # every expired item reclaimed by the crawler (or the LRU maintainer passing a tail),
     # none by a lookup, none ever fetched
@@ -70,11 +96,20 @@ def test_expired_items_reclaimed_in_the_background_as_memcached(daemon_pair) -> 
     assert got == want
     # in the same crawl: the one after start, about a minute later (not at once, not never)
     assert abs(t_got - t_want) < 15, (t_want, t_got)
-    for items in (want_items, got_items):
+    line = re.compile(rb"ts=\d+\.\d+ gid=\d+ type=lru_crawler crawler=(\d+) lru=(hot|warm|cold|temp) "
+                      rb"low_mark=\d+ next_reclaims=\d+ since_run=\d+ next_run=\d+ elapsed=\d+ "
+                      rb"examined=\d+ reclaimed=(\d+)$")
+    for items, events, crawler_reclaimed in ((want_items, want_ev, want_cr),
+                                             (got_items, got_ev, got_cr)):
         assert int(items[f"items:{CLASS_OF_SMALL}:number"]) == 50
         checked = sum(int(v) for k, v in items.items() if k.endswith(":crawler_items_checked"))
         crawled = sum(int(v) for k, v in items.items() if k.endswith(":crawler_reclaimed"))
         assert checked >= crawled > 0, items
+        # each LRU's plan is a sysevent in memcached's format; together they account
+        # for every item this crawl reclaimed
+        assert events and all(line.match(e) for e in events), events[:3]
+        # (stats items lists only classes that still hold items: the general counter)
+        assert sum(int(line.match(e).group(3)) for e in events) == crawler_reclaimed, events
 
 
 @pytest.mark.timeout(60)

@@ -80,6 +80,35 @@ def test_reassign_moves_a_page_and_keeps_items(start_daemon):
     assert missing == evicted
 
 
+def test_manual_reassign_is_not_a_sysevent(daemon_pair):
+    # memcached logs `type=slab_move` for the automover's decisions only: a manual
+    # `slabs reassign` moves the page silently on both daemons
+    ref, sut = daemon_pair("memcachepy", ["-m", "16", "-o", "slab_automove=0"])
+    for d in (ref, sut):
+        w = d.connect()
+        w.sendall(b"watch sysevents\r\n")
+        s = d.connect()
+        fill(s, b"a", 3000, 900)
+        before = slab_pages(s)
+        src = max(before, key=lambda c: before[c])
+        assert cmd(s, b"slabs reassign %d 1\r\n" % src, b"\r\n") == b"OK\r\n"
+        assert wait_for(lambda: stat(s, "slabs_moved") == 1)
+        time.sleep(0.5)
+        w.settimeout(0.5)
+        got = b""
+        try:
+            while True:
+                chunk = w.recv(1 << 20)
+                if not chunk:
+                    break
+                got += chunk
+        except socket.timeout:
+            pass
+        assert got.startswith(b"OK\r\n") and b"type=slab_move" not in got, (d.name, got[:300])
+        w.close()
+        s.close()
+
+
 def test_reassign_errors_match_memcached(daemon_pair):
     ref, sut = daemon_pair("memcachepy", ["-o", "slab_automove=0"])
     script = [b"slabs reassign 1 1\r\n", b"slabs reassign 1 2\r\n", b"slabs reassign 99 1\r\n",
@@ -93,6 +122,8 @@ def test_reassign_errors_match_memcached(daemon_pair):
 
 def test_automove_feeds_an_evicting_class(start_daemon):
     d = start_daemon("memcachepy", "-m", "8", "-o", "slab_automove=1")
+    w = d.connect()
+    w.sendall(b"watch sysevents\r\n")
     s = d.connect()
     fill(s, b"big", 6000, 900)        # fill memory with ~1 KB items
     for i in range(6000):             # then free them all
@@ -101,5 +132,12 @@ def test_automove_feeds_an_evicting_class(start_daemon):
     small_before = slab_pages(s).get(1, 0)
     fill(s, b"s", 100000, 10)         # small items now evict in their class...
     assert wait_for(lambda: stat(s, "slabs_moved") > 0, timeout=15), "automove never moved a page"
+    # the automover's decision is a sysevent, as in memcached
+    w.settimeout(5)
+    got = b""
+    while not re.search(rb"type=slab_move src=\d+ dst=1\n", got):
+        chunk = w.recv(1 << 20)
+        assert chunk, got
+        got += chunk
     fill(s, b"t", 50000, 10)
     assert slab_pages(s).get(1, 0) > small_before
