@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import select
 import signal
 import socket
 import stat
@@ -574,13 +575,18 @@ class _Lifecycle:
     def _serve(self, server: "MemcacheServer", notifier, systemd) -> int:
         s = self.settings
         pending: List[int] = []
-        wake = threading.Event()
+        # The handler only queues the signal and takes no lock: it runs in the
+        # main thread between two bytecodes, possibly inside the very lock it
+        # would take (a threading.Event.set() here once deadlocked the daemon
+        # on SIGTERM). The C-level handler writes a byte to `wake_w`
+        # (set_wakeup_fd), which is what wakes the main loop's select().
+        wake_r, wake_w = socket.socketpair()
+        wake_r.setblocking(False)
+        wake_w.setblocking(False)
+        signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
 
-        # Handlers only queue the signal: logging or reopening files inside
-        # a handler could re-enter a lock the interrupted code holds.
         def on_signal(signum: int, frame: object) -> None:  # noqa: ARG001
             pending.append(signum)
-            wake.set()
 
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGHUP):
             signal.signal(sig, on_signal)
@@ -623,7 +629,7 @@ class _Lifecycle:
                 notifier.ready(f"accepting connections on {where}; {s.num_threads} threads")
             notifier.start_watchdog(systemd.version_probe(t_host, t_port, unix_path=t_unix))
             try:
-                stop_signal = self._wait(pending, wake)
+                stop_signal = self._wait(pending, wake_r)
             finally:
                 notifier.stop_watchdog()
                 if exporter is not None:
@@ -643,11 +649,15 @@ class _Lifecycle:
         log.info("stopped")
         return 0
 
-    def _wait(self, pending: List[int], wake: threading.Event) -> int:
+    def _wait(self, pending: List[int], wake: socket.socket) -> int:
         """Serve signals until one asks to stop; return that signal."""
         while True:
-            wake.wait(0.5)
-            wake.clear()
+            select.select([wake], [], [], 0.5)
+            try:
+                while wake.recv(64):
+                    pass
+            except (BlockingIOError, InterruptedError):
+                pass
             while pending:
                 signum = pending.pop(0)
                 name = signal.Signals(signum).name

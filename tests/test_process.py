@@ -397,6 +397,22 @@ def test_sighup_without_log_file_keeps_running(kind, spawn):
     assert request(("127.0.0.1", port), b"version\r\n").startswith(b"VERSION ")
 
 
+def test_signal_storm_then_sigterm_stops_promptly(kind, spawn):
+    # A signal can land while the main thread is inside the lock its own handler would
+    # take; memcachepy's handler once called threading.Event.set() and a SIGTERM then
+    # left the daemon deadlocked (seen once in CI). Thousands of SIGHUPs make that window
+    # likely; the daemon must still serve, and stop at once on SIGTERM.
+    p = spawn(argv_for(kind, []))
+    port = p.wait_port()
+    for _ in range(3000):
+        p.proc.send_signal(signal.SIGHUP)
+    assert request(("127.0.0.1", port), b"version\r\n").startswith(b"VERSION ")
+    t0 = time.monotonic()
+    p.proc.send_signal(signal.SIGTERM)
+    assert p.wait() == 0
+    assert time.monotonic() - t0 < 5
+
+
 def test_sighup_reopens_log_file_from_config_logfile(mcpy, spawn, tmp_path):
     """`logfile PATH` (Debian's memcached.conf) is --log-file: the log, including the
     core's -vv traffic lines, goes to fd 2 = that file; after a logrotate-style rename,
