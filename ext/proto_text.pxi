@@ -163,6 +163,20 @@ cdef int process_get(conn_t* c, const char* line, size_t length, token_t* tokens
     c.cmd_flushed = True
     return 0
 
+# No memory for an update (caller holds the shard lock; released here). A set
+# that cannot be stored also drops the old value, as memcached does, so a
+# stale value does not outlive the write that failed.
+cdef void update_no_memory(conn_t* c, shard_t* s, const char* key, size_t nkey, uint64_t h,
+                           thread_stats_t* st, int comm) noexcept nogil:
+    cdef item_t* old
+    sinc(&st.store_no_memory)
+    if comm == NREAD_SET:
+        old = do_item_get(s, key, nkey, bucket_hv(h), st, False)
+        if old != NULL:
+            do_item_unlink(s, old)
+    pthread_mutex_unlock(&s.lock)
+    out_string(c, b"SERVER_ERROR out of memory storing object")
+
 # set/add/replace/append/prepend/cas. `data` points just past the request line,
 # `avail` bytes of input are there.
 cdef int process_update(conn_t* c, token_t* tokens, size_t ntokens, int comm, bint handle_cas,
@@ -222,13 +236,7 @@ cdef int process_update(conn_t* c, token_t* tokens, size_t ntokens, int comm, bi
             pthread_mutex_lock(&s.lock)
             it = item_alloc(s, key, nkey, flags, exptime, vlen)
             if it == NULL:
-                sinc(&st.store_no_memory)
-                if comm == NREAD_SET:
-                    old = do_item_get(s, key, nkey, bucket_hv(h), st, False)
-                    if old != NULL:
-                        do_item_unlink(s, old)
-                pthread_mutex_unlock(&s.lock)
-                out_string(c, b"SERVER_ERROR out of memory storing object")
+                update_no_memory(c, s, key, nkey, h, st, comm)
                 return conn_swallow(c, vlen, avail)
             pthread_mutex_unlock(&s.lock)
             c.spool_ready = it
@@ -244,13 +252,7 @@ cdef int process_update(conn_t* c, token_t* tokens, size_t ntokens, int comm, bi
     else:
         it = item_alloc(s, key, nkey, flags, exptime, vlen)
     if it == NULL:
-        sinc(&st.store_no_memory)
-        if comm == NREAD_SET:
-            old = do_item_get(s, key, nkey, bucket_hv(h), st, False)
-            if old != NULL:
-                do_item_unlink(s, old)
-        pthread_mutex_unlock(&s.lock)
-        out_string(c, b"SERVER_ERROR out of memory storing object")
+        update_no_memory(c, s, key, nkey, h, st, comm)
         return <int>vlen
     sinc(&st.slab[it.slabs_clsid].set_cmds)
     if data != NULL:
