@@ -1,7 +1,8 @@
 # Large data blocks arrive in slab memory ("spooling", conn.pxi): a value of
-# 64 KB or more that is not complete yet is received into a chunk the slab
-# allocator hands out (evicting if it must), as memcached reads a value into its
-# item, so values in flight count against -m. These tests drive that path over
+# 64 KB or more that is not complete yet is received into slab memory (evicting
+# if it must) -- for set/add/replace/append/prepend/cas into the item itself,
+# allocated when the line is read, as memcached does -- so values in flight
+# count against -m. These tests drive that path over
 # real sockets: byte-by-byte and chunked arrival, pipelined commands after it,
 # noreply, meta `ms`, out of memory with -M, and a client hanging up mid-value.
 from __future__ import annotations
@@ -59,6 +60,42 @@ def test_bad_chunk_after_spooled_value(start_daemon, kind):
     s.sendall(b"set k 0 0 100000\r\n" + b"q" * 100000 + b"XX" + b"get k\r\n")
     out = read_until(s, b"END\r\n")
     assert out == b"CLIENT_ERROR bad data chunk\r\nEND\r\n"
+
+
+@pytest.mark.parametrize("kind", ["memcached", "memcachepy"])
+def test_every_update_command_in_pieces(start_daemon, kind):
+    # add/replace/append/prepend/cas with large values arriving in pieces: the value
+    # is received into the item allocated for the line (memcachepy adopts it for every
+    # update command), so each command's own rules still decide what is stored
+    d = start_daemon(kind)
+    s = d.connect()
+    a, b, c = b"a" * 70000, b"b" * 80000, b"c" * 90000
+
+    def send(cmd: bytes, value: bytes, cas: int | None = None) -> None:
+        line = cmd + b" %d" % len(value) + (b" %d" % cas if cas is not None else b"")
+        req = line + b"\r\n" + value + b"\r\n"
+        for i in range(0, len(req), 30011):
+            s.sendall(req[i:i + 30011])
+            time.sleep(0.002)
+
+    send(b"replace k 0 0", a)              # NOT_STORED: no k yet
+    send(b"add k 3 0", a)                  # STORED
+    send(b"add k 4 0", b)                  # NOT_STORED: k exists
+    send(b"append k 9 0", b)               # STORED: a + b, flags kept
+    send(b"prepend k 9 0", c)              # STORED: c + a + b
+    s.sendall(b"gets k\r\n")
+    out = read_until(s, b"END\r\n")
+    head, _, rest = out.partition(b"VALUE k ")
+    hdr, _, body = rest.partition(b"\r\n")
+    flags, length, cas = hdr.split()
+    assert head == b"NOT_STORED\r\nSTORED\r\nNOT_STORED\r\nSTORED\r\nSTORED\r\n"
+    assert (flags, int(length)) == (b"3", len(a + b + c))
+    assert body == c + a + b + b"\r\nEND\r\n"
+    send(b"cas k 5 0", b, int(cas) + 1)    # EXISTS: someone else's CAS
+    send(b"cas k 5 0", c, int(cas))        # STORED
+    s.sendall(b"get k\r\n")
+    out = read_until(s, b"END\r\n")
+    assert out == b"EXISTS\r\nSTORED\r\nVALUE k 5 %d\r\n" % len(c) + c + b"\r\nEND\r\n"
 
 
 def test_hang_up_mid_value_leaves_nothing(start_daemon):
