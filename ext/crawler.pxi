@@ -55,7 +55,6 @@ cdef void crawler_crawl_lru(int id, int seg, uint32_t tocrawl, crawler_class_t* 
     cdef rel_time_t now
     cdef uint32_t budget
     cdef bint flushed
-    cdef int dead
     for i in range(g_nshards):
         s = &g_shards[i]
         pthread_mutex_lock(&s.lock)
@@ -69,8 +68,7 @@ cdef void crawler_crawl_lru(int id, int seg, uint32_t tocrawl, crawler_class_t* 
                 budget -= 1
             prev = it.prev
             s.lru[id].crawler_items_checked += 1
-            dead = item_dead(it, now)
-            flushed = dead == 2
+            flushed = item_dead(it, now) == 2
             # the crawler takes an item once its exptime has passed (a lookup
             # already at the exptime second, as memcached)
             if (flushed or (it.exptime != 0 and it.exptime < now)) and \

@@ -195,7 +195,7 @@ cdef int lru_crawler_walk(conn_t* c, bint* sel, int mode, int start) noexcept no
                     continue
                 nxt = it.next
                 if item_dead(it, now):
-                    pass
+                    pass                # dead items are skipped, as memcached's dump does
                 elif mode == 1:
                     p = uri_encode(ITEM_key(it), it.nkey, line + 4)
                     memcpy(line, b"key=", 4)

@@ -87,7 +87,7 @@ _SWITCHES = {
     "no_slab_automove", "lru_crawler", "no_lru_crawler", "lru_maintainer", "no_lru_maintainer",
     "track_sizes", "inline_ascii_resp", "no_inline_ascii_resp", "no_chunked_items", "modern",
     "no_modern", "drop_privileges", "no_drop_privileges", "resp_obj_mem_limit",
-    "sock_cookie_id", "slab_automove",
+    "sock_cookie_id",
 }
 # Families memcachepy does not implement (extstore, TLS, proxy): cli.py refuses them.
 _UNSUPPORTED_PREFIXES = ("ext_", "ssl_", "proxy_")
@@ -102,7 +102,7 @@ def parse_suboptions(s: "Settings", text: str) -> None:
             continue
         name, eq, value = part.partition("=")
         v: Optional[str] = value if eq else None
-        if name in _MISSING and v is None and not (name == "slab_automove"):
+        if name in _MISSING and v is None:
             raise SettingsError(_MISSING[name], 1)
         if name == "hashpower":
             n = _atoi(v)
@@ -208,9 +208,6 @@ def _switch(s: "Settings", name: str) -> None:
         s.maxconns_fast = True
     elif name == "no_maxconns_fast":
         s.maxconns_fast = False
-    elif name == "slab_automove":        # bare: on
-        ext["slab_automove"] = "1"
-        return
     elif name == "no_slab_automove":
         ext["slab_automove"] = "0"
         return
@@ -224,9 +221,8 @@ def _switch(s: "Settings", name: str) -> None:
         if "slab_chunk_max" not in ext:
             s.slab_chunk_size_max = 1024 * 1024
         s.maxconns_fast = False
-        for k in ("maxconns_fast", "lru_crawler", "lru_maintainer"):
+        for k in ("maxconns_fast", "lru_crawler", "lru_maintainer", "slab_reassign"):
             ext.pop(k, None)
-        ext.pop("slab_reassign", None)
         ext.update({"no_slab_reassign": "", "no_maxconns_fast": "", "no_lru_crawler": "",
                     "no_lru_maintainer": "",
                     "no_lru_segmented": "", "slab_automove": "0", "hash_algorithm": "jenkins"})
