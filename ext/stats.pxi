@@ -378,17 +378,20 @@ cdef void stats_general(conn_t* c) noexcept nogil:
     append_stat_u64(c, b"slab_global_page_pool", 0)
     append_stat_u64(c, b"expired_unfetched", expired_unfetched)
     append_stat_u64(c, b"evicted_unfetched", evicted_unfetched)
-    append_stat_u64(c, b"evicted_active", evicted_active)
+    # memcached prints the segment counters only while its LRU maintainer runs.
+    if g_settings.lru_maintainer:
+        append_stat_u64(c, b"evicted_active", evicted_active)
     append_stat_u64(c, b"evictions", evicted)
     append_stat_u64(c, b"reclaimed", reclaimed)
     append_stat_u64(c, b"crawler_reclaimed", crawler_reclaimed)
     append_stat_u64(c, b"crawler_items_checked", crawler_items_checked)
     append_stat_u64(c, b"lrutail_reflocked", 0)
-    append_stat_u64(c, b"moves_to_cold", moves_to_cold)
-    append_stat_u64(c, b"moves_to_warm", moves_to_warm)
-    append_stat_u64(c, b"moves_within_lru", moves_within_lru)
-    append_stat_u64(c, b"direct_reclaims", direct_reclaims)
-    append_stat_u64(c, b"lru_bumps_dropped", 0)
+    if g_settings.lru_maintainer:
+        append_stat_u64(c, b"moves_to_cold", moves_to_cold)
+        append_stat_u64(c, b"moves_to_warm", moves_to_warm)
+        append_stat_u64(c, b"moves_within_lru", moves_within_lru)
+        append_stat_u64(c, b"direct_reclaims", direct_reclaims)
+        append_stat_u64(c, b"lru_bumps_dropped", 0)
 
 cdef void stats_settings(conn_t* c) noexcept nogil:
     append_stat_u64(c, b"maxbytes", mc_load_u64(&g_settings.maxbytes))

@@ -369,6 +369,10 @@ for _i, _opts in enumerate(["modern=1,inline_ascii_resp,no_inline_ascii_resp", "
 t("stats_settings_extended_opts2", b"stats settings\r\n", b"stats sizes\r\n",
   s("a", "1"), s("b", b"x" * 100), s("c", b"y" * 100), b"stats sizes\r\n",
   flags=["-o", "track_sizes,no_maxconns_fast,no_lru_maintainer"])
+# Without the LRU maintainer memcached leaves the segment counters out of `stats`
+# (memcached's t/stats.t counts the fields with exactly these options).
+t("stats_without_lru_maintainer", s("a", "1"), b"get a\r\n", b"stats\r\n",
+  flags=["-I", "1024", "-o", "slab_chunk_max=1024,no_lru_crawler,no_lru_maintainer"])
 t("stats_items_after_sets", s("a", "1"), s("b", "x" * 100), s("c", "y" * 1000),
   s("d", "z" * 1000), b"get a b c d\r\n", b"stats items\r\n")
 t("stats_items_empty", b"stats items\r\n")
