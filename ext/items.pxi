@@ -93,6 +93,11 @@ cdef item_t* item_alloc(shard_t* shard, const char* key, size_t nkey, uint32_t f
     cdef int tries
     if id == 0 or ntotal > g_settings.item_size_max:
         return NULL
+    if not g_settings.lru_segmented:
+        # With the flat LRU memcached first reclaims expired and flushed items
+        # at the tail, without evicting: memory a dead item held is reused and
+        # counted as `reclaimed` (t/issue_183.t). Pinned items are skipped.
+        lru_pull_tail_seg(shard, id, SEG_COLD, 0, 0, True, NULL, True, False)
     for tries in range(10):
         it = <item_t*>slabs_alloc(ntotal, id)
         if it != NULL:

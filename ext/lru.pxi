@@ -139,11 +139,14 @@ cdef inline void lru_count_eviction(shard_t* s, item_t* it, rel_time_t now) noex
 # HOT/WARM: an ACTIVE tail item is rescued (HOT -> WARM, WARM -> WARM's head);
 # an inactive one goes to COLD if the segment is over its share of
 # `total_bytes` or older than `max_age`. COLD: the tail item is evicted
-# (unless -M). Expired and flushed items met at a tail are reclaimed (unless
-# `reclaim` is false). Returns how many items were removed or moved.
+# (unless -M, or `evict` is false: then an ACTIVE tail item goes back to WARM,
+# as the maintainer's pull of COLD does). Expired and flushed items met at a
+# tail are reclaimed (unless `reclaim` is false). Returns how many items were
+# removed or moved.
 cdef int lru_pull_tail_seg(shard_t* s, int id, int seg, uint64_t total_bytes,
                            rel_time_t max_age, bint reclaim=True,
-                           uint64_t* gbytes=NULL, bint use_limit=True) noexcept nogil:
+                           uint64_t* gbytes=NULL, bint use_limit=True,
+                           bint evict=True) noexcept nogil:
     cdef int x = lru_idx(id, seg)
     cdef item_t* it = s.tails[x]
     cdef item_t* prev
@@ -168,7 +171,17 @@ cdef int lru_pull_tail_seg(shard_t* s, int id, int seg, uint64_t total_bytes,
             it = prev
             continue
         if seg == SEG_COLD:
-            if g_settings.evict_to_free:
+            if not evict:
+                if it.it_flags & ITEM_ACTIVE and g_settings.lru_segmented:
+                    it.it_flags &= ~ITEM_ACTIVE
+                    if gbytes != NULL:
+                        gbytes[SEG_COLD] -= ITEM_ntotal(it)
+                        gbytes[SEG_WARM] += ITEM_ntotal(it)
+                    lru_unlink(s, it)
+                    s.lru[id].moves_to_warm += 1
+                    lru_link_seg(s, it, SEG_WARM)
+                    removed += 1
+            elif g_settings.evict_to_free:
                 lru_count_eviction(s, it, now)
                 do_item_unlink(s, it)
                 removed += 1
@@ -230,9 +243,17 @@ cdef void lru_juggle(shard_t* s, int id, int rounds=JUGGLE_ROUNDS, uint64_t* gby
     cdef bint reclaim = gbytes != NULL
     if gbytes != NULL:
         total = gtotal
+    cdef int moved
     for i in range(rounds):
-        if lru_pull_tail_seg(s, id, SEG_HOT, total, hot_age, reclaim, gbytes, use_limit) == 0 and \
-                lru_pull_tail_seg(s, id, SEG_WARM, total, warm_age, reclaim, gbytes, use_limit) == 0:
+        moved = lru_pull_tail_seg(s, id, SEG_HOT, total, hot_age, reclaim, gbytes, use_limit)
+        if moved == 0:
+            moved = lru_pull_tail_seg(s, id, SEG_WARM, total, warm_age, reclaim, gbytes, use_limit)
+        # The maintainer also pulls COLD without evicting, as memcached's
+        # juggle does: an expired item there is reclaimed before a store
+        # would have to find it (memcached's t/issue_163.t counts on it).
+        if reclaim:
+            moved += lru_pull_tail_seg(s, id, SEG_COLD, total, 0, True, gbytes, use_limit, False)
+        if moved == 0:
             break
 
 # memcached's LRU maintainer, run by the acceptor thread a few times a second:
@@ -274,7 +295,7 @@ cdef void lru_maintainer_run() noexcept nogil:
         if pthread_mutex_trylock(&s.lock) != 0:
             continue
         for id in range(1, MAX_SLAB_CLASSES):
-            if s.lru[id].seg_number[SEG_HOT] or s.lru[id].seg_number[SEG_WARM]:
+            if s.lru[id].number != 0:
                 lru_juggle(s, id, MAINTAINER_ROUNDS, gbytes[id], gtotal[id])
         pthread_mutex_unlock(&s.lock)
 
