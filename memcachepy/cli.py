@@ -65,6 +65,8 @@ memcachepy {version} (memcached {mcversion} compatible)
    - idle_timeout:        timeout for idle connections. (default: 0, no timeout)
    - slab_chunk_max:      (bytes) largest chunk of a slab class (default: 524288)
    - shards:              number of hash table shards, a power of two (default: 64)
+   - cluster_file:        answer ElastiCache auto discovery (`config get cluster`)
+                          with the hostname|ip|port lines of this file (SIGHUP re-reads it)
    - lru_crawler, lru_maintainer, slab_reassign, slab_automove, hot_lru_pct,
      warm_lru_pct, hot_max_factor, warm_max_factor, temporary_ttl, tail_repair_time,
      hash_algorithm, track_sizes, modern, no_modern, watcher_logbuf_size,
@@ -243,6 +245,12 @@ def settings_from_args(ns: argparse.Namespace) -> Settings:
         s.auth_entries = read_auth_file(ns.auth_file)
     for opt in ns.extended:
         parse_suboptions(s, opt)
+    if s.cluster_file:
+        from . import discovery
+        try:
+            s.cluster_nodes = discovery.node_list(discovery.load(s.cluster_file))
+        except discovery.ClusterFileError as e:
+            raise SettingsError(str(e)) from None
     s.metrics_listen = ns.metrics_listen
     if ns.log_file is not None and not ns.log_file:
         raise SettingsError("--log-file needs a file name")
