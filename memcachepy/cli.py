@@ -83,6 +83,9 @@ memcachepy {version} (memcached {mcversion} compatible)
                           (memcachepy.service, memcachepy.socket, memcachepy@.service)
 install-systemd [--dest <dir>] [--exec <path>] [--no-config]
                           write the systemd units (default /etc/systemd/system) and exit
+cluster <N> [-p <port>] [--proxy <port>] [-- <daemon options>]
+                          run N local nodes sharing a cluster file (auto discovery)
+                          until Ctrl-C; `memcachepy cluster -h` for more
 """
 
 LICENSE_TEXT = """memcachepy is distributed under the BSD 3-Clause license (see LICENSE).
@@ -306,6 +309,11 @@ def _systemd_command(args: List[str]) -> Optional[int]:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["cluster"]:
+        # `memcachepy cluster N`: memcached takes no positional argument, so a
+        # first word "cluster" can only mean the local cluster runner.
+        from . import localcluster
+        return localcluster.main(args[1:])
     code = _systemd_command(args)
     if code is not None:
         return code
