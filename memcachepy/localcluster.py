@@ -12,6 +12,7 @@ import argparse
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -45,23 +46,19 @@ def build_parser() -> argparse.ArgumentParser:
                                  "temporary directory, removed at exit)")
     p.add_argument("--proxy", type=int, metavar="PORT",
                    help="also start nutcracker (twemproxy) listening on this port, in front "
-                        "of the nodes (ketama, auto_eject_hosts)")
+                        "of the nodes (ketama, auto_eject_hosts); its stats on PORT+1")
     return p
 
 
-def nutcracker_config(listen: str, nodes: Sequence[Node], name: str = "memcachepy") -> str:
-    """A twemproxy pool in front of the nodes; memcachepy/data/nutcracker.yml documents
-    every setting."""
-    servers = "".join(f"    - {n.ip}:{n.port}:1 {n.hostname}-{n.port}\n" for n in nodes)
-    return (f"{name}:\n"
-            f"  listen: {listen}\n"
-            f"  hash: fnv1a_64\n"
-            f"  distribution: ketama\n"
-            f"  timeout: 1000\n"
-            f"  auto_eject_hosts: true\n"
-            f"  server_retry_timeout: 2000\n"
-            f"  server_failure_limit: 2\n"
-            f"  servers:\n{servers}")
+def nutcracker_config(listen: str, nodes: Sequence[Node]) -> str:
+    """The shipped recipe (memcachepy/data/nutcracker.yml) with its listen address
+    and server list replaced."""
+    import re
+    from pathlib import Path
+    text = (Path(__file__).parent / "data" / "nutcracker.yml").read_text()
+    text = re.sub(r"(?m)^  listen: .*$", f"  listen: {listen}", text)
+    servers = "".join(f"    - {n.ip}:{n.port}:1 node{i + 1}\n" for i, n in enumerate(nodes))
+    return re.sub(r"(?m)^  servers:\n(    - .*\n)+", "  servers:\n" + servers, text)
 
 
 class LocalCluster:
@@ -145,7 +142,23 @@ class LocalCluster:
         conf = os.path.join(self.workdir, "nutcracker.yml")
         with open(conf, "w") as f:
             f.write(nutcracker_config(f"{self.host}:{self.proxy_port}", self.nodes))
-        self.proxy = subprocess.Popen([exe, "-c", conf, "-s", "0"], stdin=subprocess.DEVNULL)
+        # its stats port is the next one; its log goes next to the cluster file
+        self.proxy = subprocess.Popen([exe, "-c", conf, "-a", self.host,
+                                       "-s", str(self.proxy_port + 1),
+                                       "-o", os.path.join(self.workdir, "nutcracker.log")],
+                                      stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            if self.proxy.poll() is not None:
+                raise ClusterError(f"nutcracker exited with status {self.proxy.returncode} "
+                                   f"(see {self.workdir}/nutcracker.log)")
+            try:
+                socket.create_connection((self.host, self.proxy_port), timeout=1).close()
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise ClusterError("nutcracker did not start listening") from None
+                time.sleep(0.05)
 
     def signal_nodes(self, sig: int) -> None:
         for p in self.procs:
@@ -173,7 +186,8 @@ class LocalCluster:
                  f"cluster file: {self.cluster_file} (edit it, then `kill -HUP {os.getpid()}`)",
                  "nodes: " + " ".join(n.entry() for n in self.nodes)]
         if self.proxy is not None:
-            lines.append(f"nutcracker proxy: {self.host}:{self.proxy_port}")
+            lines.append(f"nutcracker proxy: {self.host}:{self.proxy_port} "
+                         f"(stats on port {self.proxy_port + 1})")
         lines.append(f"python: memcachepy.cluster.client(\"{first.ip}:{first.port}\")")
         return "\n".join(lines) + "\n"
 
