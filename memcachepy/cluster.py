@@ -15,8 +15,9 @@
 # network exchange outside it.  The refresh thread takes it to change the
 # topology and swaps in a new `clients` dict instead of editing the one a
 # request may be iterating.  A removed node's client stays reachable (but out of
-# the hash ring) until the next refresh, so a request already talking to it
-# finishes normally; it is closed then.
+# the hash ring) until the next refresh, and is closed only when no request is
+# using it (requests are counted per node client), so a request already talking
+# to it finishes normally.
 #
 # Dead nodes are HashClient's business, with its own options (see docs/
 # operations.md, "Running a cluster"): with ignore_exc=True a request to a node
@@ -137,7 +138,9 @@ class ClusterClient(HashClient):
         self._lock = threading.RLock()
         self._endpoint = _split_endpoint(endpoint)
         self._topology: Dict[str, Server] = {}      # "ip:port" -> (ip, port)
-        self._retired: Dict[str, Server] = {}       # left the list; closed at the next refresh
+        self._retired: Dict[str, Server] = {}       # left the list; dropped at the next refresh
+        self._inflight: Dict[object, int] = {}      # node client -> requests using it now
+        self._closing: set = set()                  # dropped clients, closed when unused
         self._discovery_timeout = discovery_timeout
         self.refresh_interval = refresh_interval
         self.config_version: Optional[int] = None
@@ -231,23 +234,64 @@ class ClusterClient(HashClient):
         return c
 
     def _close_retired(self) -> None:
+        """Drop the clients of nodes removed at the previous refresh (a request
+        that looked one up before then still finds it); each is closed as soon
+        as no request is using it."""
         with self._lock:
             if not self._retired:
                 return
             clients = dict(self.clients)
-            gone = []
+            idle = []
             for key, server in self._retired.items():
                 c = clients.pop(key, None)
                 if c is not None:
-                    gone.append(c)
+                    if self._inflight.get(c):
+                        self._closing.add(c)        # the last request closes it
+                    else:
+                        idle.append(c)
                 self._failed_clients.pop(server, None)
             self._retired = {}
             self.clients = clients
-        for c in gone:
-            try:
-                c.close()
-            except Exception:  # noqa: BLE001 - a dead node's socket may fail to close
-                pass
+        for c in idle:
+            self._close_quietly(c)
+
+    @staticmethod
+    def _close_quietly(c) -> None:
+        try:
+            c.close()
+        except Exception:  # noqa: BLE001 - a dead node's socket may fail to close
+            pass
+
+    # Every request HashClient sends goes through these two: count the requests on
+    # each node client, so a dropped one is never closed under a request.
+    def _enter(self, client) -> None:
+        with self._lock:
+            self._inflight[client] = self._inflight.get(client, 0) + 1
+
+    def _leave(self, client) -> None:
+        with self._lock:
+            n = self._inflight.pop(client) - 1
+            if n:
+                self._inflight[client] = n
+                return
+            if client not in self._closing:
+                return
+            self._closing.discard(client)
+        self._close_quietly(client)
+
+    def _safely_run_func(self, client, func, default_val, *args, **kwargs):
+        self._enter(client)
+        try:
+            return super()._safely_run_func(client, func, default_val, *args, **kwargs)
+        finally:
+            self._leave(client)
+
+    def _safely_run_set_many(self, client, values, *args, **kwargs):
+        self._enter(client)
+        try:
+            return super()._safely_run_set_many(client, values, *args, **kwargs)
+        finally:
+            self._leave(client)
 
     def _refresh_loop(self) -> None:
         while not self._stop.wait(self.refresh_interval):

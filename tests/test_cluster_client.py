@@ -218,3 +218,57 @@ def test_telnet_style_discovery_scripts(start_many, tmp_path):
             [[b"127.0.0.1", str(d.port).encode()] for d in nodes]
         assert lines[3] == b"END"
     assert config_get(nodes[0].port)[0] == version
+
+
+def test_topology_changes_under_concurrent_requests(start_many, tmp_path):
+    """Four threads keep a pooled client busy (exceptions not ignored) while the node list
+    flips between three and four nodes under a refresh thread polling every 20 ms: no
+    request fails, every get returns what was stored or a miss (a key whose node changed),
+    and each change is applied."""
+    from memcachepy import cluster
+    import threading
+    path = str(tmp_path / "nodes")
+    a, b, c3, d = start_pool(start_many, 4, path)
+    publish(path, [a, b, c3], [a])
+    bodies = [b" ".join(b"localhost|127.0.0.1|%d" % x.port for x in members)
+              for members in ((a, b, c3), (a, b, c3, d))]
+    with cluster.client(f"127.0.0.1:{a.port}", refresh_interval=0.02, use_pooling=True,
+                        connect_timeout=2, timeout=5) as c:
+        errors: list[BaseException] = []
+        stop = threading.Event()
+        done = [0] * 4
+
+        def work(t: int) -> None:
+            i = 0
+            try:
+                while not stop.is_set():
+                    k = f"t{t}:{i % 500}"
+                    c.set(k, k.encode(), noreply=False)
+                    assert c.get(k) in (k.encode(), None)
+                    if i % 50 == 0:
+                        got = c.get_many([f"t{t}:{j}" for j in range(20)])
+                        assert all(v == k2.encode() for k2, v in got.items())
+                    i += 1
+                    done[t] = i
+            except BaseException as e:  # noqa: BLE001 - reported below
+                errors.append(e)
+
+        threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
+        for t in threads:
+            t.start()
+        applied = 0
+        with socket.create_connection(("127.0.0.1", a.port), timeout=5) as admin:
+            for flip in range(10):
+                body = bodies[(flip + 1) % 2]
+                admin.sendall(b"config set cluster 0 %d\r\n%s\r\n" % (len(body), body))
+                assert admin.recv(100) == b"OK\r\n"
+                want = 4 if flip % 2 == 0 else 3
+                if wait_for(lambda: len(c.nodes) == want, deadline=10):
+                    applied += 1
+                time.sleep(0.05)
+        stop.set()
+        for t in threads:
+            t.join(30)
+        assert not errors, errors[:1]
+        assert applied == 10
+        assert min(done) > 0
