@@ -210,14 +210,16 @@ def cluster_set(bytes nodes):
     return v
 
 def cluster_check(bytes nodes):
-    """None if the node list is acceptable to the core, else the reason."""
+    """(normalised list, None) if the core accepts the node list, else (None, reason)."""
     cdef size_t nlen = 0
     cdef const char* why = NULL
     cdef char* parsed = cluster_parse(nodes, len(nodes), &nlen, &why)
     if parsed == NULL:
-        return why.decode()
-    free(parsed)
-    return None
+        return None, why.decode()
+    try:
+        return parsed[:nlen], None
+    finally:
+        free(parsed)
 
 def cluster_get():
     """(version, node list bytes), or None when no cluster is configured."""

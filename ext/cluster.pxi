@@ -42,7 +42,7 @@ cdef inline bint cluster_sep(char ch) noexcept nogil:
     return ch == c' ' or ch == c'\n' or ch == c'\r' or ch == c'\t'
 
 # One `hostname|ip|port` entry at p[0:n]: a hostname of printable characters
-# without '|', an IPv4 or IPv6 address, a port 1-65535.
+# without '|', an IPv4 or IPv6 address, a port 1-65535 (no leading zero).
 cdef bint cluster_entry_ok(const char* p, size_t n) noexcept nogil:
     cdef size_t i
     cdef size_t bar1 = n
@@ -70,8 +70,8 @@ cdef bint cluster_entry_ok(const char* p, size_t n) noexcept nogil:
     ip[iplen] = 0
     if inet_pton(AF_INET, ip, addr) != 1 and inet_pton(AF_INET6, ip, addr) != 1:
         return False
-    if n - bar2 - 1 == 0 or n - bar2 - 1 > 5:
-        return False
+    if n - bar2 - 1 == 0 or n - bar2 - 1 > 5 or p[bar2 + 1] == c'0':
+        return False                # 1-5 digits, no leading zero: one spelling per port
     for i in range(bar2 + 1, n):
         if p[i] < c'0' or p[i] > c'9':
             return False

@@ -44,7 +44,8 @@ def parse_entry(text: str) -> Node:
         ipaddress.ip_address(ip)
     except ValueError:
         raise ValueError(f"{text!r}: {ip!r} is not an IPv4 or IPv6 address") from None
-    if not (port.isascii() and port.isdigit() and len(port) <= 5 and 1 <= int(port) <= 65535):
+    if not (port.isascii() and port.isdigit() and len(port) <= 5 and not port.startswith("0")
+            and int(port) <= 65535):
         raise ValueError(f"{text!r}: bad port {port!r} (1-65535)")
     return Node(host, ip, int(port))
 

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -13,6 +14,8 @@ import threading
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from conftest import require_memcachepy
 from support.daemons import KIND_MEMCACHED, KIND_MEMCACHEPY, REPO_ROOT, command_line
 from support.rawclient import Conn, Raw, run_transcript
@@ -262,7 +265,7 @@ ENTRIES = [
     ("|127.0.0.1|1", False), ("a||1", False), ("a|1.2.3|1", False), ("a|1.2.3.4.5|1", False),
     ("a|fe80::1%eth0|1", False), ("a|b|127.0.0.1|1", False), ("a|127.0.0.1", False),
     ("a" * 256 + "|127.0.0.1|1", False), ("a" * 255 + "|127.0.0.1|1", True),
-    ("a|127.0.0.1|000001", False), ("a|127.0.0.1|00001", True),
+    ("a|127.0.0.1|000001", False), ("a|127.0.0.1|01", False), ("a|127.0.0.1|10", True),
 ]
 
 
@@ -270,7 +273,7 @@ ENTRIES = [
 def test_validators_agree(entry, ok):
     require_memcachepy()
     from memcachepy import _core, discovery
-    assert (_core.cluster_check(entry.encode()) is None) == ok
+    assert (_core.cluster_check(entry.encode())[1] is None) == ok
     try:
         discovery.parse_entry(entry)
         py_ok = True
@@ -328,3 +331,44 @@ def test_replies_never_torn_while_the_list_changes(node):
     w.join(10)
     assert not errors, errors[:1]
     assert node.alive()
+
+
+def reference_parse(body: bytes):
+    """The file parser's rules applied to a `config set` body: entries separated by
+    spaces, tabs and line ends; (normalised, None) or (None, reason kind)."""
+    from memcachepy import discovery
+    entries = [e for e in re.split(rb"[ \t\r\n]+", body) if e]
+    seen = set()
+    for e in entries:
+        try:
+            node = discovery.parse_entry(e.decode("latin-1"))
+        except ValueError:
+            return None, "invalid"
+        if (node.ip, node.port) in seen:
+            return None, "duplicate"
+        seen.add((node.ip, node.port))
+    if not entries:
+        return None, "empty"
+    return b" ".join(entries), None
+
+
+FRAGMENTS = [b"a|127.0.0.1|1", b"a|127.0.0.1|11211", b"h.x|10.0.0.1|65535", b"b|::1|2",
+             b"b|::1|02", b"c|1.2.3.4|65536", b"|1.1.1.1|1", b"d||1", b"e|1.2.3|4", b"f|::g|1",
+             b"g|1.1.1.1", b"g|1.1.1.1|1|", b"h\x00|1.1.1.1|1", b"\xff|1.1.1.1|1", b"x",
+             b"||", b"|", b"0", b"a|127.0.0.1|1"]
+SEPS = [b" ", b"\n", b"\r\n", b"\t", b"  ", b""]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(FRAGMENTS), st.sampled_from(SEPS)), max_size=8),
+       st.sampled_from(SEPS))
+def test_core_parser_matches_reference(parts, lead):
+    require_memcachepy()
+    from memcachepy import _core
+    body = lead + b"".join(f + s for f, s in parts)
+    want, why = reference_parse(body)
+    got, reason = _core.cluster_check(body)
+    assert got == want, (body, reason)
+    if why:
+        assert {"invalid": "invalid cluster node entry", "duplicate": "duplicate cluster node",
+                "empty": "empty cluster node list"}[why] in reason
