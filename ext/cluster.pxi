@@ -207,7 +207,7 @@ cdef void cluster_reply(conn_t* c, bint legacy) noexcept nogil:
     c.wlen += <size_t>hn + body + 2 + 5
     pthread_mutex_unlock(&g_cluster_lock)
     if g_settings.verbose > 1:
-        fprintf(stderr, ">%d %.*s", c.fd, hn, head)
+        fprintf(stderr, ">%d %.*s\n", c.fd, hn - 2, head)
 
 # `config get cluster` and `config set cluster <flags> <bytes> [noreply]`
 # (+ data block). Only reached when a cluster is configured.

@@ -320,6 +320,8 @@ def test_replies_never_torn_while_the_list_changes(node):
                     errors.append(reply)
                     return
 
+    first = lists[0]
+    assert request(addr, b"config set cluster 0 %d\r\n%s\r\n" % (len(first), first)).startswith(b"OK")
     w = threading.Thread(target=writer)
     readers = [threading.Thread(target=reader) for _ in range(3)]
     w.start()
