@@ -168,6 +168,10 @@ class MemcacheServer:
     def start(self) -> None:
         from . import _core
         self.core = _core.Server(self.settings.to_core())
+        if self.settings.cluster_file:
+            # before any worker runs: the first `config get cluster` finds the list
+            version = _core.cluster_set(self.settings.cluster_nodes)
+            log.info("auto discovery: %s, config version %d", self.settings.cluster_file, version)
         for sock, kind in self.sockets:
             self.core.add_listener(sock.fileno(), kind)
         for i in range(self.settings.num_threads):
@@ -177,9 +181,6 @@ class MemcacheServer:
         t = threading.Thread(target=self.core.run_acceptor, name="acceptor", daemon=True)
         t.start()
         self.threads.append(t)
-        if self.settings.cluster_file:
-            version = _core.cluster_set(self.settings.cluster_nodes)
-            log.info("auto discovery: %s, config version %d", self.settings.cluster_file, version)
         for fam, host, port in self.bound:
             log.info("listening on %s %s%s", fam.lower(), host, f":{port}" if fam != "UNIX" else "")
 
