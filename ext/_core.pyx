@@ -6,8 +6,8 @@
 # The subsystems live in .pxi fragments included below, split as memcached's
 # C source is: settings/clock, hash, slabs, items, lru, assoc (hash tables),
 # store (shards and item operations), proto (tokenizer and reply writers),
-# proto_text, proto_meta, proto_admin, stats, conn, thread. Types are declared
-# in memcachepy_core.pxd. Everything in them is C-level and `nogil`.
+# proto_text, proto_meta, proto_admin, cluster (auto discovery), stats, conn,
+# thread. Types are declared in memcachepy_core.pxd. Everything in them is C-level and `nogil`.
 #
 # This file adds the only Python-facing part: `Server`, which Python's
 # memcachepy.server uses to configure the core, hand it listening sockets and
@@ -35,6 +35,7 @@ include "crawler.pxi"
 include "proto_text.pxi"
 include "proto_meta.pxi"
 include "proto_admin.pxi"
+include "cluster.pxi"
 include "auth.pxi"
 include "conn.pxi"
 include "thread.pxi"
@@ -141,6 +142,7 @@ def _core_init(dict cfg, int nworkers):
     auth_load(cfg.get("auth_entries") or [])
     memset(&g_stats_baseline, 0, sizeof(thread_stats_t))
     memset(&g_orphan_stats, 0, sizeof(thread_stats_t))
+    cluster_reset()
     g_curr_conns = 0
     g_total_conns = 0
     g_rejected_conns = 0
@@ -160,6 +162,7 @@ def _core_destroy():
         store_destroy()
         slabs_destroy()
         stats_prefix_clear()
+        cluster_reset()
     free(g_settings_text_a)
     g_settings_text_a = NULL
     for i in range(4):
@@ -184,6 +187,49 @@ def slab_classes():
             break
         out.append((i, g_slabclass[i].size, g_slabclass[i].perslab))
     return out
+
+
+# Auto discovery (cluster.pxi): server.py installs the cluster file's node list.
+
+def cluster_set(bytes nodes):
+    """Install a node list (entries separated by blanks or line ends, each
+    hostname|ip|port). Returns the version in force afterwards; raises
+    ValueError (the core's reason) when the list is malformed."""
+    cdef const char* p = nodes
+    cdef size_t n = len(nodes)
+    cdef size_t nlen = 0
+    cdef const char* why = NULL
+    cdef char* parsed
+    cdef uint64_t v
+    with nogil:
+        parsed = cluster_parse(p, n, &nlen, &why)
+        if parsed != NULL:
+            v = cluster_install(parsed, nlen)
+    if parsed == NULL:
+        raise ValueError(why.decode())
+    return v
+
+def cluster_check(bytes nodes):
+    """(normalised list, None) if the core accepts the node list, else (None, reason)."""
+    cdef size_t nlen = 0
+    cdef const char* why = NULL
+    cdef char* parsed = cluster_parse(nodes, len(nodes), &nlen, &why)
+    if parsed == NULL:
+        return None, why.decode()
+    try:
+        return parsed[:nlen], None
+    finally:
+        free(parsed)
+
+def cluster_get():
+    """(version, node list bytes), or None when no cluster is configured."""
+    pthread_mutex_lock(&g_cluster_lock)
+    try:
+        if not g_cluster_enabled:
+            return None
+        return (g_cluster_version, g_cluster_nodes[:g_cluster_nodes_len])
+    finally:
+        pthread_mutex_unlock(&g_cluster_lock)
 
 
 cdef class Server:

@@ -490,6 +490,10 @@ cdef int process_command(conn_t* c, const char* line, size_t length,
             out_string(c, b"ERROR")
             return 0
         if tok_eq(cmd, b"get", 3):
+            if MC_UNLIKELY(mc_load_int(&g_cluster_enabled)) and ntokens == 3 and \
+                    tok_eq(&tokens[1], b"AmazonElastiCache:cluster", 25):
+                cluster_reply(c, True)      # the legacy discovery key (cluster.pxi)
+                return 0
             return process_get(c, line, length, tokens, ntokens, False, False)
         elif tok_eq(cmd, b"gets", 4):
             return process_get(c, line, length, tokens, ntokens, True, False)
@@ -529,6 +533,8 @@ cdef int process_command(conn_t* c, const char* line, size_t length,
             if not want_tokens_or(c, ntokens, 3, 4):
                 return 0
             return process_memlimit(c, tokens, ntokens)
+        elif tok_eq(cmd, b"config", 6) and mc_load_int(&g_cluster_enabled):
+            return process_config_command(c, tokens, ntokens, data, avail)
         out_string(c, b"ERROR")
         return 0
     elif first == c'i':

@@ -65,6 +65,8 @@ memcachepy {version} (memcached {mcversion} compatible)
    - idle_timeout:        timeout for idle connections. (default: 0, no timeout)
    - slab_chunk_max:      (bytes) largest chunk of a slab class (default: 524288)
    - shards:              number of hash table shards, a power of two (default: 64)
+   - cluster_file:        answer ElastiCache auto discovery (`config get cluster`)
+                          with the hostname|ip|port lines of this file (SIGHUP re-reads it)
    - lru_crawler, lru_maintainer, slab_reassign, slab_automove, hot_lru_pct,
      warm_lru_pct, hot_max_factor, warm_max_factor, temporary_ttl, tail_repair_time,
      hash_algorithm, track_sizes, modern, no_modern, watcher_logbuf_size,
@@ -81,6 +83,9 @@ memcachepy {version} (memcached {mcversion} compatible)
                           (memcachepy.service, memcachepy.socket, memcachepy@.service)
 install-systemd [--dest <dir>] [--exec <path>] [--no-config]
                           write the systemd units (default /etc/systemd/system) and exit
+cluster <N> [-p <port>] [--proxy <port>] [-- <daemon options>]
+                          run N local nodes sharing a cluster file (auto discovery)
+                          until Ctrl-C; `memcachepy cluster -h` for more
 """
 
 LICENSE_TEXT = """memcachepy is distributed under the BSD 3-Clause license (see LICENSE).
@@ -243,6 +248,12 @@ def settings_from_args(ns: argparse.Namespace) -> Settings:
         s.auth_entries = read_auth_file(ns.auth_file)
     for opt in ns.extended:
         parse_suboptions(s, opt)
+    if s.cluster_file:
+        from . import discovery
+        try:
+            s.cluster_nodes = discovery.node_list(discovery.load(s.cluster_file))
+        except discovery.ClusterFileError as e:
+            raise SettingsError(str(e)) from None
     s.metrics_listen = ns.metrics_listen
     if ns.log_file is not None and not ns.log_file:
         raise SettingsError("--log-file needs a file name")
@@ -298,6 +309,11 @@ def _systemd_command(args: List[str]) -> Optional[int]:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["cluster"]:
+        # `memcachepy cluster N`: memcached takes no positional argument, so a
+        # first word "cluster" can only mean the local cluster runner.
+        from . import localcluster
+        return localcluster.main(args[1:])
     code = _systemd_command(args)
     if code is not None:
         return code

@@ -431,6 +431,13 @@ def parse_config_text(text: str, source: str = "<config>") -> ConfigFile:
                     raise ConfigError("logfile: expected one file name", source, lineno)
                 cfg.entries.append(Entry(_BY_LONG["log-file"], tokens[1], source, lineno))
                 continue
+            # `cluster_file PATH`: the same as -o cluster_file=PATH (auto discovery).
+            if tokens[0] == "cluster_file":
+                if len(tokens) != 2:
+                    raise ConfigError("cluster_file: expected one file name", source, lineno)
+                cfg.entries.append(Entry(_BY_LONG["extended"], f"cluster_file={tokens[1]}",
+                                         source, lineno))
+                continue
             raise ConfigError(f"expected an option such as '-m 64', got {tokens[0]!r}",
                               source, lineno)
         entries, _ = _getopt(tokens, source, lineno, strict=True)

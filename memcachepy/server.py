@@ -6,7 +6,8 @@
 # on SIGHUP), -u privilege drop, -d daemonizing with a readiness handshake,
 # the -P pid file, starting one acceptor thread and -t worker threads (each
 # enters the core once and runs there with the GIL released until shutdown),
-# and turning SIGTERM / SIGINT / SIGUSR1 into a prompt, clean stop.  No Python
+# turning SIGTERM / SIGINT / SIGUSR1 into a prompt, clean stop, and SIGHUP
+# into a log reopen and a cluster file reload (discovery.py).  No Python
 # runs per request.  Exit statuses are memcached's (docs/operations.md).
 from __future__ import annotations
 
@@ -167,6 +168,10 @@ class MemcacheServer:
     def start(self) -> None:
         from . import _core
         self.core = _core.Server(self.settings.to_core())
+        if self.settings.cluster_file:
+            # before any worker runs: the first `config get cluster` finds the list
+            version = _core.cluster_set(self.settings.cluster_nodes)
+            log.info("auto discovery: %s, config version %d", self.settings.cluster_file, version)
         for sock, kind in self.sockets:
             self.core.add_listener(sock.fileno(), kind)
         for i in range(self.settings.num_threads):
@@ -178,6 +183,28 @@ class MemcacheServer:
         self.threads.append(t)
         for fam, host, port in self.bound:
             log.info("listening on %s %s%s", fam.lower(), host, f":{port}" if fam != "UNIX" else "")
+
+    def reload_cluster(self) -> None:
+        """SIGHUP: re-read the cluster file. A malformed file is reported and
+        the list in force stays; a changed list gets the next version."""
+        from . import _core, discovery
+        path = self.settings.cluster_file
+        if not path or self.core is None:
+            return
+        try:
+            nodes = discovery.load(path)
+            before = _core.cluster_get()
+            version = _core.cluster_set(discovery.node_list(nodes))
+        except (discovery.ClusterFileError, ValueError) as e:
+            current = _core.cluster_get()
+            log.error("SIGHUP: %s; keeping cluster config version %d", e,
+                      current[0] if current else 0)
+            return
+        if before is not None and before[0] == version:
+            log.info("SIGHUP: cluster file %s unchanged (config version %d)", path, version)
+        else:
+            log.info("SIGHUP: cluster file %s loaded: config version %d, %d nodes",
+                     path, version, len(nodes))
 
     def request_stop(self, code: int = 0) -> None:
         self.exit_code = code
@@ -629,7 +656,7 @@ class _Lifecycle:
                 notifier.ready(f"accepting connections on {where}; {s.num_threads} threads")
             notifier.start_watchdog(systemd.version_probe(t_host, t_port, unix_path=t_unix))
             try:
-                stop_signal = self._wait(pending, wake_r)
+                stop_signal = self._wait(pending, wake_r, server)
             finally:
                 notifier.stop_watchdog()
                 if exporter is not None:
@@ -649,7 +676,7 @@ class _Lifecycle:
         log.info("stopped")
         return 0
 
-    def _wait(self, pending: List[int], wake: socket.socket) -> int:
+    def _wait(self, pending: List[int], wake: socket.socket, server: "MemcacheServer") -> int:
         """Serve signals until one asks to stop; return that signal."""
         while True:
             select.select([wake], [], [], 0.5)
@@ -663,6 +690,7 @@ class _Lifecycle:
                 name = signal.Signals(signum).name
                 if signum == signal.SIGHUP:
                     self._reopen_log()
+                    server.reload_cluster()
                     continue
                 log.info("Signal handled: %s.", name)
                 return signum

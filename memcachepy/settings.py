@@ -80,6 +80,7 @@ _MISSING = {
     "slab_chunk_max": "Missing slab_chunk_max argument",
     "slab_sizes": "Missing slab_sizes argument",
     "shards": "Missing shards argument",
+    "cluster_file": "Missing cluster_file argument",
 }
 # Bare switches (memcached ignores a value given to one).
 _SWITCHES = {
@@ -177,6 +178,11 @@ def parse_suboptions(s: "Settings", text: str) -> None:
             ext[name] = v
         elif name == "slab_sizes":
             ext[name] = v
+        elif name == "cluster_file":      # memcachepy's own: auto discovery (discovery.py)
+            if not v:
+                raise SettingsError(_MISSING[name], 1)
+            import os
+            s.cluster_file = os.path.abspath(v)   # -d chdirs to /; SIGHUP re-reads it
         elif name == "shards":            # memcachepy's own: how many lock shards
             n = _atoi(v)
             s.nshards = n
@@ -269,6 +275,8 @@ class Settings:
     auth_file: Optional[str] = None
     auth_entries: List[tuple] = field(default_factory=list)
     log_file: Optional[str] = None
+    cluster_file: Optional[str] = None
+    cluster_nodes: bytes = b""          # the file's node list, checked (discovery.py)
     extended: Dict[str, str] = field(default_factory=dict)
 
     def check(self) -> None:

@@ -25,7 +25,10 @@ CHECK_EVERY = 64
 
 _store = None
 _count = 0
-_VALUE = re.compile(rb"VALUE \S+ \d+ (\d+)(?: \d+)?")
+_VALUE = re.compile(rb"(?:VALUE|CONFIG) \S+ \d+ (\d+)(?: \d+)?")
+# A cluster is configured, so `config get|set cluster` and the legacy discovery key
+# (ext/cluster.pxi) are reachable; CONFIG replies are framed like VALUE ones.
+CLUSTER = b"n1|127.0.0.1|11211 n2|::1|11212"
 
 
 def core():
@@ -37,6 +40,7 @@ def core():
         cfg = settings_from_args(parse_args(STORE_ARGS)).to_core()
         cfg["shutdown_command"] = False      # `shutdown` must never signal the fuzzer
         _store = _core.Store(cfg)
+        _core.cluster_set(CLUSTER)
     return _core
 
 
