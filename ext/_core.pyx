@@ -66,6 +66,7 @@ def _core_init(dict cfg, int nworkers):
     memcachepy.settings). Only one core per process."""
     global g_initialised, g_process_started, g_current_time, g_cas_id, g_shutdown
     global g_settings_text_a, g_settings_text_b, g_time_offset
+    global g_curr_conns, g_total_conns, g_rejected_conns
     if g_initialised:
         raise RuntimeError("memcachepy core already initialised in this process")
     memset(&g_settings, 0, sizeof(settings_t))
@@ -116,6 +117,8 @@ def _core_init(dict cfg, int nworkers):
     g_settings.warm_max_factor = cfg.get("warm_max_factor", 2.0)
     g_settings.temp_lru = cfg.get("temp_lru", False)
     g_settings.temporary_ttl = cfg.get("temporary_ttl", 61)
+    _reset_counters()
+    pthread_mutex_init(&g_clock_lock, NULL)
     g_process_started = <time_t>int(_time.time()) - ITEM_UPDATE_INTERVAL - 2
     g_time_offset = 0
     g_shutdown = 0
@@ -172,6 +175,45 @@ def _core_destroy():
     free(g_listen_kinds)
     _reset_listeners()
     g_initialised = False
+
+# Zero every process-wide counter and schedule the subsystems keep outside
+# what their *_init functions reset, so that a core initialised again in the
+# same process (the test Store, an embedded server reusing its copy of this
+# module: memcachepy.embed) starts from the state of a fresh process.
+# A new global counter belongs here too.
+cdef void _reset_counters():
+    global g_malloc_fails, g_lru_maintainer_juggles, g_moving_page, g_moving_src
+    global g_moving_reclaimed, g_rebal_src, g_rebal_dst, g_rebal_signal, g_slabs_moved
+    global g_rebal_rescues, g_rebal_evictions, g_rebal_busy, g_automove_next_src
+    global g_log_gid, g_log_watcher_sent, g_log_watcher_skipped, g_log_worker_written
+    global g_listen_disabled, g_next_worker, g_lru_crawler_starts, g_total_items_baseline
+    global g_conn_structures, g_acceptor_epfd, g_acceptor_wake
+    g_malloc_fails = 0
+    g_lru_maintainer_juggles = 0
+    memset(g_cold_age, 0, sizeof(g_cold_age))
+    g_moving_page = NULL
+    g_moving_src = 0
+    g_moving_reclaimed = 0
+    g_rebal_src = 0
+    g_rebal_dst = 0
+    g_rebal_signal = 0
+    g_slabs_moved = 0
+    g_rebal_rescues = 0
+    g_rebal_evictions = 0
+    g_rebal_busy = 0
+    g_automove_next_src = 1
+    memset(g_automove_last_evicted, 0, sizeof(g_automove_last_evicted))
+    g_log_gid = 0
+    g_log_watcher_sent = 0
+    g_log_watcher_skipped = 0
+    g_log_worker_written = 0
+    g_listen_disabled = 0
+    g_next_worker = 0
+    g_lru_crawler_starts = 0
+    g_total_items_baseline = 0
+    g_conn_structures = 0
+    g_acceptor_epfd = -1
+    g_acceptor_wake = -1
 
 cdef void _reset_listeners():
     global g_listen_fds, g_listen_kinds, g_nlisteners
@@ -275,6 +317,21 @@ cdef class Server:
     def close(self):
         _core_destroy()
 
+    def advance_clock(self, int seconds):
+        """Move the server's clock forward (TTL tests without sleeping)."""
+        if seconds < 0:
+            raise ValueError("the clock only moves forward")
+        with nogil:
+            clock_advance(seconds)
+
+    def now(self):
+        """The server's clock: seconds since it started (memcached's rel_time)."""
+        return current_time()
+
+    def flush_all(self):
+        """`flush_all` (even with -F): every item stored so far is dead."""
+        core_flush_all()
+
     @property
     def verbosity(self):
         return mc_load_int(&g_settings.verbose)
@@ -283,6 +340,16 @@ cdef class Server:
     def curr_connections(self):
         return mc_load_u64(&g_curr_conns)
 
+
+# `flush_all` with no delay, as process_flush_all does it (test API, embedded
+# servers' flush helper).
+cdef void core_flush_all() noexcept nogil:
+    cdef rel_time_t now = current_time()
+    if g_settings.use_cas:
+        mc_store_u32(&g_settings.oldest_live, now - 1)
+        mc_store_u64(&g_settings.oldest_cas, get_cas_id())
+    else:
+        mc_store_u32(&g_settings.oldest_live, now)
 
 cdef int g_store_generation = 0
 
@@ -307,9 +374,7 @@ cdef class Store:
             _core_destroy()
 
     def advance_clock(self, int seconds):
-        global g_time_offset
-        g_time_offset += seconds
-        clock_tick()
+        clock_advance(seconds)
 
     def now(self):
         return current_time()
@@ -393,9 +458,7 @@ cdef class Store:
         return {DELTA_NON_NUMERIC: "NON_NUMERIC", DELTA_EOM: "EOM", DELTA_NOT_FOUND: "NOT_FOUND"}[r]
 
     def flush_all(self):
-        cdef rel_time_t now = current_time()
-        mc_store_u32(&g_settings.oldest_live, now - 1)
-        mc_store_u64(&g_settings.oldest_cas, get_cas_id())
+        core_flush_all()
 
     def slab_classes(self):
         return slab_classes()

@@ -62,7 +62,11 @@ cdef settings_t g_settings
 
 cdef time_t g_process_started = 0
 cdef rel_time_t g_current_time = 0
-cdef int64_t g_time_offset = 0          # test hook: shifts the clock
+cdef int64_t g_time_offset = 0          # test hook: shifts the clock (under g_clock_lock)
+# Serialises clock_tick() (the acceptor, 4 times a second) with clock_advance()
+# (a test thread): without it a tick computed before an advance could be stored
+# after it and move the clock back for a quarter of a second.
+cdef pthread_mutex_t g_clock_lock
 cdef int g_shutdown = 0
 cdef uint64_t g_cas_id = 0
 
@@ -71,8 +75,18 @@ cdef inline rel_time_t current_time() noexcept nogil:
 
 cdef void clock_tick() noexcept nogil:
     cdef timespec ts
+    pthread_mutex_lock(&g_clock_lock)
     clock_gettime(CLOCK_REALTIME, &ts)
     mc_store_u32(&g_current_time, <rel_time_t>(ts.tv_sec + g_time_offset - g_process_started))
+    pthread_mutex_unlock(&g_clock_lock)
+
+# Test hook: move the clock forward by `seconds` now (the next request sees it).
+cdef void clock_advance(int64_t seconds) noexcept nogil:
+    global g_time_offset
+    pthread_mutex_lock(&g_clock_lock)
+    g_time_offset += seconds
+    pthread_mutex_unlock(&g_clock_lock)
+    clock_tick()
 
 cdef inline time_t clock_now_unix() noexcept nogil:
     return g_process_started + <time_t>current_time()

@@ -48,10 +48,17 @@ class ListenError(Exception):
 
 
 class MemcacheServer:
-    """One daemon: its settings, sockets, core and threads."""
+    """One daemon: its settings, sockets, core and threads.
 
-    def __init__(self, settings: Settings) -> None:
+    `core_module` is the compiled core to run (default memcachepy._core);
+    memcachepy.embed passes a private copy of it, so that several servers can
+    live in one process. `thread_prefix` names the threads."""
+
+    def __init__(self, settings: Settings, core_module: object = None,
+                 thread_prefix: str = "") -> None:
         self.settings = settings
+        self.core_module = core_module
+        self.thread_prefix = thread_prefix
         self.sockets: List[Tuple[socket.socket, int]] = []
         self.bound: List[Tuple[str, str, int]] = []   # (family, host, port)
         # Unix sockets this process created (absolute: -d chdirs to /); an
@@ -59,6 +66,7 @@ class MemcacheServer:
         self.unix_paths: List[str] = []
         self.core = None
         self.threads: List[threading.Thread] = []
+        self.stuck_threads: List[str] = []    # names of threads stop() could not join
         self._stop = threading.Event()
         self.exit_code = 0
 
@@ -166,19 +174,23 @@ class MemcacheServer:
 
     # ------------------------------------------------------------ lifecycle
     def start(self) -> None:
-        from . import _core
-        self.core = _core.Server(self.settings.to_core())
+        core_module = self.core_module
+        if core_module is None:
+            from . import _core as core_module
+        self.core_module = core_module
+        self.core = core_module.Server(self.settings.to_core())
         if self.settings.cluster_file:
             # before any worker runs: the first `config get cluster` finds the list
-            version = _core.cluster_set(self.settings.cluster_nodes)
+            version = core_module.cluster_set(self.settings.cluster_nodes)
             log.info("auto discovery: %s, config version %d", self.settings.cluster_file, version)
         for sock, kind in self.sockets:
             self.core.add_listener(sock.fileno(), kind)
+        pre = self.thread_prefix
         for i in range(self.settings.num_threads):
-            t = threading.Thread(target=self.core.run_worker, args=(i,), name=f"worker-{i}", daemon=True)
+            t = threading.Thread(target=self.core.run_worker, args=(i,), name=f"{pre}worker-{i}", daemon=True)
             t.start()
             self.threads.append(t)
-        t = threading.Thread(target=self.core.run_acceptor, name="acceptor", daemon=True)
+        t = threading.Thread(target=self.core.run_acceptor, name=f"{pre}acceptor", daemon=True)
         t.start()
         self.threads.append(t)
         for fam, host, port in self.bound:
@@ -187,10 +199,11 @@ class MemcacheServer:
     def reload_cluster(self) -> None:
         """SIGHUP: re-read the cluster file. A malformed file is reported and
         the list in force stays; a changed list gets the next version."""
-        from . import _core, discovery
+        from . import discovery
         path = self.settings.cluster_file
         if not path or self.core is None:
             return
+        _core = self.core_module
         try:
             nodes = discovery.load(path)
             before = _core.cluster_get()
@@ -221,7 +234,17 @@ class MemcacheServer:
         self.core.stop()
         for t in self.threads:
             t.join(timeout=10)
+        stuck = [t.name for t in self.threads if t.is_alive()]
+        self.threads = []
         self.close_listeners()
+        if stuck:
+            # Freeing the store under a running thread would be a use-after-free:
+            # leave it allocated (the process is about to exit, or the caller
+            # must not reuse this core).
+            log.error("threads did not stop: %s; core left allocated", ", ".join(stuck))
+            self.stuck_threads = stuck
+            self.core = None
+            return
         self.core.close()
         self.core = None
 
