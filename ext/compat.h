@@ -22,6 +22,8 @@
 #define mc_store_u32(p, v)    __atomic_store_n((p), (v), __ATOMIC_RELAXED)
 #define mc_load_int(p)        __atomic_load_n((p), __ATOMIC_ACQUIRE)
 #define mc_store_int(p, v)    __atomic_store_n((p), (v), __ATOMIC_RELEASE)
+#define mc_load_i64(p)        __atomic_load_n((p), __ATOMIC_RELAXED)
+#define mc_store_i64(p, v)    __atomic_store_n((p), (v), __ATOMIC_RELAXED)
 #define mc_fetch_add_u64(p, v) __atomic_add_fetch((p), (v), __ATOMIC_RELAXED)
 #define mc_fetch_add_i64(p, v) __atomic_add_fetch((p), (v), __ATOMIC_RELAXED)
 

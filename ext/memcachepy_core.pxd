@@ -17,6 +17,8 @@ cdef extern from "compat.h" nogil:
     void mc_store_u32(uint32_t*, uint32_t)
     int mc_load_int(int*)
     void mc_store_int(int*, int)
+    int64_t mc_load_i64(int64_t*)
+    void mc_store_i64(int64_t*, int64_t)
     uint64_t mc_fetch_add_u64(uint64_t*, uint64_t)
     int64_t mc_fetch_add_i64(int64_t*, int64_t)
     void mc_stat_add(uint64_t*, uint64_t)

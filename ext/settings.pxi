@@ -62,7 +62,7 @@ cdef settings_t g_settings
 
 cdef time_t g_process_started = 0
 cdef rel_time_t g_current_time = 0
-cdef int64_t g_time_offset = 0          # test hook: shifts the clock (under g_clock_lock)
+cdef int64_t g_time_offset = 0          # test hook: shifts the clock (written under g_clock_lock)
 # Serialises clock_tick() (the acceptor, 4 times a second) with clock_advance()
 # (a test thread): without it a tick computed before an advance could be stored
 # after it and move the clock back for a quarter of a second.
@@ -84,7 +84,7 @@ cdef void clock_tick() noexcept nogil:
 cdef void clock_advance(int64_t seconds) noexcept nogil:
     global g_time_offset
     pthread_mutex_lock(&g_clock_lock)
-    g_time_offset += seconds
+    mc_store_i64(&g_time_offset, g_time_offset + seconds)
     pthread_mutex_unlock(&g_clock_lock)
     clock_tick()
 
@@ -92,6 +92,11 @@ cdef inline time_t clock_now_unix() noexcept nogil:
     return g_process_started + <time_t>current_time()
 
 # Convert a client exptime to server-relative time, as memcached's realtime().
+# An absolute exptime is a time on the client's clock, which clock_advance()
+# did not move: it is shifted by the offset, so that after an advance a
+# client's "now + 60" still means 60 s from now (clients such as Flask-Caching
+# and Django, for long timeouts, send absolute times). The offset is 0 outside
+# tests.
 cdef inline rel_time_t realtime(int64_t exptime) noexcept nogil:
     if exptime == 0:
         return 0
@@ -99,6 +104,7 @@ cdef inline rel_time_t realtime(int64_t exptime) noexcept nogil:
         # memcached maps negative to "just past 30 days absolute": already expired.
         exptime = REALTIME_MAXDELTA + 1
     if exptime > REALTIME_MAXDELTA:
+        exptime += mc_load_i64(&g_time_offset)
         if exptime <= g_process_started:
             return 1
         return <rel_time_t>(exptime - g_process_started)

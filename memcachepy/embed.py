@@ -107,7 +107,9 @@ class _CorePool:
                 if not hasattr(os, "memfd_create"):
                     raise
         finally:
-            os.unlink(path)
+            # Kept on request so that sanitizer reports can be symbolized.
+            if not os.environ.get("MEMCACHEPY_KEEP_CORE_COPIES"):
+                os.unlink(path)
         # A noexec temporary directory: load from an anonymous in-memory file.
         mfd = os.memfd_create("memcachepy_core", 0)
         try:
@@ -155,6 +157,8 @@ class Server:
     127.0.0.1 and a free port).  unix_socket: a path to listen on instead.
     args: any further daemon flags, e.g. ["-o", "hotkeys_sample=1", "-I", "2m"].
     """
+
+    embedded = True     # (the pytest plugin's external-server stand-in says False)
 
     def __init__(self, memory_mb: int = 64, threads: int = 2, *, host: str = "127.0.0.1",
                  port: int = 0, unix_socket: Optional[str] = None,

@@ -37,6 +37,10 @@ from support.daemons import (
 )
 
 DEFAULT_TIMEOUT = 120  # seconds per test unless the test sets its own
+
+# A sample project suite for the pytest plugin: tests/test_pytest_plugin.py runs it
+# in its own pytest process (with its own pytest.ini), never as part of this run.
+collect_ignore = ["plugin_sample"]
 BOTH_KINDS = (KIND_MEMCACHED, KIND_MEMCACHEPY)
 
 

@@ -24,7 +24,7 @@ from pymemcache.client.base import Client
 
 import memcachepy
 from memcachepy import embed
-from support.daemons import KIND_MEMCACHED, REPO_ROOT, start_daemon
+from support.daemons import KIND_MEMCACHED, REPO_ROOT
 from support.normalise import diff, normalise
 from support.rawclient import Conn, run_transcript
 
@@ -60,7 +60,7 @@ def test_server_serves_on_an_ephemeral_loopback_port() -> None:
     srv.close()      # twice is fine
 
 
-def test_same_bytes_as_memcached() -> None:
+def test_same_bytes_as_memcached(start_daemon) -> None:
     require_memcached()
     steps = [b"set a 5 0 3\r\nabc\r\n", b"get a b\r\n", b"append a 0 0 2\r\nde\r\n",
              b"gets a\r\n", b"incr a 1\r\n", b"set n 0 0 2\r\n10\r\n", b"incr n 5\r\n",
@@ -96,6 +96,23 @@ def test_advance_clock_expires_ttls_without_sleeping() -> None:
         assert c.get("long") is None and c.get("forever") == b"3"
         with pytest.raises(ValueError):
             srv.advance_clock(-1)
+
+
+def test_absolute_exptimes_follow_the_advanced_clock() -> None:
+    # Clients that send absolute expiry times (Flask-Caching, Django for long
+    # timeouts) take them from the real clock, which advance_clock() did not move.
+    import time
+    with memcachepy.Server(threads=1) as srv:
+        c = client(srv)
+        c.set("before", b"1", expire=int(time.time()) + 60)
+        srv.advance_clock(61)
+        assert c.get("before") is None              # its 60 s have passed
+        c.set("after", b"2", expire=int(time.time()) + 60)
+        assert c.get("after") == b"2"               # 60 s from now, not already past
+        srv.advance_clock(59)
+        assert c.get("after") == b"2"
+        srv.advance_clock(2)
+        assert c.get("after") is None
 
 
 def test_flush_empties_the_cache_and_new_sets_survive() -> None:
@@ -249,7 +266,8 @@ def test_cycles_leak_nothing_from_the_core_under_lsan(tmp_path) -> None:
     log = tmp_path / "lsan"
     opts = re.sub(r"(detect_leaks|log_path|abort_on_error|exitcode)=[^:]*:?", "",
                   os.environ.get("ASAN_OPTIONS", ""))
-    env = dict(os.environ, ASAN_OPTIONS=f"{opts}:detect_leaks=1:exitcode=0:log_path={log}".lstrip(":"))
+    env = dict(os.environ, ASAN_OPTIONS=f"{opts}:detect_leaks=1:exitcode=0:log_path={log}".lstrip(":"),
+               MEMCACHEPY_KEEP_CORE_COPIES="1", TMPDIR=str(tmp_path))   # symbolized reports
     _run_cycles(20, env)
     report = "\n".join(p.read_text() for p in tmp_path.glob("lsan*"))
     leaks = core_leaks(report)
