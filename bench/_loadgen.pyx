@@ -218,6 +218,7 @@ cdef struct lg_cfg_t:
     uint32_t set_parts
     uint32_t multiget
     int key_sequential
+    double *zipf_cdf         # key_pattern "zipf": P(rank <= i), keyspace entries; else NULL
     int prefill
     uint64_t requests        # 0: run for duration
     double rate              # requests/s over all threads; 0: closed loop
@@ -266,6 +267,7 @@ cdef struct lg_thread_t:
     uint64_t m_errors
     uint64_t m_late          # fixed rate: requests sent more than a tick after their slot
     uint64_t *hist
+    uint32_t *kcounts        # count_keys: requests per key picked by this thread (else NULL)
     double lat_sum
     int64_t lat_max
     # every request
@@ -373,6 +375,19 @@ cdef inline char *lg_write_key(lg_cfg_t *cfg, char *p, uint64_t k) noexcept nogi
     memcpy(p, cfg.prefix, cfg.prefix_len)
     return lg_write_u64(p + cfg.prefix_len, k)
 
+cdef inline uint64_t lg_zipf_rank(lg_thread_t *t) noexcept nogil:
+    # inverse CDF by binary search: the first rank whose cumulative share reaches u
+    cdef double u = <double>(lg_rand(t) >> 11) * (1.0 / 9007199254740992.0)
+    cdef const double *cdf = t.cfg.zipf_cdf
+    cdef uint64_t lo = 0, hi = t.cfg.keyspace - 1, mid
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if cdf[mid] < u:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
 cdef inline uint64_t lg_pick_key(lg_thread_t *t) noexcept nogil:
     cdef uint64_t k
     if t.cfg.key_sequential:
@@ -380,8 +395,13 @@ cdef inline uint64_t lg_pick_key(lg_thread_t *t) noexcept nogil:
         t.seq_key += 1
         if t.seq_key >= t.cfg.keyspace:
             t.seq_key = 0
-        return k
-    return lg_rand(t) % t.cfg.keyspace
+    elif t.cfg.zipf_cdf != NULL:
+        k = lg_zipf_rank(t)          # rank 0, the most requested key, is key 0
+    else:
+        k = lg_rand(t) % t.cfg.keyspace
+    if t.kcounts != NULL:
+        t.kcounts[k] += 1
+    return k
 
 cdef inline void lg_make_room(lg_conn_t *c, size_t need) noexcept nogil:
     # outstanding requests are bounded by qcap, so after compaction the buffer always fits
@@ -915,6 +935,7 @@ cdef void lg_free_threads(lg_thread_t *ts, int nthreads) noexcept nogil:
             free(ts[i].conns)
         free(ts[i].flush)
         free(ts[i].hist)
+        free(ts[i].kcounts)
         if ts[i].epfd > 0:
             close(ts[i].epfd)
         if ts[i].tfd > 0:
@@ -988,11 +1009,16 @@ def run(*, str host="127.0.0.1", int port, int connections=50, int threads=1, in
         int get_ratio=10, int set_ratio=1, int multiget=1, double duration=5.0,
         double warmup=0.0, unsigned long long requests=0, double rate=0.0, bint prefill=False,
         str key_pattern="random", double tick_us=100.0, bint lazy=True,
-        unsigned long long seed=1, int server_pid=0):
+        unsigned long long seed=1, int server_pid=0, double zipf_s=1.0, int count_keys=0):
     """Drive a memcached-protocol server and return a dict of results (see memcachepy/bench.py).
 
     With a fixed `rate`, `lazy` (the default) wakes the load threads only on pacing ticks and
     times replies by their kernel receive stamps, which saves the client a wake-up per reply.
+
+    `key_pattern` "zipf" draws key ranks from a Zipf distribution with exponent `zipf_s`
+    (key 0 the most requested). `count_keys` > 0 counts every key request exactly and
+    returns the `count_keys` most requested keys as result["key_counts"] (for checking
+    a server's hot-key estimates).
 
     `requests` > 0 selects request-count mode (every request is measured, `duration` and
     `warmup` are ignored); otherwise the run lasts warmup + duration seconds and only replies
@@ -1019,8 +1045,10 @@ def run(*, str host="127.0.0.1", int port, int connections=50, int threads=1, in
         raise ValueError("key prefix must be at most 32 bytes without spaces")
     if value_size < 0 or value_size > 64 * 1024 * 1024:
         raise ValueError("value size out of range")
-    if key_pattern not in ("random", "sequential"):
-        raise ValueError("key pattern is 'random' or 'sequential'")
+    if key_pattern not in ("random", "sequential", "zipf"):
+        raise ValueError("key pattern is 'random', 'sequential' or 'zipf'")
+    if key_pattern == "zipf" and not zipf_s > 0:
+        raise ValueError("zipf exponent must be > 0")
     if rate < 0 or tick_us <= 0:
         raise ValueError("rate must be >= 0 and tick > 0")
     nthreads = min(threads, connections)
@@ -1044,6 +1072,17 @@ def run(*, str host="127.0.0.1", int port, int connections=50, int threads=1, in
         cfg.set_parts = set_ratio
         cfg.multiget = multiget
         cfg.key_sequential = key_pattern == "sequential"
+        if key_pattern == "zipf":
+            cfg.zipf_cdf = <double *>malloc(keyspace * sizeof(double))
+            if cfg.zipf_cdf == NULL:
+                raise MemoryError()
+            acc = 0.0
+            for k in range(<long long>keyspace):
+                acc += (k + 1.0) ** -zipf_s
+                cfg.zipf_cdf[k] = acc
+            for k in range(<long long>keyspace):
+                cfg.zipf_cdf[k] /= acc
+            cfg.zipf_cdf[keyspace - 1] = 1.0
         cfg.prefill = prefill
         cfg.requests = requests
         cfg.rate = rate
@@ -1097,6 +1136,10 @@ def run(*, str host="127.0.0.1", int port, int connections=50, int threads=1, in
             t.hist = <uint64_t *>calloc(LG_HIST_SIZE, sizeof(uint64_t))
             if t.conns == NULL or t.flush == NULL or t.hist == NULL:
                 raise MemoryError()
+            if count_keys > 0:
+                t.kcounts = <uint32_t *>calloc(keyspace, sizeof(uint32_t))
+                if t.kcounts == NULL:
+                    raise MemoryError()
             for j in range(t.nconns):
                 c = &t.conns[j]
                 c.fd = -1
@@ -1184,6 +1227,8 @@ def run(*, str host="127.0.0.1", int port, int connections=50, int threads=1, in
                     cpus[cpu] = dict(busy=(st1[cpu][0] - st0[cpu][0]) / dt,
                                      steal=(st1[cpu][1] - st0[cpu][1]) / dt)
         result["cpus"] = cpus
+        if count_keys > 0:
+            result["key_counts"] = _key_counts(ts, nthreads, cfg, count_keys)
         return result
     finally:
         if ts != NULL:
@@ -1196,7 +1241,26 @@ def run(*, str host="127.0.0.1", int port, int connections=50, int threads=1, in
                             pthread_join(ts[i].tid, NULL)
             lg_free_threads(ts, nthreads)
         free(cfg.value)
+        free(cfg.zipf_cdf)
         free(cfg)
+
+
+cdef list _key_counts(lg_thread_t *ts, int nthreads, lg_cfg_t *cfg, int top):
+    """The `top` most requested keys, exactly: [(key, requests)], most first."""
+    import heapq
+    cdef uint64_t k
+    cdef uint64_t n
+    cdef int i
+    prefix = cfg.prefix[:cfg.prefix_len].decode()
+    counts = []
+    for k in range(cfg.keyspace):
+        n = 0
+        for i in range(nthreads):
+            n += ts[i].kcounts[k]
+        if n:
+            counts.append((n, k))
+    best = heapq.nlargest(top, counts)
+    return [(f"{prefix}{k}", n) for n, k in best]
 
 
 cdef object _collect(lg_thread_t *ts, int nthreads, lg_cfg_t *cfg, uint64_t requests,

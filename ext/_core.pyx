@@ -15,9 +15,9 @@
 # shutdown), and `Store`, a test API that drives the same C store functions
 # directly, without sockets, with a controllable clock.
 
-from libc.stdlib cimport malloc, free, calloc, realloc
+from libc.stdlib cimport malloc, free, calloc, realloc, qsort
 from libc.string cimport memcpy, memset, memcmp, memchr, strlen, strncpy
-from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t, int64_t
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int16_t, int32_t, int64_t
 from memcachepy_core cimport *
 
 include "settings.pxi"
@@ -32,6 +32,7 @@ include "proto.pxi"
 include "logger.pxi"
 include "stats.pxi"
 include "crawler.pxi"
+include "hotkeys.pxi"
 include "proto_text.pxi"
 include "proto_meta.pxi"
 include "proto_admin.pxi"
@@ -131,6 +132,9 @@ def _core_init(dict cfg, int nworkers):
     if not hashpower:
         # memcached starts at 2^16 buckets; spread that over the shards
         hashpower = max(4, 16 - (nshards.bit_length() - 1))
+    global g_hotkeys_sample, g_hotkeys_since
+    g_hotkeys_sample = cfg.get("hotkeys_sample", 0)
+    g_hotkeys_since = current_time()
     slabs_init(cfg["maxbytes"], cfg["factor"], MEMCACHED_ITEM_HEADER)
     crawler_init()
     if store_init(nshards, hashpower) != 0:

@@ -293,6 +293,8 @@ cdef int process_watch_command(conn_t* c, token_t* tokens, size_t ntokens) noexc
                 f |= LOG_PROXYEVENTS
             elif tok_eq(t, b"proxyuser", 9):
                 f |= LOG_PROXYUSER
+            elif tok_eq(t, b"hotkeys", 7):
+                f |= LOG_HOTKEYS        # memcachepy's own: the sampled keys (hotkeys.pxi)
             else:
                 out_string(c, b"ERROR")
                 return 0

@@ -6,7 +6,7 @@
 # the hot path makes. Nothing here touches Python objects, so every function that
 # uses these types can run with the GIL released.
 
-from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t, int64_t
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int16_t, int32_t, int64_t
 
 cdef extern from "compat.h" nogil:
     bint MC_LIKELY(bint)
@@ -355,6 +355,35 @@ cdef struct conn_t:
     uint32_t peer_len
     uint32_t local_len
 
+# ---------------------------------------------------------------- hot keys
+# A worker's sampled heavy hitters (hotkeys.pxi): Space-Saving over the keys of
+# one request in `hotkeys_sample`, with a hash index (open addressing) to find
+# a key's counter and a min-heap of the counters to find the smallest.
+cdef enum:
+    HK_ENTRIES = 128
+    HK_SLOTS = 256            # hash index slots (a power of two, 2 x HK_ENTRIES)
+
+cdef struct hk_entry_t:
+    uint64_t error        # overcount bound: the count the entry took over
+    uint64_t gets         # sampled requests of each kind since the key took the entry
+    uint64_t hits
+    uint64_t sets
+    uint64_t others       # delete, incr/decr, touch, md, ma
+    uint32_t nkey
+    char key[250]
+
+cdef struct hotkeys_t:
+    uint64_t countdown        # requests until the next sample (the worker's own)
+    pthread_mutex_t lock      # taken by the sampled update and by readers only
+    uint32_t used
+    uint64_t samples
+    uint64_t hashes[128]
+    uint64_t counts[128]
+    int16_t slot[256]         # hash index: entry number, -1 for a free slot
+    uint8_t heap[128]         # entry numbers, heap-ordered by count (smallest first)
+    uint8_t heap_pos[128]     # where each entry sits in `heap`
+    hk_entry_t* entries       # NULL when sampling is off
+
 # ---------------------------------------------------------------- workers
 cdef struct worker_t:
     int id
@@ -372,6 +401,7 @@ cdef struct worker_t:
     char* spare_wbuf
     size_t spare_wsize
     thread_stats_t stats
+    hotkeys_t hk
     char _pad[64]
 
 # ---------------------------------------------------------------- tokens

@@ -352,6 +352,7 @@ cdef int process_mget(conn_t* c, token_t* tokens, size_t ntokens) noexcept nogil
     # Without h/l/T/N/R the access counts at lookup, else after the reply
     # (h and l report the state from before this request).
     it = do_item_get(s, of.key, of.nkey, hv, st, not of.locked and not of.no_update)
+    hotkeys_note(c, of.key, of.nkey, h, HK_GET, it != NULL)
     if it == NULL and of.vivify:
         it = item_alloc(s, of.key, of.nkey, 0, 0, 2)
         if it != NULL:
@@ -525,6 +526,7 @@ cdef int process_mset(conn_t* c, token_t* tokens, size_t ntokens,
     h = hash_key(of.key, of.nkey)
     hv = bucket_hv(h)
     s = shard_of(h)
+    hotkeys_note(c, of.key, of.nkey, h, HK_SET, False)
     if not item_size_ok(of.nkey, vlen):
         sinc(&st.store_too_large)
         # memcached drops the old value rather than leave it stale
@@ -640,6 +642,7 @@ cdef int process_mdelete(conn_t* c, token_t* tokens, size_t ntokens) noexcept no
     h = hash_key(of.key, of.nkey)
     hv = bucket_hv(h)
     s = shard_of(h)
+    hotkeys_note(c, of.key, of.nkey, h, HK_OTHER, False)
     pthread_mutex_lock(&s.lock)
     it = do_item_get(s, of.key, of.nkey, hv, st, False)
     if it == NULL:
@@ -740,6 +743,7 @@ cdef int process_marithmetic(conn_t* c, token_t* tokens, size_t ntokens) noexcep
     h = hash_key(of.key, of.nkey)
     hv = bucket_hv(h)
     s = shard_of(h)
+    hotkeys_note(c, of.key, of.nkey, h, HK_OTHER, False)
     cas = of.req_cas if of.has_cas else 0      # C0 means "no check" here
     pthread_mutex_lock(&s.lock)
     r = do_add_delta(s, of.key, of.nkey, hv, incr, of.delta, numbuf, &cas, st, &it,

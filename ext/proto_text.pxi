@@ -137,6 +137,7 @@ cdef int process_get(conn_t* c, const char* line, size_t length, token_t* tokens
             else:
                 sinc(&st.get_misses)
                 sinc(&st.get_cmds)
+        hotkeys_note(c, line + ks, klen, h, HK_GET, it != NULL)
         if c.wlen > WBUF_HIGH:
             # Pause between keys so a huge multiget cannot grow the output
             # without bound. memcached answers a bad key anywhere in the line
@@ -219,6 +220,7 @@ cdef int process_update(conn_t* c, token_t* tokens, size_t ntokens, int comm, bi
         stats_prefix_record(key, nkey, 1, False)
     h = hash_key(key, nkey)
     s = shard_of(h)
+    hotkeys_note(c, key, nkey, h, HK_SET, False)
     if not item_size_ok(nkey, vlen, flags):
         out_string(c, b"SERVER_ERROR object too large for cache")
         sinc(&st.store_too_large)
@@ -305,6 +307,7 @@ cdef int process_touch(conn_t* c, token_t* tokens, size_t ntokens) noexcept nogi
         return 0
     h = hash_key(tokens[1].value, tokens[1].length)
     s = shard_of(h)
+    hotkeys_note(c, tokens[1].value, tokens[1].length, h, HK_OTHER, False)
     pthread_mutex_lock(&s.lock)
     it = do_item_touch(s, tokens[1].value, tokens[1].length, bucket_hv(h),
                        exptime_to_rel(exptime_int), st)
@@ -335,6 +338,7 @@ cdef int process_arithmetic(conn_t* c, token_t* tokens, size_t ntokens, bint inc
         return 0
     h = hash_key(tokens[1].value, tokens[1].length)
     s = shard_of(h)
+    hotkeys_note(c, tokens[1].value, tokens[1].length, h, HK_OTHER, False)
     pthread_mutex_lock(&s.lock)
     r = do_add_delta(s, tokens[1].value, tokens[1].length, bucket_hv(h), incr, delta, buf,
                      NULL, st, NULL, 0)
@@ -374,6 +378,7 @@ cdef int process_delete(conn_t* c, token_t* tokens, size_t ntokens) noexcept nog
         stats_prefix_record(tokens[1].value, tokens[1].length, 2, False)
     h = hash_key(tokens[1].value, tokens[1].length)
     s = shard_of(h)
+    hotkeys_note(c, tokens[1].value, tokens[1].length, h, HK_OTHER, False)
     pthread_mutex_lock(&s.lock)
     it = do_item_get(s, tokens[1].value, tokens[1].length, bucket_hv(h), st, False)
     if it != NULL:

@@ -633,6 +633,17 @@ cdef int process_stat(conn_t* c, token_t* tokens, size_t ntokens) noexcept nogil
         else:
             out_string(c, b"CLIENT_ERROR usage: stats detail on|off|dump")
         return 0
+    elif tok_eq(sub, b"hotkeys", 7):
+        # memcachepy's own: `stats hotkeys [top]`, `stats hotkeys reset` (hotkeys.pxi)
+        limit = HK_DEFAULT_TOP
+        if ntokens > 3 and tok_eq(&tokens[2], b"reset", 5) and ntokens == 4:
+            hotkeys_reset()
+            out_string(c, b"RESET")
+            return 0
+        if ntokens > 4 or (ntokens == 4 and not tok_strtoul(&tokens[2], &limit)):
+            out_string(c, b"CLIENT_ERROR bad command line format")
+            return 0
+        stats_hotkeys(c, limit if limit < HK_MAX_TOP else HK_MAX_TOP)
     elif tok_eq(sub, b"settings", 8):
         stats_settings(c)
     elif tok_eq(sub, b"cachedump", 9):

@@ -43,6 +43,7 @@ cdef int workers_init(int n) noexcept nogil:
         if g_workers[i].epfd < 0 or g_workers[i].notify_fd < 0:
             return -1
         pthread_mutex_init(&g_workers[i].lock, NULL)
+        hotkeys_init(&g_workers[i].hk)
         g_workers[i].pending_cap = 64
         g_workers[i].pending = <int*>malloc(64 * sizeof(int))
         g_workers[i].pending_kind = <int*>malloc(64 * sizeof(int))
@@ -63,6 +64,7 @@ cdef void workers_destroy() noexcept nogil:
         free(g_workers[i].pending)
         free(g_workers[i].pending_kind)
         pthread_mutex_destroy(&g_workers[i].lock)
+        hotkeys_destroy(&g_workers[i].hk)
     free(g_workers)
     g_workers = NULL
     g_nworkers = 0

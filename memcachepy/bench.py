@@ -52,8 +52,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="requests in flight per conn (default %(default)s)")
     p.add_argument("-k", "--keyspace", type=int, default=10000, help="number of keys (default %(default)s)")
     p.add_argument("--key-prefix", default="key:", help="key prefix (default %(default)s)")
-    p.add_argument("--key-pattern", choices=("random", "sequential"), default="random",
-                   help="how keys are picked (default %(default)s)")
+    p.add_argument("--key-pattern", choices=("random", "sequential", "zipf"), default="random",
+                   help="how keys are picked (default %(default)s); zipf: key 0 the most "
+                   "requested, see --zipf-s")
+    p.add_argument("--zipf-s", type=float, default=1.0,
+                   help="exponent of --key-pattern zipf (default %(default)s)")
+    p.add_argument("--key-counts", type=int, default=0, metavar="N",
+                   help="count every key request and report the N most requested keys "
+                   "exactly (to check a server's `stats hotkeys`)")
     p.add_argument("-V", "--value-size", type=int, default=32, help="value bytes (default %(default)s)")
     p.add_argument("-r", "--ratio", type=_ratio, default=(10, 1),
                    help="GET:SET mix, a fixed cycle (default 10:1)")
@@ -112,12 +118,14 @@ def run_from_args(args: argparse.Namespace) -> dict[str, Any]:
         requests=0 if args.prefill_only else args.requests, rate=args.rate,
         prefill=args.prefill or args.prefill_only, key_pattern=args.key_pattern,
         tick_us=args.tick_us, lazy=not args.eager_replies, seed=args.seed, server_pid=args.server_pid,
+        zipf_s=args.zipf_s, count_keys=args.key_counts,
     )
     result["config"] = dict(
         host=host, port=args.port, connections=args.connections, threads=args.threads,
         depth=args.depth, keyspace=args.keyspace, value_size=args.value_size,
         ratio=f"{g}:{s}", multiget=args.multiget, duration=args.duration,
         warmup=args.warmup, requests=args.requests, rate=args.rate, prefill=args.prefill,
+        key_pattern=args.key_pattern, zipf_s=args.zipf_s if args.key_pattern == "zipf" else None,
     )
     return result
 
@@ -167,6 +175,9 @@ def format_report(r: dict[str, Any]) -> str:
         f"({t['get_keys']:,} keys), sets {t['sets']:,}, errors {t['errors']}, "
         f"values not as stored {t['bad_values']}"
     )
+    if r.get("key_counts"):
+        lines.append("top keys     " + ", ".join(f"{k} {n:,}" for k, n in r["key_counts"][:10])
+                     + " (exact requests)")
     return "\n".join(lines)
 
 

@@ -67,6 +67,8 @@ memcachepy {version} (memcached {mcversion} compatible)
    - shards:              number of hash table shards, a power of two (default: 64)
    - cluster_file:        answer ElastiCache auto discovery (`config get cluster`)
                           with the hostname|ip|port lines of this file (SIGHUP re-reads it)
+   - hotkeys_sample:      sample 1 key request in N for `stats hotkeys` (default: 100;
+                          0 turns hot-key sampling off)
    - lru_crawler, lru_maintainer, slab_reassign, slab_automove, hot_lru_pct,
      warm_lru_pct, hot_max_factor, warm_max_factor, temporary_ttl, tail_repair_time,
      hash_algorithm, track_sizes, modern, no_modern, watcher_logbuf_size,
@@ -76,6 +78,8 @@ memcachepy {version} (memcached {mcversion} compatible)
 --check-config            validate the options (and config file) and exit
 --metrics-listen=<[host:]port> serve Prometheus metrics (memcached_exporter names)
                           on this address (default: off; host defaults to 127.0.0.1)
+--metrics-hotkeys=<num>   export the <num> hottest keys with the metrics (default: 10; 0: none)
+--metrics-hotkeys-hash    label them by a SHA-256 prefix of the key instead of the key
 --log-file=<file>         write the log (and -vv traffic) to <file> instead of
                           stderr; SIGHUP reopens it (for logrotate)
 --print-unit [<unit>] [--exec <path>]
@@ -136,6 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config")
     p.add_argument("--check-config", action="store_true")
     p.add_argument("--metrics-listen")
+    p.add_argument("--metrics-hotkeys", default="10")
+    p.add_argument("--metrics-hotkeys-hash", action="store_true")
     p.add_argument("--log-file")
     return p
 
@@ -255,6 +261,10 @@ def settings_from_args(ns: argparse.Namespace) -> Settings:
         except discovery.ClusterFileError as e:
             raise SettingsError(str(e)) from None
     s.metrics_listen = ns.metrics_listen
+    s.metrics_hotkeys = atoi(ns.metrics_hotkeys)
+    if s.metrics_hotkeys < 0:
+        raise SettingsError("--metrics-hotkeys must be 0 or more")
+    s.metrics_hotkeys_hash = ns.metrics_hotkeys_hash
     if ns.log_file is not None and not ns.log_file:
         raise SettingsError("--log-file needs a file name")
     s.log_file = ns.log_file

@@ -265,6 +265,10 @@ OPTIONS: tuple[Option, ...] = (
     # memcachepy's own
     Option("metrics-listen", None, "required", _hostport,
            help="serve Prometheus metrics on [HOST:]PORT (loopback by default)"),
+    Option("metrics-hotkeys", None, "required", _int(0, None),
+           help="export the N hottest keys with the metrics (default 10; 0: none)"),
+    Option("metrics-hotkeys-hash", None,
+           help="export hot keys as SHA-256 prefixes instead of the keys"),
     Option("log-file", None, "required", _nonempty,
            help="log to FILE instead of stderr; SIGHUP reopens it"),
     Option("config", None, "required", _nonempty, in_config=False),

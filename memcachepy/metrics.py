@@ -13,9 +13,17 @@
 # exactly as memcached_exporter does.
 #
 # Off by default; when enabled it listens on loopback unless told otherwise.
+#
+# Hot keys (memcachepy's `stats hotkeys`): the top N keys (--metrics-hotkeys,
+# default 10, 0 off) as memcachepy_hotkey_* gauges labelled by key, so the
+# cardinality is bounded by N; --metrics-hotkeys-hash replaces each key by
+# "sha256:" and the first 16 hex digits of its SHA-256, for keys that must not
+# leave the host. A server without the command (memcached) just has no such
+# metrics.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import math
 import socket
 import sys
@@ -25,7 +33,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Optional, Sequence
 
-from memcachepy.tool import AdminClient, ToolError
+from memcachepy.tool import AdminClient, HotKeys, ToolError
 
 __all__ = ["collect", "render", "scrape", "start_exporter", "ExporterHandle",
            "DEFAULT_METRICS_PORT", "main"]
@@ -206,21 +214,61 @@ class Snapshot:
     slabs: dict[int, dict[str, str]]
     slab_totals: dict[str, str]
     items: dict[int, dict[str, str]]
+    hotkeys: Optional[HotKeys] = None
 
 
 def scrape(host: str, port: int, timeout: float = 5.0,
-           unix_path: Optional[str] = None) -> Snapshot:
-    """One connection, four stats commands.  Raises ToolError on any failure."""
+           unix_path: Optional[str] = None, hotkeys_top: int = 0) -> Snapshot:
+    """One connection, four stats commands (five with hot keys).  Raises
+    ToolError on any failure but a server that has no `stats hotkeys`."""
     addr = unix_path if unix_path else (f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
     with AdminClient(addr, timeout) as c:
         stats = c.stats()
         settings = c.stats("settings")
         slabs, slab_totals = c.per_class("slabs")
         items, _ = c.per_class("items")
-    return Snapshot(stats, settings, slabs, slab_totals, items)
+        hot = None
+        if hotkeys_top > 0:
+            try:
+                hot = c.hotkeys(hotkeys_top)
+            except ToolError:
+                hot = None       # memcached answers ERROR: no hot-key metrics
+    return Snapshot(stats, settings, slabs, slab_totals, items, hot)
 
 
-def collect(snap: Optional[Snapshot], slab_metrics: bool = True) -> dict[str, Family]:
+def hotkey_label(key: bytes, hashed: bool) -> str:
+    if hashed:
+        return "sha256:" + hashlib.sha256(key).hexdigest()[:16]
+    if all(33 <= b < 127 for b in key):
+        return key.decode()
+    import base64
+    return "b64:" + base64.b64encode(key).decode()
+
+
+def _collect_hotkeys(b: "_Builder", hot: HotKeys, hashed: bool) -> None:
+    b.add("memcachepy_hotkeys_sample", "gauge",
+          "Hot-key sampling: one key request in this many is sampled (0: off).", hot.sample)
+    b.add("memcachepy_hotkeys_window_seconds", "gauge",
+          "Seconds the hot-key estimates cover (since start-up or `stats hotkeys reset`).",
+          hot.window_s)
+    for h in hot.keys:
+        lab = {"key": hotkey_label(h.key, hashed)}
+        b.add("memcachepy_hotkey_requests", "gauge",
+              "Estimated requests for this key in the window (an upper bound).", h.est, lab)
+        b.add("memcachepy_hotkey_requests_error", "gauge",
+              "How much the estimate may overstate the key's requests.", h.err, lab)
+        b.add("memcachepy_hotkey_request_rate", "gauge",
+              "Estimated requests per second for this key over the window.", h.rate, lab)
+        for op, v in (("get", h.get), ("set", h.set), ("other", h.other)):
+            b.add("memcachepy_hotkey_requests_by_op", "gauge",
+                  "Estimated requests for this key in the window, by kind.", v,
+                  dict(lab, op=op))
+        b.add("memcachepy_hotkey_get_hits", "gauge",
+              "Estimated gets of this key that found it.", h.hit, lab)
+
+
+def collect(snap: Optional[Snapshot], slab_metrics: bool = True,
+            hotkeys_hash: bool = False) -> dict[str, Family]:
     """Metric families for one scrape; snap None means the server was unreachable."""
     b = _Builder()
     b.add(f"{NS}_up", "gauge", "1 if the memcached server answered the scrape, else 0.",
@@ -299,6 +347,8 @@ def collect(snap: Optional[Snapshot], slab_metrics: bool = True) -> dict[str, Fa
             if None not in (sset, shits, sbad):
                 b.add(scmd, "counter", shelp, sset - shits - sbad,  # type: ignore[operator]
                       {"slab": str(cls), "command": "set", "status": "hit"})
+    if snap.hotkeys is not None:
+        _collect_hotkeys(b, snap.hotkeys, hotkeys_hash)
     return b.families
 
 
@@ -343,11 +393,14 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, addr, handler, target, slab_metrics: bool, timeout: float) -> None:
+    def __init__(self, addr, handler, target, slab_metrics: bool, timeout: float,
+                 hotkeys_top: int = 0, hotkeys_hash: bool = False) -> None:
         host = addr[0]
         self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.target = target
         self.slab_metrics = slab_metrics
+        self.hotkeys_top = hotkeys_top
+        self.hotkeys_hash = hotkeys_hash
         self.scrape_timeout = timeout
         super().__init__(addr, handler)
 
@@ -376,10 +429,10 @@ class _Handler(BaseHTTPRequestHandler):
             t0 = time.monotonic()
             try:
                 snap: Optional[Snapshot] = scrape(host, port, self.server.scrape_timeout,
-                                                  unix_path)
+                                                  unix_path, self.server.hotkeys_top)
             except (ToolError, OSError):
                 snap = None
-            fams = collect(snap, self.server.slab_metrics)
+            fams = collect(snap, self.server.slab_metrics, self.server.hotkeys_hash)
             b = _Builder()
             b.families = fams
             b.add("memcachepy_exporter_scrape_duration_seconds", "gauge",
@@ -419,7 +472,8 @@ class ExporterHandle:
 def start_exporter(listen_host: str = "127.0.0.1", listen_port: int = DEFAULT_METRICS_PORT,
                    target_host: str = "127.0.0.1", target_port: int = 11211, *,
                    target_unix: Optional[str] = None, slab_metrics: bool = True,
-                   timeout: float = 5.0) -> ExporterHandle:
+                   timeout: float = 5.0, hotkeys_top: int = 10,
+                   hotkeys_hash: bool = False) -> ExporterHandle:
     """Serve /metrics on listen_host:listen_port (0 = any free port) in a daemon
     thread, scraping target_host:target_port (or target_unix) per request.
 
@@ -427,7 +481,8 @@ def start_exporter(listen_host: str = "127.0.0.1", listen_port: int = DEFAULT_ME
     that as a start-up error (before READY=1), not ignore it.
     """
     server = _Server((listen_host, listen_port), _Handler,
-                     (target_host, target_port, target_unix), slab_metrics, timeout)
+                     (target_host, target_port, target_unix), slab_metrics, timeout,
+                     hotkeys_top, hotkeys_hash)
     t = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
                          name="memcachepy-metrics", daemon=True)
     t.start()
@@ -452,6 +507,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--target", default="127.0.0.1:11211")
     p.add_argument("--listen", default=f"127.0.0.1:{DEFAULT_METRICS_PORT}")
     p.add_argument("--no-slab-metrics", action="store_true")
+    p.add_argument("--hotkeys", type=int, default=10,
+                   help="export the N hottest keys (memcachepy's stats hotkeys; 0: off)")
+    p.add_argument("--hotkeys-hash", action="store_true",
+                   help="label hot keys by a SHA-256 prefix instead of the key")
     args = p.parse_args(argv)
     lh, lp = parse_listen(args.listen)
     if "/" in args.target:
@@ -459,7 +518,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     else:
         th, tp = parse_listen(args.target)
         tu = None
-    h = start_exporter(lh, lp, th, tp, target_unix=tu, slab_metrics=not args.no_slab_metrics)
+    h = start_exporter(lh, lp, th, tp, target_unix=tu, slab_metrics=not args.no_slab_metrics,
+                       hotkeys_top=args.hotkeys, hotkeys_hash=args.hotkeys_hash)
     print(f"serving {h.url}", file=sys.stderr)
     try:
         while True:

@@ -662,7 +662,9 @@ class _Lifecycle:
                 from . import metrics
                 m_host, m_port = metrics.parse_listen(s.metrics_listen)
                 try:
-                    exporter = metrics.start_exporter(m_host, m_port, t_host, t_port, target_unix=t_unix)
+                    exporter = metrics.start_exporter(m_host, m_port, t_host, t_port, target_unix=t_unix,
+                                                      hotkeys_top=s.metrics_hotkeys,
+                                                      hotkeys_hash=s.metrics_hotkeys_hash)
                 except OSError as e:
                     raise StartError(f"failed to listen on metrics address {s.metrics_listen}: "
                                      f"{e.strerror}") from None

@@ -81,7 +81,12 @@ _MISSING = {
     "slab_sizes": "Missing slab_sizes argument",
     "shards": "Missing shards argument",
     "cluster_file": "Missing cluster_file argument",
+    "hotkeys_sample": "Missing hotkeys_sample argument",
 }
+# memcachepy's own: sample one key request in N for `stats hotkeys` (0: off).
+# The default is the measured cost/accuracy trade-off (README, "Hot keys").
+HOTKEYS_SAMPLE_DEFAULT = 100
+
 # Bare switches (memcached ignores a value given to one).
 _SWITCHES = {
     "maxconns_fast", "no_maxconns_fast", "no_hashexpand", "slab_reassign", "no_slab_reassign",
@@ -183,6 +188,11 @@ def parse_suboptions(s: "Settings", text: str) -> None:
                 raise SettingsError(_MISSING[name], 1)
             import os
             s.cluster_file = os.path.abspath(v)   # -d chdirs to /; SIGHUP re-reads it
+        elif name == "hotkeys_sample":    # memcachepy's own: 1 key request in N sampled
+            n = _strtoul32(v)
+            if n is None:
+                raise SettingsError("hotkeys_sample takes a numeric 32bit value (0 turns it off)", 1)
+            ext[name] = str(n)
         elif name == "shards":            # memcachepy's own: how many lock shards
             n = _atoi(v)
             s.nshards = n
@@ -272,6 +282,8 @@ class Settings:
     hashpower_init: int = 0
     lru_crawler_sleep: int = 100
     metrics_listen: Optional[str] = None
+    metrics_hotkeys: int = 10          # hot keys exported by the metrics endpoint (0: none)
+    metrics_hotkeys_hash: bool = False # export them as SHA-256 prefixes, not keys
     auth_file: Optional[str] = None
     auth_entries: List[tuple] = field(default_factory=list)
     log_file: Optional[str] = None
@@ -437,4 +449,5 @@ class Settings:
             "warm_max_factor": float(ext.get("warm_max_factor", 2.0)),
             "temp_lru": "temp_lru" in ext or "temporary_ttl" in ext,
             "temporary_ttl": int(ext.get("temporary_ttl", 61)),
+            "hotkeys_sample": int(ext.get("hotkeys_sample", HOTKEYS_SAMPLE_DEFAULT)),
         }

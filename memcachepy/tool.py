@@ -8,11 +8,13 @@
 #   sizes     stats sizes                      keys       key metadata
 #   dump      every item as `add` commands that restore it (via
 #             `lru_crawler metadump all`, falling back to `stats cachedump`)
-#   top       a live view: request rates, hit ratio, memory, evictions
+#   top       a live view: request rates, hit ratio, memory, evictions;
+#             `top --keys`: the hottest keys (memcachepy's `stats hotkeys`),
+#             one node or several merged (ADDRESS,ADDRESS,...)
 #
-# Only protocol commands real memcached has are used, so the tool works
-# against either daemon; it never touches memcachepy internals.  Also the
-# stats client for memcachepy.metrics.
+# Apart from `top --keys`, only protocol commands real memcached has are used,
+# so the tool works against either daemon; it never touches memcachepy
+# internals.  Also the stats client for memcachepy.metrics.
 from __future__ import annotations
 
 import argparse
@@ -21,7 +23,8 @@ import os
 import socket
 import sys
 import time
-from dataclasses import dataclass
+import base64
+from dataclasses import dataclass, field
 from typing import Iterable, Iterator, Optional, Sequence, TextIO
 from urllib.parse import unquote_to_bytes
 
@@ -134,6 +137,29 @@ class AdminClient:
             raise ToolError(f"{self.addr}: `{cmd.decode().strip()}` failed: "
                             f"{line.decode('utf-8', 'replace')}")
 
+    def hotkeys(self, top: int = 10) -> "HotKeys":
+        """`stats hotkeys TOP` (memcachepy's own); ToolError from other servers."""
+        self.send(b"stats hotkeys %d\r\n" % top)
+        hk = HotKeys()
+        while True:
+            line = self.readline()
+            if line == b"END":
+                return hk
+            text = line.decode("utf-8", "replace")
+            if line.startswith(b"STAT "):
+                _, name, value = (text.split(" ", 2) + [""])[:3]
+                if name == "hotkeys_sample":
+                    hk.sample = int(value)
+                elif name == "hotkeys_window":
+                    hk.window_s = int(value)
+                elif name == "hotkeys_sampled":
+                    hk.sampled = int(value)
+            elif line.startswith(b"HOTKEY "):
+                hk.keys.append(HotKey.parse(line))
+            else:
+                raise ToolError(f"{self.addr}: no hot-key sampling here "
+                                f"(`stats hotkeys` answered {text!r})")
+
     def per_class(self, group: str) -> tuple[dict[int, dict[str, str]], dict[str, str]]:
         """`stats slabs` / `stats items` split into {class: {field: value}} and globals."""
         classes: dict[int, dict[str, str]] = {}
@@ -223,6 +249,47 @@ class AdminClient:
 
 # --------------------------------------------------------------------------
 # display
+
+
+@dataclass
+class HotKey:
+    """One line of `stats hotkeys`: estimates in requests since the window began."""
+    key: bytes
+    est: int
+    err: int
+    rate: float
+    get: int = 0
+    hit: int = 0
+    set: int = 0
+    other: int = 0
+
+    @classmethod
+    def parse(cls, line: bytes) -> "HotKey":
+        # HOTKEY <key> est N err N rate R get N hit N set N other N[ b]
+        parts = line.split()
+        key = parts[1]
+        if parts[-1] == b"b":            # a binary key, base64 (as meta replies flag them)
+            key = base64.b64decode(key)
+            parts = parts[:-1]
+        f = {parts[i].decode(): parts[i + 1].decode() for i in range(2, len(parts) - 1, 2)}
+        return cls(key, int(f.get("est", 0)), int(f.get("err", 0)), float(f.get("rate", 0)),
+                   int(f.get("get", 0)), int(f.get("hit", 0)), int(f.get("set", 0)),
+                   int(f.get("other", 0)))
+
+    @property
+    def label(self) -> str:
+        """The key as text: printable keys as they are, others as b64:<base64>."""
+        if all(33 <= b < 127 for b in self.key):
+            return self.key.decode()
+        return "b64:" + base64.b64encode(self.key).decode()
+
+
+@dataclass
+class HotKeys:
+    sample: int = 0           # 1 request in `sample` is sampled; 0: sampling is off
+    window_s: int = 0         # seconds the estimates cover
+    sampled: int = 0
+    keys: list = field(default_factory=list)
 
 
 def _num(d: dict[str, str], name: str, default: float = 0) -> float:
@@ -499,6 +566,112 @@ def run_top(addr: str, interval: float, iterations: int, as_json: bool, out: Tex
 
 
 # --------------------------------------------------------------------------
+# top --keys
+
+_KEY_REQS = ("cmd_get", "cmd_set", "cmd_touch", "delete_hits", "delete_misses", "incr_hits",
+             "incr_misses", "decr_hits", "decr_misses")
+
+
+@dataclass
+class _KeysSample:
+    mono: float
+    stats: dict
+    hot: HotKeys
+
+
+def keys_sample(client: AdminClient, top: int) -> _KeysSample:
+    hot = client.hotkeys(max(top * 4, 40))    # a deeper list: its tail may climb by next time
+    return _KeysSample(time.monotonic(), client.stats(), hot)
+
+
+def key_rates(prev: Optional[list], cur: list, top: int) -> dict[str, object]:
+    """Hot keys over the interval prev -> cur, one _KeysSample per node, nodes
+    merged by key. A key's rate is the growth of its estimate over the
+    interval; a key new to the list (or one whose estimate restarted) gets its
+    average over the server's window instead and is marked `approximate`."""
+    keys: dict[str, dict] = {}
+    total = 0.0
+    dt = 0.0
+    sample = 0
+    for i, c in enumerate(cur):
+        p = prev[i] if prev else None
+        sample = max(sample, c.hot.sample)
+        window = max(c.hot.window_s, 1)
+        if p is not None:
+            dt = max(c.mono - p.mono, 1e-6)
+            node_total = sum(_num(c.stats, k) - _num(p.stats, k) for k in _KEY_REQS) / dt
+        else:
+            node_total = sum(_num(c.stats, k) for k in _KEY_REQS) / max(_num(c.stats, "uptime"), 1)
+        total += max(node_total, 0.0)
+        before = {h.key: h for h in p.hot.keys} if p is not None else {}
+        for h in c.hot.keys:
+            old = before.get(h.key)
+            if old is not None and h.est >= old.est and p is not None and \
+                    c.hot.window_s >= p.hot.window_s:
+                span, base, approx = dt, old, False
+            else:
+                span, base, approx = float(window), HotKey(h.key, 0, 0, 0.0), True
+            k = keys.setdefault(h.label, {"key": h.label, "per_s": 0.0, "get_per_s": 0.0,
+                                          "set_per_s": 0.0, "hits": 0.0, "gets": 0.0,
+                                          "err_per_s": 0.0, "approximate": False})
+            k["per_s"] += (h.est - base.est) / span
+            k["get_per_s"] += (h.get - base.get) / span
+            k["set_per_s"] += (h.set - base.set) / span
+            k["hits"] += h.hit - base.hit
+            k["gets"] += h.get - base.get
+            k["err_per_s"] += h.err / window
+            k["approximate"] = k["approximate"] or approx
+    rows = sorted(keys.values(), key=lambda r: (-r["per_s"], r["key"]))[:top]
+    for r in rows:
+        r["share"] = r["per_s"] / total if total > 0 else None
+        r["hit_ratio"] = r["hits"] / r["gets"] if r["gets"] > 0 else None
+        del r["hits"], r["gets"]
+    return {"interval_s": round(dt, 3) if prev else None, "nodes": len(cur), "sample": sample,
+            "key_requests_per_s": total, "keys": rows}
+
+
+def format_top_keys(addr: str, r: dict) -> str:
+    span = f"last {r['interval_s']:.1f}s" if r["interval_s"] else "server window"
+    head = (f"memcachepy-tool top --keys - {addr}  "
+            + (f"sampling 1/{r['sample']}" if r["sample"] else "sampling OFF (-o hotkeys_sample=N)")
+            + f"  ({span})  {r['key_requests_per_s']:,.1f} key requests/s")
+    lines = [head, f"{'rank':>4} {'req/s':>11} {'share':>6} {'get/s':>10} {'set/s':>10} "
+                   f"{'hit%':>6} {'±err/s':>9}  key"]
+    for i, k in enumerate(r["keys"], 1):
+        lines.append(f"{i:>4} {k['per_s']:>11,.1f} {_pct(k['share'])} {k['get_per_s']:>10,.1f} "
+                     f"{k['set_per_s']:>10,.1f} {_pct(k['hit_ratio'])} {k['err_per_s']:>9,.1f}  "
+                     f"{k['key']}{' ~' if k['approximate'] else ''}")
+    return "\n".join(lines) + "\n"
+
+
+def run_top_keys(addrs: Sequence[str], interval: float, iterations: int, as_json: bool,
+                 out: TextIO, timeout: float, clear: bool, top: int) -> int:
+    clients = [AdminClient(a, timeout) for a in addrs]
+    try:
+        prev = [keys_sample(c, top) for c in clients]
+        n = 0
+        while iterations <= 0 or n < iterations:
+            time.sleep(interval)
+            cur = [keys_sample(c, top) for c in clients]
+            rates = key_rates(prev, cur, top)
+            prev = cur
+            n += 1
+            if as_json:
+                out.write(json.dumps(rates) + "\n")
+            else:
+                if clear:
+                    out.write("\x1b[H\x1b[2J")
+                elif n > 1:
+                    out.write("\n")
+                out.write(format_top_keys(",".join(addrs), rates))
+            out.flush()
+    finally:
+        for c in clients:
+            c.close()
+    return 0
+
+
+# --------------------------------------------------------------------------
 # CLI
 
 
@@ -519,6 +692,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iterations", "-n", type=int, default=0,
                    help="top: stop after N samples (0 = until interrupted); "
                         "with N set or stdout not a terminal the screen is not cleared")
+    p.add_argument("--keys", action="store_true",
+                   help="top: the hottest keys (memcachepy's `stats hotkeys`); ADDRESS may "
+                        "list several nodes, comma-separated, to merge a pool")
+    p.add_argument("--top", type=int, default=10, help="top --keys: how many keys (default 10)")
     return p
 
 
@@ -529,6 +706,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print("memcachepy-tool: limit must be a positive number", file=sys.stderr)
         return 2
     try:
+        if args.mode == "top" and args.keys:
+            clear = out.isatty() and args.iterations == 0 and not args.json
+            addrs = [a for a in args.address.split(",") if a]
+            return run_top_keys(addrs, args.interval, args.iterations, args.json, out,
+                                args.timeout, clear, max(args.top, 1))
         if args.mode == "top":
             clear = out.isatty() and args.iterations == 0 and not args.json
             return run_top(args.address, args.interval, args.iterations, args.json, out,
