@@ -10,7 +10,8 @@
 #             `lru_crawler metadump all`, falling back to `stats cachedump`)
 #   top       a live view: request rates, hit ratio, memory, evictions;
 #             `top --keys`: the hottest keys (memcachepy's `stats hotkeys`),
-#             one node or several merged (ADDRESS,ADDRESS,...)
+#             one node or several merged (ADDRESS,ADDRESS,... or --cluster,
+#             the nodes a discovery endpoint names)
 #
 # Apart from `top --keys`, only protocol commands real memcached has are used,
 # so the tool works against either daemon; it never touches memcachepy
@@ -644,6 +645,23 @@ def format_top_keys(addr: str, r: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def cluster_nodes(endpoint: str, timeout: float) -> list[str]:
+    """The `ip:port` (or `hostname:port`) of every node a discovery endpoint names."""
+    from .cluster import DiscoveryError, fetch_config
+    family, sockaddr = parse_address(endpoint)
+    if isinstance(sockaddr, str):
+        raise ToolError("--cluster needs a host:port discovery endpoint")
+    try:
+        _, nodes = fetch_config(sockaddr, timeout)
+    except (DiscoveryError, OSError, ValueError) as e:
+        raise ToolError(f"{endpoint}: cluster discovery failed: {e}") from None
+    out = []
+    for n in nodes:
+        host = n.ip or n.hostname
+        out.append(f"[{host}]:{n.port}" if ":" in host else f"{host}:{n.port}")
+    return out
+
+
 def run_top_keys(addrs: Sequence[str], interval: float, iterations: int, as_json: bool,
                  out: TextIO, timeout: float, clear: bool, top: int) -> int:
     clients = [AdminClient(a, timeout) for a in addrs]
@@ -696,6 +714,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="top: the hottest keys (memcachepy's `stats hotkeys`); ADDRESS may "
                         "list several nodes, comma-separated, to merge a pool")
     p.add_argument("--top", type=int, default=10, help="top --keys: how many keys (default 10)")
+    p.add_argument("--cluster", action="store_true",
+                   help="top --keys: ADDRESS is a discovery endpoint (`config get cluster`); "
+                        "merge the nodes it names")
     return p
 
 
@@ -709,6 +730,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.mode == "top" and args.keys:
             clear = out.isatty() and args.iterations == 0 and not args.json
             addrs = [a for a in args.address.split(",") if a]
+            if args.cluster:
+                addrs = cluster_nodes(args.address, args.timeout)
             return run_top_keys(addrs, args.interval, args.iterations, args.json, out,
                                 args.timeout, clear, max(args.top, 1))
         if args.mode == "top":

@@ -349,3 +349,26 @@ def test_loadgen_zipf_and_exact_counts(start_daemon) -> None:
     harmonic = sum(1 / k for k in range(1, 1001))
     assert abs(counts["key:0"] - 100000 / harmonic) < 0.05 * 100000 / harmonic
     assert counts["key:0"] > counts["key:1"] > counts["key:9"]
+
+
+def test_tool_top_keys_cluster_endpoint(start_daemon, tmp_path) -> None:
+    b = start_daemon(KIND_MEMCACHEPY, "-o", "hotkeys_sample=1")
+    nodes = tmp_path / "nodes"
+    nodes.write_text(f"localhost|127.0.0.1|{b.port}\n")
+    a = start_daemon(KIND_MEMCACHEPY, "-o", f"hotkeys_sample=1,cluster_file={nodes}")
+    # the endpoint names itself and b
+    nodes.write_text(f"localhost|127.0.0.1|{a.port}\nlocalhost|127.0.0.1|{b.port}\n")
+    a.proc.send_signal(1)                          # SIGHUP re-reads the file
+    deadline = time.monotonic() + 10
+    while b"%d" % a.port not in Conn(a.addr).request(b"config get cluster\r\n") \
+            and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for d, key in ((a, "on-a"), (b, "on-b")):
+        Client(d.addr, default_noreply=False).get(key)
+    r = _tool(f"127.0.0.1:{a.port}", "top", "--keys", "--cluster", "-n", "1", "--interval", "0.2",
+              "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["nodes"] == 2 and {k["key"] for k in out["keys"]} == {"on-a", "on-b"}
+    bad = _tool(f"127.0.0.1:{b.port}", "top", "--keys", "--cluster", "-n", "1")
+    assert bad.returncode == 1 and "cluster discovery failed" in bad.stderr
