@@ -29,6 +29,7 @@ extensions = [
         "memcachepy._core",
         ["ext/_core.pyx"],
         include_dirs=["ext"],
+        libraries=["ssl", "crypto"],      # TLS (-Z): Debian's libssl-dev, OpenSSL 3
         define_macros=macros,
         extra_compile_args=cflags,
         extra_link_args=ldflags,

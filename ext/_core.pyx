@@ -16,7 +16,7 @@
 # directly, without sockets, with a controllable clock.
 
 from libc.stdlib cimport malloc, free, calloc, realloc, qsort
-from libc.string cimport memcpy, memset, memcmp, memchr, strlen, strncpy
+from libc.string cimport memcpy, memset, memcmp, memchr, strlen, strncpy, strerror
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int16_t, int32_t, int64_t
 from memcachepy_core cimport *
 
@@ -38,6 +38,7 @@ include "proto_meta.pxi"
 include "proto_admin.pxi"
 include "cluster.pxi"
 include "auth.pxi"
+include "tls.pxi"
 include "conn.pxi"
 include "thread.pxi"
 include "testing.pxi"
@@ -66,7 +67,7 @@ def _core_init(dict cfg, int nworkers):
     """Configure the globals of the core from a settings dict (see
     memcachepy.settings). Only one core per process."""
     global g_initialised, g_process_started, g_current_time, g_cas_id, g_shutdown
-    global g_settings_text_a, g_settings_text_b, g_time_offset
+    global g_settings_text_a, g_settings_text_b, g_time_offset, g_ssl_last_cert_refresh
     global g_curr_conns, g_total_conns, g_rejected_conns
     if g_initialised:
         raise RuntimeError("memcachepy core already initialised in this process")
@@ -125,6 +126,8 @@ def _core_init(dict cfg, int nworkers):
     g_shutdown = 0
     g_cas_id = 1
     clock_tick()
+    if g_ssl_enabled:
+        g_ssl_last_cert_refresh = current_time()     # loaded just before, by tls_init()
     nshards = cfg["nshards"]
     if nshards < 1 or nshards > MAX_SHARDS or (nshards & (nshards - 1)):
         raise ValueError("nshards must be a power of two between 1 and %d" % MAX_SHARDS)
@@ -505,3 +508,63 @@ cdef class Store:
 
     def clsid_for(self, size_t nkey, size_t nvalue, uint32_t flags=0):
         return item_clsid_of(nkey, flags, nvalue + 2)
+
+
+# ---------------------------------------------------------------- TLS start-up (tls.pxi)
+
+cdef char* _tls_strdup(object s):
+    cdef bytes b
+    cdef char* p
+    if s is None:
+        return NULL
+    b = s.encode()
+    p = <char*>malloc(len(b) + 1)
+    if p == NULL:
+        raise MemoryError()
+    memcpy(p, <const char*>b, len(b) + 1)
+    return p
+
+_VERIFY_MODES = {0: 0, 1: 1, 2: 3, 3: 7}    # ssl_verify_mode -> SSL_VERIFY_* bits
+_MIN_VERSIONS = {0: 0x301, 1: 0x302, 2: 0x303, 3: 0x304}
+
+def tls_init(dict cfg):
+    """Build the process's SSL context from the -o ssl_* settings (called once,
+    before the switch to -u). Returns None, or memcached's error message."""
+    global g_ssl_enabled, g_ssl_chain_cert, g_ssl_key, g_ssl_ca_cert, g_ssl_ciphers
+    global g_ssl_verify_mode, g_ssl_keyformat, g_ssl_min_version, g_ssl_session_cache
+    global g_ssl_kernel_tls, g_ssl_ctx, g_ssl_last_cert_refresh, g_ssl_handshake_errors
+    cdef char errmsg[TLS_ERRMSG]
+    cdef SSL_CTX* ctx
+    if g_ssl_enabled:
+        raise RuntimeError("TLS already initialised in this process")
+    pthread_mutex_init(&g_ssl_lock, NULL)
+    g_ssl_chain_cert = _tls_strdup(cfg.get("ssl_chain_cert"))
+    g_ssl_key = _tls_strdup(cfg.get("ssl_key"))
+    g_ssl_ca_cert = _tls_strdup(cfg.get("ssl_ca_cert"))
+    g_ssl_ciphers = _tls_strdup(cfg.get("ssl_ciphers"))
+    g_ssl_verify_mode = _VERIFY_MODES[cfg.get("ssl_verify_mode", 0)]
+    g_ssl_keyformat = cfg.get("ssl_keyformat", 1)
+    g_ssl_min_version = _MIN_VERSIONS[cfg.get("ssl_min_version", 2)]
+    g_ssl_session_cache = bool(cfg.get("ssl_session_cache"))
+    g_ssl_kernel_tls = bool(cfg.get("ssl_kernel_tls"))
+    g_ssl_handshake_errors = 0
+    with nogil:
+        ctx = tls_ctx_build(errmsg, sizeof(errmsg))
+    if ctx == NULL:
+        return errmsg.decode(errors="replace")
+    g_ssl_ctx = ctx
+    g_ssl_enabled = True
+    g_ssl_last_cert_refresh = current_time()
+    return None
+
+def tls_reload():
+    """SIGHUP: reload the certificates as `refresh_certs` does. Returns None,
+    or the error message (the old certificate stays in use)."""
+    cdef char errmsg[TLS_ERRMSG]
+    cdef bint ok
+    with nogil:
+        ok = tls_refresh(errmsg, sizeof(errmsg))
+    return None if ok else errmsg.decode(errors="replace").rstrip("\r\n")
+
+def tls_enabled():
+    return bool(g_ssl_enabled)

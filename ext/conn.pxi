@@ -49,7 +49,7 @@ cdef conn_t* conn_new(worker_t* w, int fd, int kind) noexcept nogil:
         close(fd)
         return NULL
     c.fd = fd
-    c.listen_kind = kind
+    c.listen_kind = kind & 3
     c.worker = w
     c.state = CONN_READ
     c.last_cmd_time = current_time()
@@ -57,11 +57,16 @@ cdef conn_t* conn_new(worker_t* w, int fd, int kind) noexcept nogil:
     getpeername(fd, <sockaddr*>&c.peer, &sl)
     sl = sizeof(sockaddr_storage)
     getsockname(fd, <sockaddr*>&c.local, &sl)
-    if kind == 0:
+    if kind & 3 == 0:
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(int))
+    if kind & LISTEN_TLS and not tls_conn_init(c):
+        free(c)
+        close(fd)
+        return NULL
     ev.events = EPOLLIN
     ev.data.ptr = c
     if epoll_ctl(w.epfd, EPOLL_CTL_ADD, fd, &ev) != 0:
+        tls_conn_free(c)
         free(c)
         close(fd)
         return NULL
@@ -98,6 +103,8 @@ cdef void conn_detach(conn_t* c) noexcept nogil:
         item_free(c.spool)
     if c.spool_ready != NULL:
         item_free(c.spool_ready)
+    if c.ssl != NULL:
+        tls_conn_free(c)
     free(c.rbuf)
     free(c.wbuf)
     free(c)
@@ -239,7 +246,20 @@ cdef bint conn_flush(conn_t* c) noexcept nogil:
     cdef ssize_t n
     cdef worker_t* w = <worker_t*>c.worker
     while c.wsent < c.wlen:
-        n = send(c.fd, c.wbuf + c.wsent, c.wlen - c.wsent, MSG_NOSIGNAL)
+        if c.ssl != NULL:
+            n = tls_send(c, c.wbuf + c.wsent, c.wlen - c.wsent)
+            if n == 0:
+                c.close_now = True
+                return False
+            if n < 0:
+                # OpenSSL wants to read first only mid-handshake, which never
+                # has output queued; either way, retry when writable
+                if not c.want_write:
+                    c.want_write = True
+                    conn_set_events(c, EPOLLOUT)
+                return False
+        else:
+            n = send(c.fd, c.wbuf + c.wsent, c.wlen - c.wsent, MSG_NOSIGNAL)
         if n > 0:
             c.wsent += <size_t>n
             mc_stat_add(&w.stats.bytes_written, <uint64_t>n)
@@ -440,55 +460,81 @@ cdef void conn_spool_finish(conn_t* c) noexcept nogil:
         c.close_now = True
     conn_count_command(c)
 
-cdef void conn_on_readable(conn_t* c) noexcept nogil:
+# One readiness event: read once, answer. Returns False when the conn was
+# closed.
+cdef bint conn_read_event(conn_t* c) noexcept nogil:
     cdef ssize_t n
     cdef worker_t* w = <worker_t*>c.worker
     conn_drive_start(c, True)
     if c.spool != NULL:
-        while True:
-            n = recv(c.fd, ITEM_data(c.spool) + c.spool_have, c.spool_len - c.spool_have, 0)
-            if n < 0 and errno == EINTR:
-                continue
-            break
-        if n == 0 or (n < 0 and errno != EAGAIN):
+        n = conn_recv(c, ITEM_data(c.spool) + c.spool_have, c.spool_len - c.spool_have)
+        if n == 0:
             conn_close(c)
-            return
+            return False
         if n < 0:
-            return
+            return True
         c.spool_have += <size_t>n
         mc_stat_add(&w.stats.bytes_read, <uint64_t>n)
         if c.spool_have < c.spool_len:
-            return
+            return True
         conn_spool_finish(c)
         if conn_drive(c):
             conn_rbuf_release(c)
-        return
+            return True
+        return False
     if not conn_rbuf_take(c) or not conn_rbuf_room(c):
         conn_close(c)
-        return
-    while True:
-        n = recv(c.fd, c.rbuf + c.rend, c.rsize - c.rend, 0)
-        if n < 0 and errno == EINTR:
-            continue
-        break
+        return False
+    n = conn_recv(c, c.rbuf + c.rend, c.rsize - c.rend)
     if n == 0:
         conn_close(c)
-        return
+        return False
     if n < 0:
-        if errno == EAGAIN:
-            conn_rbuf_release(c)
-            return
-        conn_close(c)
-        return
+        conn_rbuf_release(c)
+        return True
     c.rend += <size_t>n
     mc_stat_add(&w.stats.bytes_read, <uint64_t>n)
     if conn_drive(c):
         conn_rbuf_release(c)
+        return True
+    return False
+
+# recv() as the read path wants it: >0 bytes, 0 closed (or failed), -1 to
+# wait for the next readiness event.
+cdef inline ssize_t conn_recv(conn_t* c, char* buf, size_t len) noexcept nogil:
+    cdef ssize_t n
+    if c.ssl != NULL:
+        n = tls_recv(c, buf, len)
+        if n < 0 and c.tls_io_wants_write and not c.want_write:
+            # the handshake (or a key update) must send before it can read on
+            c.tls_read_blocked = True
+            c.want_write = True
+            conn_set_events(c, EPOLLOUT)
+        return n
+    while True:
+        n = recv(c.fd, buf, len, 0)
+        if n < 0 and errno == EINTR:
+            continue
+        break
+    if n < 0:
+        return -1 if errno == EAGAIN else 0
+    return n
+
+cdef void conn_on_readable(conn_t* c) noexcept nogil:
+    while conn_read_event(c):
+        # TLS: a record decrypted beyond what the buffer took stays inside
+        # OpenSSL, where epoll cannot see it; take it now
+        if c.ssl == NULL or c.yielded or c.want_write or not tls_pending(c):
+            return
+
 
 cdef void conn_on_writable(conn_t* c) noexcept nogil:
     conn_drive_start(c, False)
     if conn_flush(c):
         if conn_drive(c):
             conn_rbuf_release(c)
+            if c.ssl != NULL and not c.want_write and (c.tls_read_blocked or tls_pending(c)):
+                c.tls_read_blocked = False
+                conn_on_readable(c)
     elif c.close_now:
         conn_close(c)

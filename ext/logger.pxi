@@ -303,6 +303,11 @@ cdef int process_watch_command(conn_t* c, token_t* tokens, size_t ntokens) noexc
     if mc_load_int(&g_nwatchers) >= WATCHER_LIMIT:
         out_string(c, b"WATCHER_TOO_MANY log watcher limit reached")
         return 0
+    if c.ssl != NULL:
+        # the logger writes plain bytes to the socket; memcached writes
+        # through the conn's SSL object, which memcachepy keeps per worker
+        out_string(c, b"WATCHER_FAILED failed to add log watcher")
+        return 0
     # The connection becomes a watcher once its pending output is out (conn.pxi).
     c.watch_flags = f
     c.state = CONN_WATCH

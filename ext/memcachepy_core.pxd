@@ -354,6 +354,11 @@ cdef struct conn_t:
     sockaddr_storage local
     uint32_t peer_len
     uint32_t local_len
+    void* ssl            # SSL* of a -Z conn (tls.pxi); NULL for plaintext
+    bint tls_ready       # handshake done
+    bint tls_failed      # fatal TLS error: no close_notify
+    bint tls_io_wants_write  # the last SSL call waits for writability
+    bint tls_read_blocked    # a read waits for EPOLLOUT (handshake or key update)
 
 # ---------------------------------------------------------------- hot keys
 # A worker's sampled heavy hitters (hotkeys.pxi): Space-Saving over the keys of

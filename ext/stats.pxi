@@ -370,6 +370,7 @@ cdef void stats_general(conn_t* c) noexcept nogil:
     append_stat_u64(c, b"log_watcher_skipped", mc_load_u64(&g_log_watcher_skipped))
     append_stat_u64(c, b"log_watcher_sent", mc_load_u64(&g_log_watcher_sent))
     append_stat_u64(c, b"log_watchers", <uint64_t>mc_load_int(&g_nwatchers))
+    tls_append_stats(c)
     append_stat_u64(c, b"unexpected_napi_ids", 0)
     append_stat_u64(c, b"round_robin_fallback", 0)
     append_stat_u64(c, b"bytes", nbytes)

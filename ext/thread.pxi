@@ -151,6 +151,8 @@ cdef void worker_resume_yielded(worker_t* w) noexcept nogil:
             conn_drive_start(c, False)
             if conn_drive(c):
                 conn_rbuf_release(c)
+                if c.ssl != NULL and not c.yielded and not c.want_write and tls_pending(c):
+                    conn_on_readable(c)
         c = nxt
 
 cdef void worker_loop(worker_t* w) noexcept nogil:

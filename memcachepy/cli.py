@@ -32,6 +32,7 @@ memcachepy {version} (memcached {mcversion} compatible)
 -a, --unix-mask=<mask>    access mask for UNIX socket, in octal (default: 700)
 -l, --listen=<addr>       interface to listen on (default: INADDR_ANY)
                           a comma separated list, host or host:port
+                          under -Z, 'notls:' before an address opts it out of TLS
 -d, --daemon              run as a daemon
 -r, --enable-coredumps    maximize core file limit
 -u, --user=<user>         assume identity of <username> (only when run as root)
@@ -58,6 +59,7 @@ memcachepy {version} (memcached {mcversion} compatible)
 -F, --disable-flush-all   disable flush_all command
 -X, --disable-dumping     disable stats cachedump and lru_crawler metadump
 -W, --disable-watch       disable watch commands (live logging)
+-Z, --enable-ssl          enable TLS/SSL (OpenSSL; see the ssl_* options)
 -o, --extended            comma separated list of extended options
                           most options have a 'no_' prefix to disable
    - maxconns_fast:       immediately close new connections after limit (default: enabled)
@@ -69,6 +71,20 @@ memcachepy {version} (memcached {mcversion} compatible)
                           with the hostname|ip|port lines of this file (SIGHUP re-reads it)
    - hotkeys_sample:      sample 1 key request in N for `stats hotkeys` (default: 100;
                           0 turns hot-key sampling off)
+   - ssl_chain_cert:      certificate chain file in PEM format
+   - ssl_key:             private key, if not part of the -ssl_chain_cert
+   - ssl_keyformat:       private key format (1 PEM, 2 DER) (default: 1)
+   - ssl_verify_mode:     peer certificate verification mode, default is 0(None).
+                          valid values are 0(None), 1(Request), 2(Require)
+                          or 3(Once)
+   - ssl_ciphers:         specify cipher list to be used (TLS 1.2 and older)
+   - ssl_ca_cert:         PEM format file of acceptable client CA's
+   - ssl_wbuf_size:       size in kilobytes of per-connection SSL output buffer
+                          (default: 16)
+   - ssl_session_cache:   enable server-side SSL session cache
+   - ssl_kernel_tls:      enable kernel TLS offload
+   - ssl_min_version:     minimum protocol version to accept (default: 2)
+                          valid values are 0(tlsv1.0), 1(tlsv1.1), 2(tlsv1.2), 3(tlsv1.3)
    - lru_crawler, lru_maintainer, slab_reassign, slab_automove, hot_lru_pct,
      warm_lru_pct, hot_max_factor, warm_max_factor, temporary_ttl, tail_repair_time,
      hash_algorithm, track_sizes, modern, no_modern, watcher_logbuf_size,
@@ -247,8 +263,9 @@ def settings_from_args(ns: argparse.Namespace) -> Settings:
     s.flush_enabled = not ns.disable_flush_all
     s.dump_enabled = not ns.disable_dumping
     s.watch_enabled = not ns.disable_watch
-    if ns.enable_sasl or ns.enable_ssl or ns.memory_file:
-        raise SettingsError("SASL, TLS and restartable caches (-S, -Z, -e) are not supported")
+    if ns.enable_sasl or ns.memory_file:
+        raise SettingsError("SASL and restartable caches (-S, -e) are not supported")
+    s.ssl_enabled = bool(ns.enable_ssl)
     if ns.auth_file:
         s.auth_file = ns.auth_file
         s.auth_entries = read_auth_file(ns.auth_file)

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import errno
+import ipaddress
 import logging
 import os
 import select
@@ -29,6 +30,7 @@ log = logging.getLogger("memcachepy")
 
 LISTEN_TCP = 0
 LISTEN_UNIX = 1
+LISTEN_TLS = 4          # or'ed into a TCP listener's kind under -Z (tls.pxi)
 
 
 def _split_host_port(addr: str, default_port: int) -> Tuple[str, int]:
@@ -61,6 +63,7 @@ class MemcacheServer:
         self.thread_prefix = thread_prefix
         self.sockets: List[Tuple[socket.socket, int]] = []
         self.bound: List[Tuple[str, str, int]] = []   # (family, host, port)
+        self.tls_bound: List[bool] = []               # per TCP entry of bound: under -Z
         # Unix sockets this process created (absolute: -d chdirs to /); an
         # inherited (socket-activated) one belongs to systemd and is never unlinked.
         self.unix_paths: List[str] = []
@@ -76,7 +79,7 @@ class MemcacheServer:
         if inherited_fds:
             for fd in inherited_fds:
                 sock = socket.socket(fileno=fd)
-                kind = LISTEN_UNIX if sock.family == socket.AF_UNIX else LISTEN_TCP
+                kind = LISTEN_UNIX if sock.family == socket.AF_UNIX else self._tcp_kind(True)
                 sock.setblocking(False)
                 self.sockets.append((sock, kind))
                 self._record(sock, kind)
@@ -86,10 +89,21 @@ class MemcacheServer:
             return
         addrs = s.listen or [""]
         for addr in addrs:
+            tls = True
+            if addr.startswith("notls:"):
+                # memcached: a per-listener opt-out, only meaningful under -Z
+                if not s.ssl_enabled:
+                    raise ListenError("'notls' option is valid only when SSL is enabled\n"
+                                      f"failed to listen on one of interface(s) {addr}: Success")
+                tls = False
+                addr = addr[len("notls:"):]
             host, port = _split_host_port(addr, s.port)
-            self._bind_tcp(host, port)
+            self._bind_tcp(host, port, self._tcp_kind(tls))
 
-    def _bind_tcp(self, host: str, port: int) -> None:
+    def _tcp_kind(self, tls: bool) -> int:
+        return LISTEN_TCP | (LISTEN_TLS if tls and self.settings.ssl_enabled else 0)
+
+    def _bind_tcp(self, host: str, port: int, kind: int = LISTEN_TCP) -> None:
         try:
             infos = socket.getaddrinfo(host or None, port, socket.AF_UNSPEC, socket.SOCK_STREAM,
                                        0, socket.AI_PASSIVE)
@@ -113,8 +127,8 @@ class MemcacheServer:
                 raise ListenError(f"bind(): {e.strerror}") from None
             sock.listen(self.settings.backlog)
             sock.setblocking(False)
-            self.sockets.append((sock, LISTEN_TCP))
-            self._record(sock, LISTEN_TCP)
+            self.sockets.append((sock, kind))
+            self._record(sock, kind)
             bound_any = True
         if not bound_any:
             raise ListenError(f"failed to listen on {host}:{port}")
@@ -148,6 +162,25 @@ class MemcacheServer:
             host, port = sock.getsockname()[:2]
             fam = "INET6" if sock.family == socket.AF_INET6 else "INET"
             self.bound.append((fam, host, port))
+            self.tls_bound.append(bool(kind & LISTEN_TLS))
+
+    def exposed_listeners(self) -> List[str]:
+        """TCP listeners reachable from beyond this host that neither TLS nor
+        -Y authentication protects (the start-up warning names them)."""
+        if self.settings.auth_file:
+            return []
+        out = []
+        tcp = [b for b in self.bound if b[0] != "UNIX"]
+        for (fam, host, port), tls in zip(tcp, self.tls_bound):
+            if tls:
+                continue
+            try:
+                loopback = ipaddress.ip_address(host.split("%")[0]).is_loopback
+            except ValueError:
+                loopback = False
+            if not loopback:
+                out.append(f"[{host}]:{port}" if fam == "INET6" else f"{host}:{port}")
+        return out
 
     @property
     def port(self) -> int:
@@ -195,6 +228,9 @@ class MemcacheServer:
         self.threads.append(t)
         for fam, host, port in self.bound:
             log.info("listening on %s %s%s", fam.lower(), host, f":{port}" if fam != "UNIX" else "")
+        for where in self.exposed_listeners():
+            log.warning("WARNING: listening on %s without TLS (-Z) or authentication (-Y): "
+                        "anyone who can reach it can read and change the cache", where)
 
     def reload_cluster(self) -> None:
         """SIGHUP: re-read the cluster file. A malformed file is reported and
@@ -574,6 +610,13 @@ class _Lifecycle:
         notifier = systemd.Notifier()
         notifier.status("binding listeners")
         _raise_fd_limit(s.maxconns)
+        if s.ssl_enabled:
+            # memcached loads its certificates here: before binding, and before
+            # -u, so a key only root can read still works
+            from . import _core
+            err = _core.tls_init(s.tls_config())
+            if err is not None:
+                raise StartError(err.rstrip("\r\n"), EX_USAGE)
         server = MemcacheServer(s)
         try:
             server.bind(systemd.listen_fds() or None)
@@ -716,9 +759,21 @@ class _Lifecycle:
                 if signum == signal.SIGHUP:
                     self._reopen_log()
                     server.reload_cluster()
+                    self._reload_certs()
                     continue
                 log.info("Signal handled: %s.", name)
                 return signum
+
+    def _reload_certs(self) -> None:
+        """SIGHUP under -Z: `refresh_certs` from outside; a bad pair keeps the old one."""
+        if not self.settings.ssl_enabled:
+            return
+        from . import _core
+        err = _core.tls_reload()
+        if err is None:
+            log.info("SIGHUP: reloaded TLS certificate %s", self.settings.ssl_chain_cert)
+        else:
+            log.error("SIGHUP: TLS certificates not reloaded, the old ones stay in use: %s", err)
 
     def _reopen_log(self) -> None:
         if self.log_file is None:

@@ -95,8 +95,62 @@ _SWITCHES = {
     "no_modern", "drop_privileges", "no_drop_privileges", "resp_obj_mem_limit",
     "sock_cookie_id",
 }
-# Families memcachepy does not implement (extstore, TLS, proxy): cli.py refuses them.
-_UNSUPPORTED_PREFIXES = ("ext_", "ssl_", "proxy_")
+# Families memcachepy does not implement (extstore, proxy): cli.py refuses them.
+_UNSUPPORTED_PREFIXES = ("ext_", "proxy_")
+
+# -o ssl_* (memcached's TLS options; tls.pxi): the ones taking a string.
+_SSL_STRINGS = ("ssl_chain_cert", "ssl_key", "ssl_ciphers", "ssl_ca_cert")
+_SSL_MISSING = {n: f"Missing {n} argument" for n in
+                _SSL_STRINGS + ("ssl_verify_mode", "ssl_keyformat", "ssl_wbuf_size",
+                                "ssl_min_version")}
+
+
+def _safe_strtol(text: str) -> Optional[int]:
+    """memcached's safe_strtol: a whole signed number (blanks around it allowed)."""
+    import re
+    m = re.fullmatch(r"[ \t\n\v\f\r]*([+-]?\d+)[ \t\n\v\f\r]*", text)
+    if not m:
+        return None
+    n = int(m.group(1))
+    return n if -2**63 <= n < 2**63 else None
+
+
+def _parse_ssl(s: "Settings", name: str, v: Optional[str]) -> None:
+    """One -o ssl_* sub-option, with memcached 1.6.18's checks and messages."""
+    if name in _SSL_MISSING and v is None:
+        raise SettingsError(_SSL_MISSING[name], 1)
+    if name in _SSL_STRINGS:
+        setattr(s, name, v)
+    elif name == "ssl_verify_mode":
+        n = _safe_strtol(v)
+        if n is None:
+            raise SettingsError("could not parse argument to ssl_verify_mode", 1)
+        if n not in (0, 1, 2, 3):
+            raise SettingsError("Invalid ssl_verify_mode. Use help to see valid options.", 1)
+        s.ssl_verify_mode = n
+    elif name == "ssl_keyformat":
+        n = _safe_strtol(v)
+        if n is None:
+            raise SettingsError("could not parse argument to ssl_keyformat", 1)
+        s.ssl_keyformat = n
+    elif name == "ssl_wbuf_size":
+        n = _strtoul32(v)
+        if n is None:
+            raise SettingsError("could not parse argument to ssl_wbuf_size", 1)
+        s.ssl_wbuf_size = (n * 1024) % 2**32
+    elif name == "ssl_min_version":
+        n = _safe_strtol(v)
+        if n is None:
+            raise SettingsError("could not parse argument to ssl_min_version", 1)
+        if n not in (0, 1, 2, 3):
+            raise SettingsError("Invalid ssl_min_version. Use help to see valid options.", 1)
+        s.ssl_min_version = n
+    elif name == "ssl_session_cache":
+        s.ssl_session_cache = True
+    elif name == "ssl_kernel_tls":
+        s.ssl_kernel_tls = True
+    else:
+        raise SettingsError(f'Illegal suboption "{name}"' + (f"={v}" if v is not None else ""), 1)
 
 
 def parse_suboptions(s: "Settings", text: str) -> None:
@@ -199,6 +253,8 @@ def parse_suboptions(s: "Settings", text: str) -> None:
             ext[name] = str(n)
         elif name in _SWITCHES:
             _switch(s, name)
+        elif name.startswith("ssl_"):
+            _parse_ssl(s, name, v)
         elif name.startswith(_UNSUPPORTED_PREFIXES):
             raise SettingsError(f'"{name}": extstore, TLS and the proxy are not supported '
                                 "by memcachepy", 1)
@@ -290,6 +346,19 @@ class Settings:
     cluster_file: Optional[str] = None
     cluster_nodes: bytes = b""          # the file's node list, checked (discovery.py)
     extended: Dict[str, str] = field(default_factory=dict)
+    # TLS (-Z and -o ssl_*; tls.pxi). ssl_verify_mode and ssl_min_version keep
+    # memcached's option values (0-3); the core maps them onto OpenSSL's.
+    ssl_enabled: bool = False
+    ssl_chain_cert: Optional[str] = None
+    ssl_key: Optional[str] = None
+    ssl_verify_mode: int = 0
+    ssl_keyformat: int = 1
+    ssl_ciphers: Optional[str] = None
+    ssl_ca_cert: Optional[str] = None
+    ssl_wbuf_size: int = 16 * 1024
+    ssl_session_cache: bool = False
+    ssl_kernel_tls: bool = False
+    ssl_min_version: int = 2
 
     def check(self) -> None:
         """memcached's start-up checks on -I, slab_chunk_max and friends."""
@@ -385,21 +454,35 @@ class Settings:
             line("ext_max_frag", "0.80"),
             line("slab_automove_freeratio", "0.010"),
             line("ext_drop_unread", "no"),
-            line("ssl_enabled", "no"),
-            line("ssl_chain_cert", "(null)"),
-            line("ssl_key", "(null)"),
-            line("ssl_verify_mode", 0),
-            line("ssl_keyformat", 1),
-            line("ssl_ciphers", "NULL"),
-            line("ssl_ca_cert", "NULL"),
-            line("ssl_wbuf_size", 16384),
-            line("ssl_session_cache", "no"),
-            line("ssl_kernel_tls", "no"),
-            line("ssl_min_version", "tlsv1.2"),
+            line("ssl_enabled", yn(self.ssl_enabled)),
+            line("ssl_chain_cert", self.ssl_chain_cert if self.ssl_chain_cert is not None else "(null)"),
+            line("ssl_key", self.ssl_key if self.ssl_key is not None else "(null)"),
+            line("ssl_verify_mode", {0: 0, 1: 1, 2: 3, 3: 7}[self.ssl_verify_mode]),
+            line("ssl_keyformat", self.ssl_keyformat),
+            line("ssl_ciphers", self.ssl_ciphers if self.ssl_ciphers is not None else "NULL"),
+            line("ssl_ca_cert", self.ssl_ca_cert if self.ssl_ca_cert is not None else "NULL"),
+            line("ssl_wbuf_size", self.ssl_wbuf_size),
+            line("ssl_session_cache", yn(self.ssl_session_cache)),
+            line("ssl_kernel_tls", yn(self.ssl_kernel_tls)),
+            line("ssl_min_version", ("tlsv1.0", "tlsv1.1", "tlsv1.2", "tlsv1.3")[self.ssl_min_version]),
             line("num_napi_ids", "(null)"),
             line("memory_file", "(null)"),
         ])
         return a, [b, b2, b3, b4]
+
+    def tls_config(self) -> dict:
+        """What tls.pxi's tls_init() builds the SSL context from."""
+        return {
+            "ssl_chain_cert": self.ssl_chain_cert,
+            "ssl_key": self.ssl_key,
+            "ssl_ca_cert": self.ssl_ca_cert,
+            "ssl_ciphers": self.ssl_ciphers,
+            "ssl_verify_mode": self.ssl_verify_mode,
+            "ssl_keyformat": self.ssl_keyformat,
+            "ssl_min_version": self.ssl_min_version,
+            "ssl_session_cache": self.ssl_session_cache,
+            "ssl_kernel_tls": self.ssl_kernel_tls,
+        }
 
     def to_core(self) -> dict:
         a, b = self.settings_text()

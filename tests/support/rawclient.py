@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 import socket
+import ssl
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -78,9 +79,12 @@ def fill_cas(step: bytes, replies: bytes) -> bytes:
 class Conn:
     """One client connection with helpers to read until a reply is complete."""
 
-    def __init__(self, addr: tuple[str, int], timeout: float = 5.0) -> None:
+    def __init__(self, addr: tuple[str, int], timeout: float = 5.0,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self.sock = socket.create_connection(addr, timeout=timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if ssl_context is not None:     # the same transcripts over TLS (test_tls.py)
+            self.sock = ssl_context.wrap_socket(self.sock, server_hostname=addr[0])
         self.closed_by_peer = False
 
     def close(self) -> None:
@@ -108,7 +112,7 @@ class Conn:
             chunk = self.sock.recv(1 << 20)
         except socket.timeout:
             return None
-        except ConnectionResetError:
+        except (ConnectionResetError, ssl.SSLError):   # TLS: an alert or EOF without close_notify
             chunk = b""
         if not chunk:
             self.closed_by_peer = True
@@ -189,11 +193,12 @@ class Conn:
         return got.startswith(b"VERSION ") and not self.closed_by_peer
 
 
-def run_transcript(addr: tuple[str, int], steps: Sequence[Step], mode: str = "sync") -> bytes:
+def run_transcript(addr: tuple[str, int], steps: Sequence[Step], mode: str = "sync",
+                   ssl_context: ssl.SSLContext | None = None) -> bytes:
     """Run a transcript on a fresh connection; return every byte the daemon sent, plus a
     trailing marker `<EOF>` when the daemon closed the connection."""
     out = b""
-    with Conn(addr) as conn:
+    with Conn(addr, ssl_context=ssl_context) as conn:
         for step in steps:
             if conn.closed_by_peer:
                 break
