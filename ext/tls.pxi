@@ -24,6 +24,10 @@
 # Bytes OpenSSL already decrypted but the conn has not taken (SSL_pending) do
 # not wake epoll, so conn.pxi drains them before it goes back to waiting.
 
+cdef extern from "<errno.h>" nogil:
+    enum:
+        EFAULT
+
 cdef extern from "<openssl/ssl.h>" nogil:
     ctypedef struct SSL_CTX:
         pass
@@ -72,6 +76,7 @@ cdef extern from "<openssl/ssl.h>" nogil:
     long SSL_MODE_RELEASE_BUFFERS, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER
 
 cdef extern from "<openssl/err.h>" nogil:
+    unsigned long ERR_SYSTEM_FLAG
     unsigned long ERR_get_error()
     void ERR_error_string_n(unsigned long e, char* buf, size_t len)
     void ERR_clear_error()
@@ -110,6 +115,12 @@ cdef void tls_error_text(char* buf, size_t len) noexcept nogil:
         ERR_error_string_n(e, buf, len)
     ERR_clear_error()
 
+# A file option left unset: memcached hands OpenSSL a NULL path, whose fopen()
+# fails with EFAULT (and crashes under AddressSanitizer's interceptor); the same
+# message without the call.
+cdef void tls_unset_file_text(char* buf, size_t len) noexcept nogil:
+    ERR_error_string_n(ERR_SYSTEM_FLAG | <unsigned long>EFAULT, buf, len)
+
 # Build a server context from the settings: memcached's ssl_init() and
 # load_server_certificates(), in their order and with their messages. Returns
 # NULL with the message (ending in "\r\n", as memcached's) in errmsg.
@@ -123,12 +134,18 @@ cdef SSL_CTX* tls_ctx_build(char* errmsg, size_t errlen) noexcept nogil:
         snprintf(errmsg, errlen, b"Error creating the TLS context: %s\r\n", sslerr)
         return NULL
     SSL_CTX_set_min_proto_version(ctx, g_ssl_min_version)
-    if not SSL_CTX_use_certificate_chain_file(ctx, g_ssl_chain_cert):
-        tls_error_text(sslerr, sizeof(sslerr))
+    if g_ssl_chain_cert == NULL or not SSL_CTX_use_certificate_chain_file(ctx, g_ssl_chain_cert):
+        if g_ssl_chain_cert == NULL:
+            tls_unset_file_text(sslerr, sizeof(sslerr))
+        else:
+            tls_error_text(sslerr, sizeof(sslerr))
         snprintf(errmsg, errlen, b"Error loading the certificate chain: %s : %s\r\n",
                  g_ssl_chain_cert, sslerr)
-    elif not SSL_CTX_use_PrivateKey_file(ctx, g_ssl_key, g_ssl_keyformat):
-        tls_error_text(sslerr, sizeof(sslerr))
+    elif g_ssl_key == NULL or not SSL_CTX_use_PrivateKey_file(ctx, g_ssl_key, g_ssl_keyformat):
+        if g_ssl_key == NULL:
+            tls_unset_file_text(sslerr, sizeof(sslerr))
+        else:
+            tls_error_text(sslerr, sizeof(sslerr))
         snprintf(errmsg, errlen, b"Error loading the key: %s : %s\r\n", g_ssl_key, sslerr)
     elif not SSL_CTX_check_private_key(ctx):
         tls_error_text(sslerr, sizeof(sslerr))

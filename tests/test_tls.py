@@ -337,7 +337,10 @@ def test_startup_errors_match_memcached(certs: Certs) -> None:
         args = [*root, "-U", "0", "-p", "1", "-l", "127.0.0.1", *case]
         if case[0] == "-l":
             args = [*root, "-U", "0", "-p", "1", *case]
-        want = run_cli(KIND_MEMCACHED, args)
+        # memcached hands OpenSSL a NULL path for an unset file, which crashes under
+        # AddressSanitizer's fopen interceptor (.ci/sanitize): the reference runs bare
+        want = run_cli(KIND_MEMCACHED, args,
+                       env={k: v for k, v in os.environ.items() if k != "LD_PRELOAD"})
         got = run_cli(KIND_MEMCACHEPY, args)
         assert want.returncode != 0, case
         assert got.returncode == want.returncode, (case, got.stderr, want.stderr)
