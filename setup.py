@@ -21,6 +21,7 @@ if debug or sanitize:
 else:
     macros.append(("NDEBUG", "1"))
 if sanitize:
+    macros.append(("MEMCACHEPY_SANITIZED", "1"))    # no seccomp filter (linux_priv.h)
     cflags.append(f"-fsanitize={sanitize}")
     ldflags.append(f"-fsanitize={sanitize}")
 

@@ -39,11 +39,13 @@ include "proto_admin.pxi"
 include "cluster.pxi"
 include "auth.pxi"
 include "tls.pxi"
+include "linux_priv.pxi"
 include "conn.pxi"
 include "thread.pxi"
 include "testing.pxi"
 
 import time as _time
+import os as _os
 
 # memcached's item header is 48 bytes on 64-bit; slab class sizes are computed
 # from it so that `-n`/`-f` give exactly memcached's classes.
@@ -568,3 +570,25 @@ def tls_reload():
 
 def tls_enabled():
     return bool(g_ssl_enabled)
+
+
+# ---------------------------------------------------------------- seccomp (linux_priv.pxi)
+
+def seccomp_supported():
+    return bool(mc_seccomp_supported())
+
+def seccomp_install():
+    """Install the drop_privileges filter on every thread. Returns None, or an
+    OSError-style (errno, message) pair."""
+    cdef int err
+    with nogil:
+        err = linux_priv_drop()
+    if err:
+        return (err, _os.strerror(err))
+    return None
+
+def seccomp_forbidden_call():
+    """Test hook: make a system call the filter does not allow (the process
+    dies with memcached's message if the filter is on)."""
+    with nogil:
+        mc_seccomp_forbidden_call()

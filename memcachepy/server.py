@@ -723,6 +723,10 @@ class _Lifecycle:
             else:
                 notifier.ready(f"accepting connections on {where}; {s.num_threads} threads")
             notifier.start_watchdog(systemd.version_probe(t_host, t_port, unix_path=t_unix))
+            self._drop_privileges_seccomp()
+            if os.environ.get("MEMCACHEPY_TEST_SECCOMP_PROBE") == "1":
+                # test hook (tests/test_seccomp.py): SIGUSR2 makes a forbidden call
+                signal.signal(signal.SIGUSR2, on_signal)
             try:
                 stop_signal = self._wait(pending, wake_r, server)
             finally:
@@ -761,8 +765,27 @@ class _Lifecycle:
                     server.reload_cluster()
                     self._reload_certs()
                     continue
+                if signum == signal.SIGUSR2:
+                    from . import _core
+                    _core.seccomp_forbidden_call()
+                    continue
                 log.info("Signal handled: %s.", name)
                 return signum
+
+    def _drop_privileges_seccomp(self) -> None:
+        """-o drop_privileges (on unless no_drop_privileges): memcached's seccomp
+        allowlist over every thread, now that start-up is done (linux_priv.h)."""
+        if "no_drop_privileges" in self.settings.extended:
+            return
+        from . import _core
+        if not _core.seccomp_supported():
+            log.info("drop_privileges: no seccomp filter on this platform or build")
+            return
+        err = _core.seccomp_install()
+        if err is not None:
+            log.warning("drop_privileges: seccomp filter not installed: %s", err[1])
+            return
+        log.info("drop_privileges: seccomp filter installed")
 
     def _reload_certs(self) -> None:
         """SIGHUP under -Z: `refresh_certs` from outside; a bad pair keeps the old one."""
