@@ -88,8 +88,10 @@ memcachepy {version} (memcached {mcversion} compatible)
    - lru_crawler, lru_maintainer, slab_reassign, slab_automove, hot_lru_pct,
      warm_lru_pct, hot_max_factor, warm_max_factor, temporary_ttl, tail_repair_time,
      hash_algorithm, track_sizes, modern, no_modern, watcher_logbuf_size,
-     worker_logbuf_size, read_buf_mem_limit, drop_privileges: accepted as memcached
-     does; memcachepy's LRU and allocator do not need them
+     worker_logbuf_size, read_buf_mem_limit: accepted as memcached does;
+     memcachepy's LRU and allocator do not need them
+   - drop_privileges:     seccomp system-call allowlist after start-up (default: on)
+   - no_drop_privileges:  turn it off
 --config=<file>           read options from a memcached.conf-style file first
 --check-config            validate the options (and config file) and exit
 --metrics-listen=<[host:]port> serve Prometheus metrics (memcached_exporter names)
