@@ -186,7 +186,7 @@ def test_stats_settings_match_memcached(start_many, certs: Certs) -> None:
 # the end of a large value (OpenSSL holds it decrypted, SSL_pending, and memcached waits
 # for the socket): these transcripts' sentinel never comes back from it.
 # test_request_behind_large_value_answered pins memcachepy's answer instead.
-MEMCACHED_TLS_STALLS = {"get_large_value", "too_large_default_fits"}
+MEMCACHED_TLS_STALLS = {"get_large_value", "too_large_default_fits", "ms_too_large"}
 TLS_TRANSCRIPTS = [t for t in test_text_diff.TRANSCRIPTS
                    if not t.flags and t.mode == "sync" and not t.exits
                    and t.name not in test_text_diff.DESIGN_DIFFERENCES
@@ -543,3 +543,102 @@ def test_warning_for_exposed_listener_without_tls() -> None:
 def test_no_warning_on_loopback(start_daemon) -> None:
     d = start_daemon(KIND_MEMCACHEPY)
     assert "without TLS" not in d.stderr_text()
+
+
+# ------------------------------------------------------------------ meta over TLS
+
+@pytest.fixture(scope="module")
+def tls_meta_pair(certs: Certs) -> Iterator[list[Daemon]]:
+    from support.daemons import start_daemons
+    require_memcached()
+    require(KIND_MEMCACHEPY)
+    ds = start_daemons([(KIND_MEMCACHED, tls_flags(certs)), (KIND_MEMCACHEPY, tls_flags(certs))])
+    yield ds
+    for d in ds:
+        d.stop()
+
+
+def _meta_names() -> list[str]:
+    import test_meta_diff
+    return list(test_meta_diff.TRANSCRIPTS)
+
+
+@pytest.mark.parametrize("name", _meta_names())
+def test_meta_transcript_over_tls(name: str, tls_meta_pair, certs: Certs, monkeypatch) -> None:
+    """Every meta transcript of test_meta_diff, over TLS, against its golden replies
+    (recorded from memcached 1.6.18) on both daemons, with its normaliser."""
+    import test_meta_diff as md
+    ctx = client_ctx(certs)
+
+    class TLSConn(md.Conn):
+        def __init__(self, port: int, timeout: float = 5.0) -> None:
+            super().__init__(port, timeout)
+            self.sock = ctx.wrap_socket(self.sock, server_hostname="127.0.0.1")
+
+    monkeypatch.setattr(md, "Conn", TLSConn)
+    steps = md.TRANSCRIPTS[name]
+    for d in tls_meta_pair:
+        if d.kind == KIND_MEMCACHED and name in MEMCACHED_TLS_STALLS:
+            continue
+        got = md.run_transcript(d.port, steps)
+        for i, (step, reply) in enumerate(zip(steps, got)):
+            expected = md.GOLDEN[name][i] if step[1] is None else step[1]
+            if d.kind == KIND_MEMCACHEPY:
+                expected = md.POST1618_STEPS.get((name, i), expected)
+            assert md.same_reply(expected, reply), (
+                f"{d.kind} step {i}: {step[0][:200]!r}\n expected {expected[:300]!r}\n got {reply[:300]!r}")
+
+
+# ------------------------------------------------------------------ hostile bytes
+
+@pytest.mark.parametrize("kind", BOTH)
+def test_random_bytes_after_handshake(kind: str, start_daemon, certs: Certs) -> None:
+    """Decrypted garbage reaches the same parser as plain text: whatever arrives, the
+    daemon answers or closes that conn, and keeps serving (seeded, so reproducible)."""
+    import random
+    rnd = random.Random(10)
+    d = start_daemon(kind, *tls_flags(certs))
+    ctx = client_ctx(certs)
+    for _ in range(30):
+        try:
+            with tls_conn(d, ctx) as s:
+                for _ in range(rnd.randint(1, 5)):
+                    n = rnd.choice([1, 7, 100, 2049, 20_000])
+                    pool = b"get set mg ms\r\n 0 1 \x00\xff" if rnd.random() < 0.5 else None
+                    data = bytes(rnd.choice(pool) if pool else rnd.randrange(256) for _ in range(n))
+                    s.sendall(data)
+                s.settimeout(0.2)
+                try:
+                    s.recv(65536)
+                except (socket.timeout, ssl.SSLError, ConnectionError):
+                    pass
+        except (ssl.SSLError, ConnectionError):
+            pass
+    assert not refused(d, ctx)
+
+
+@pytest.mark.parametrize("kind", BOTH)
+def test_corrupt_records_after_handshake(kind: str, start_daemon, certs: Certs) -> None:
+    """Bytes that are not a valid TLS record, written under an established session: that
+    conn is closed, the others are not disturbed."""
+    d = start_daemon(kind, *tls_flags(certs))
+    ctx = client_ctx(certs)
+    keep = tls_conn(d, ctx)
+    try:
+        assert talk(keep, b"set k 0 0 1\r\nv\r\n") == b"STORED\r\n"
+        for junk in (b"\x17\x03\x03\x00\x10" + b"\x00" * 16, b"GET / HTTP/1.0\r\n\r\n", os.urandom(5000)):
+            s = tls_conn(d, ctx)
+            assert talk(s, b"version\r\n") == b"VERSION 1.6.18\r\n"
+            raw = socket.socket(fileno=os.dup(s.fileno()))
+            raw.sendall(junk)
+            raw.settimeout(5)
+            try:
+                while raw.recv(4096):
+                    pass               # an alert, then EOF
+            except ConnectionError:
+                pass
+            raw.close()
+            s.close()
+        assert talk(keep, b"get k\r\n", b"END\r\n") == b"VALUE k 0 1\r\nv\r\nEND\r\n"
+    finally:
+        keep.close()
