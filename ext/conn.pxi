@@ -401,9 +401,11 @@ cdef bint conn_drive(conn_t* c) noexcept nogil:
 cdef void conn_become_watcher(conn_t* c) noexcept nogil:
     cdef int fd = c.fd
     cdef int flags = c.watch_flags
+    cdef void* ssl = c.ssl
     cdef int r
+    c.ssl = NULL              # a TLS session goes with the socket to the logger
     conn_detach(c)
-    r = logger_add_watcher(fd, flags)
+    r = logger_add_watcher(fd, flags, ssl)
     if r == 1:
         send(fd, b"WATCHER_TOO_MANY log watcher limit reached\r\n", 44, MSG_NOSIGNAL | MSG_DONTWAIT)
         close(fd)

@@ -30,6 +30,7 @@ cdef enum:
 
 cdef struct watcher_t:
     int fd
+    void* ssl            # a TLS conn's SSL object (tls.pxi), owned from now on by the acceptor
     int flags
     char* buf
     size_t len
@@ -101,7 +102,7 @@ cdef void logger_emit(int flag, const char* body, size_t blen) noexcept nogil:
 
 # Register a watcher socket (taken over from a worker). Returns 0 ok,
 # 1 too many, 2 failed.
-cdef int logger_add_watcher(int fd, int flags) noexcept nogil:
+cdef int logger_add_watcher(int fd, int flags, void* ssl) noexcept nogil:
     global g_nwatchers
     cdef watcher_t* w
     cdef int r = 0
@@ -115,6 +116,7 @@ cdef int logger_add_watcher(int fd, int flags) noexcept nogil:
             r = 2
         else:
             w.fd = fd
+            w.ssl = ssl
             w.flags = flags
             memcpy(w.buf, b"OK\r\n", 4)
             w.len = 4
@@ -128,6 +130,8 @@ cdef int logger_add_watcher(int fd, int flags) noexcept nogil:
 
 cdef void logger_drop_watcher_locked(int i) noexcept nogil:
     global g_nwatchers
+    if g_watchers[i].ssl != NULL:
+        tls_free_detached(g_watchers[i].ssl)
     close(g_watchers[i].fd)
     free(g_watchers[i].buf)
     g_watchers[i] = g_watchers[g_nwatchers - 1]
@@ -148,7 +152,12 @@ cdef void logger_flush(int closed_fd) noexcept nogil:
             logger_drop_watcher_locked(i)
             continue
         if w.len:
-            n = send(w.fd, w.buf, w.len, MSG_NOSIGNAL | MSG_DONTWAIT)
+            if w.ssl != NULL:
+                # TLS: one SSL_write; a retry after EAGAIN sends the same bytes
+                # (the buffer only grows at its end until they are out)
+                n = tls_write_detached(w.ssl, w.buf, w.len)
+            else:
+                n = send(w.fd, w.buf, w.len, MSG_NOSIGNAL | MSG_DONTWAIT)
             if n > 0:
                 memmove(w.buf, w.buf + n, w.len - <size_t>n)
                 w.len -= <size_t>n
@@ -302,11 +311,6 @@ cdef int process_watch_command(conn_t* c, token_t* tokens, size_t ntokens) noexc
         f = LOG_FETCHERS
     if mc_load_int(&g_nwatchers) >= WATCHER_LIMIT:
         out_string(c, b"WATCHER_TOO_MANY log watcher limit reached")
-        return 0
-    if c.ssl != NULL:
-        # the logger writes plain bytes to the socket; memcached writes
-        # through the conn's SSL object, which memcachepy keeps per worker
-        out_string(c, b"WATCHER_FAILED failed to add log watcher")
         return 0
     # The connection becomes a watcher once its pending output is out (conn.pxi).
     c.watch_flags = f

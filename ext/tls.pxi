@@ -27,6 +27,7 @@
 cdef extern from "<errno.h>" nogil:
     enum:
         EFAULT
+        EPIPE
 
 cdef extern from "<openssl/ssl.h>" nogil:
     ctypedef struct SSL_CTX:
@@ -336,3 +337,29 @@ cdef ssize_t tls_send(conn_t* c, const char* buf, size_t len) noexcept nogil:
 # Decrypted input still inside OpenSSL (epoll will not report it).
 cdef inline bint tls_pending(conn_t* c) noexcept nogil:
     return c.tls_ready and SSL_pending(<SSL*>c.ssl) > 0
+
+# A watcher (logger.pxi) took over a TLS conn's session; the acceptor thread
+# alone uses it from then on. >0 bytes written, -1 with errno EAGAIN to retry,
+# -1 with another errno when the session failed.
+cdef ssize_t tls_write_detached(void* ssl, const char* buf, size_t len) noexcept nogil:
+    cdef int r
+    cdef int err
+    if len > 0x40000000:
+        len = 0x40000000
+    ERR_clear_error()
+    r = SSL_write(<SSL*>ssl, buf, <int>len)
+    if r > 0:
+        return r
+    err = SSL_get_error(<SSL*>ssl, r)
+    ERR_clear_error()
+    if err == SSL_ERROR_WANT_WRITE or err == SSL_ERROR_WANT_READ:
+        (&errno)[0] = EAGAIN
+    else:
+        (&errno)[0] = EPIPE
+    return -1
+
+cdef void tls_free_detached(void* ssl) noexcept nogil:
+    ERR_clear_error()
+    SSL_shutdown(<SSL*>ssl)
+    SSL_free(<SSL*>ssl)
+    ERR_clear_error()

@@ -642,3 +642,24 @@ def test_corrupt_records_after_handshake(kind: str, start_daemon, certs: Certs) 
         assert talk(keep, b"get k\r\n", b"END\r\n") == b"VALUE k 0 1\r\nv\r\nEND\r\n"
     finally:
         keep.close()
+
+
+@pytest.mark.parametrize("kind", BOTH)
+def test_watch_over_tls(kind: str, start_daemon, certs: Certs) -> None:
+    """A TLS conn that becomes a watcher keeps its session: the logger writes through it."""
+    d = start_daemon(kind, *tls_flags(certs))
+    ctx = client_ctx(certs)
+    with tls_conn(d, ctx) as w, tls_conn(d, ctx) as c:
+        assert talk(w, b"watch fetchers\r\n") == b"OK\r\n"
+        lines = b""
+        deadline = time.monotonic() + 10
+        while b"key=tlswatch" not in lines:
+            assert time.monotonic() < deadline, lines
+            assert talk(c, b"get tlswatch\r\n", b"END\r\n") == b"END\r\n"
+            w.settimeout(0.5)
+            try:
+                lines += w.recv(65536)
+            except socket.timeout:
+                pass
+        assert b"type=item_get key=tlswatch status=not_found" in lines
+    assert not refused(d, ctx)
