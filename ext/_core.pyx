@@ -537,9 +537,19 @@ def tls_init(dict cfg):
     global g_ssl_kernel_tls, g_ssl_ctx, g_ssl_last_cert_refresh, g_ssl_handshake_errors
     cdef char errmsg[TLS_ERRMSG]
     cdef SSL_CTX* ctx
+    cdef SSL_CTX* old
+    # A pooled core (memcachepy.embed) may be configured again: no worker runs
+    # then, so the old settings and context can go.
     if g_ssl_enabled:
-        raise RuntimeError("TLS already initialised in this process")
-    pthread_mutex_init(&g_ssl_lock, NULL)
+        g_ssl_enabled = False
+        old = g_ssl_ctx
+        g_ssl_ctx = NULL
+        if old != NULL:
+            SSL_CTX_free(old)
+    else:
+        pthread_mutex_init(&g_ssl_lock, NULL)
+    for p in (<size_t>g_ssl_chain_cert, <size_t>g_ssl_key, <size_t>g_ssl_ca_cert, <size_t>g_ssl_ciphers):
+        free(<void*>p)
     g_ssl_chain_cert = _tls_strdup(cfg.get("ssl_chain_cert"))
     g_ssl_key = _tls_strdup(cfg.get("ssl_key"))
     g_ssl_ca_cert = _tls_strdup(cfg.get("ssl_ca_cert"))

@@ -67,6 +67,7 @@ class MemcacheServer:
         # Unix sockets this process created (absolute: -d chdirs to /); an
         # inherited (socket-activated) one belongs to systemd and is never unlinked.
         self.unix_paths: List[str] = []
+        self.tls_loaded = False
         self.core = None
         self.threads: List[threading.Thread] = []
         self.stuck_threads: List[str] = []    # names of threads stop() could not join
@@ -206,11 +207,28 @@ class MemcacheServer:
             log.error('Failed to open "%s": %s', tmp, e.strerror)
 
     # ------------------------------------------------------------ lifecycle
+    def init_tls(self) -> Optional[str]:
+        """Under -Z, build the core's SSL context from the ssl_* settings
+        (tls.pxi). None, or memcached's error message."""
+        if not self.settings.ssl_enabled:
+            return None
+        if self.core_module is None:
+            from . import _core
+            self.core_module = _core
+        err = self.core_module.tls_init(self.settings.tls_config())
+        self.tls_loaded = err is None
+        return err
+
     def start(self) -> None:
         core_module = self.core_module
         if core_module is None:
             from . import _core as core_module
         self.core_module = core_module
+        if self.settings.ssl_enabled and not self.tls_loaded:
+            # embedded servers (memcachepy.embed) come here without init_tls()
+            err = self.init_tls()
+            if err is not None:
+                raise OSError(err.rstrip("\r\n"))
         self.core = core_module.Server(self.settings.to_core())
         if self.settings.cluster_file:
             # before any worker runs: the first `config get cluster` finds the list
@@ -610,14 +628,12 @@ class _Lifecycle:
         notifier = systemd.Notifier()
         notifier.status("binding listeners")
         _raise_fd_limit(s.maxconns)
-        if s.ssl_enabled:
-            # memcached loads its certificates here: before binding, and before
-            # -u, so a key only root can read still works
-            from . import _core
-            err = _core.tls_init(s.tls_config())
-            if err is not None:
-                raise StartError(err.rstrip("\r\n"), EX_USAGE)
         server = MemcacheServer(s)
+        # memcached loads its certificates here: before binding, and before -u,
+        # so a key only root can read still works
+        err = server.init_tls()
+        if err is not None:
+            raise StartError(err.rstrip("\r\n"), EX_USAGE)
         try:
             server.bind(systemd.listen_fds() or None)
         except ListenError as e:

@@ -663,3 +663,21 @@ def test_watch_over_tls(kind: str, start_daemon, certs: Certs) -> None:
                 pass
         assert b"type=item_get key=tlswatch status=not_found" in lines
     assert not refused(d, ctx)
+
+
+def test_embedded_server_over_tls(certs: Certs) -> None:
+    """memcachepy.Server(args=[-Z ...]) in this process; a later server on a pooled core
+    takes its own certificate."""
+    import memcachepy
+    ctx = ssl.create_default_context()
+    ctx.load_verify_locations(certs.ca_pem)
+    ctx.load_verify_locations(certs.ca2_pem)
+    for pair, issuer in (("server", "ca"), ("server2", "ca2"), ("server", "ca")):
+        flags = tls_flags(certs, chain=getattr(certs, f"{pair}_pem"), key=getattr(certs, f"{pair}_key"))
+        with memcachepy.Server(threads=1, args=list(flags)) as srv:
+            with ctx.wrap_socket(socket.create_connection(srv.address, timeout=5),
+                                 server_hostname="127.0.0.1") as s:
+                assert dict(x[0] for x in s.getpeercert()["issuer"])["commonName"] == \
+                    f"memcachepy test {issuer}"
+                assert talk(s, b"set e 0 0 1\r\nx\r\nget e\r\n", b"END\r\n") == \
+                    b"STORED\r\nVALUE e 0 1\r\nx\r\nEND\r\n"
