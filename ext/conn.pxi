@@ -52,6 +52,7 @@ cdef conn_t* conn_new(worker_t* w, int fd, int kind) noexcept nogil:
     c.listen_kind = kind & 3
     c.worker = w
     c.state = CONN_READ
+    c.protocol = g_settings.binding_protocol
     c.last_cmd_time = current_time()
     sl = sizeof(sockaddr_storage)
     getpeername(fd, <sockaddr*>&c.peer, &sl)
@@ -78,7 +79,12 @@ cdef conn_t* conn_new(worker_t* w, int fd, int kind) noexcept nogil:
     w.nconns += 1
     pthread_mutex_unlock(&w.lock)
     if g_settings.verbose > 1:
-        fprintf(stderr, "<%d new auto-negotiating client connection\n", fd)
+        if c.protocol == PROT_NEGOTIATE:
+            fprintf(stderr, "<%d new auto-negotiating client connection\n", fd)
+        elif c.protocol == PROT_BINARY:
+            fprintf(stderr, "<%d new binary client connection.\n", fd)
+        else:
+            fprintf(stderr, "<%d new ascii client connection.\n", fd)
     if logger_wants(LOG_CONNEVENTS):
         log_conn_event(c, True, 1)
     return c
@@ -275,6 +281,7 @@ cdef bint conn_flush(conn_t* c) noexcept nogil:
         return False
     c.wlen = 0
     c.wsent = 0
+    c.wmark = 0
     # all sent: the buffer goes back to the worker (a big one is freed instead)
     if w.spare_wbuf == NULL and c.wsize <= SPARE_WBUF_MAX:
         w.spare_wbuf = c.wbuf
@@ -324,6 +331,27 @@ cdef int conn_process(conn_t* c) noexcept nogil:
                 c.state = CONN_READ
             continue
         p = c.rbuf + c.rstart
+        if c.protocol != PROT_ASCII:
+            if c.protocol == PROT_NEGOTIATE:
+                # memcached decides once, on the first byte a conn sends
+                c.protocol = PROT_BINARY if <uint8_t>p[0] == BIN_REQ_MAGIC else PROT_ASCII
+                if g_settings.verbose > 1:
+                    c.announced = True
+                    fprintf(stderr, "%d: Client using the %s protocol\n", c.fd,
+                            b"binary" if c.protocol == PROT_BINARY else b"ascii")
+            if c.protocol == PROT_BINARY:
+                r = process_bin_packet(c, p, avail)
+                if r == PROC_NEED_MORE:
+                    conn_count_flush(c)
+                    break
+                c.rneed = 0
+                c.rstart += <size_t>r
+                if c.cmd_flushed:
+                    c.wmark = c.wlen
+                if conn_count_command(c):
+                    c.wmark = c.wlen
+                    return 0
+                continue
         el = <char*>memchr(p, c'\n', avail)
         if el == NULL:
             if avail > LARGE_LINE:

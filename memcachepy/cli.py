@@ -144,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-R", "--max-reqs-per-event", default="20")
     p.add_argument("-C", "--disable-cas", action="store_true")
     p.add_argument("-b", "--listen-backlog", default="1024")
-    p.add_argument("-B", "--protocol", default="auto")
+    p.add_argument("-B", "--protocol", default=None)
     p.add_argument("-I", "--max-item-size", default="1m")
     p.add_argument("-F", "--disable-flush-all", action="store_true")
     p.add_argument("-X", "--disable-dumping", action="store_true")
@@ -255,20 +255,35 @@ def settings_from_args(ns: argparse.Namespace) -> Settings:
         raise SettingsError("Number of requests per event must be greater than 0", 1)
     s.use_cas = not ns.disable_cas
     s.backlog = atoi(ns.listen_backlog)
-    if ns.protocol not in ("ascii", "binary", "auto"):
-        raise SettingsError(f"Invalid value for binding protocol: {ns.protocol}\n"
+    protocol_specified = ns.protocol is not None
+    protocol = ns.protocol if protocol_specified else "auto"
+    if protocol not in ("ascii", "binary", "auto"):
+        raise SettingsError(f"Invalid value for binding protocol: {protocol}\n"
                             " -- should be one of auto, binary, or ascii")
-    if ns.protocol == "binary":
-        raise SettingsError("memcachepy speaks the text and meta protocols only; -B binary is not supported")
-    s.binding_protocol = "ascii" if ns.protocol == "ascii" else "auto-negotiate"
+    s.binding_protocol = {"auto": "auto-negotiate"}.get(protocol, protocol)
     s.item_size_max = parse_size(ns.max_item_size)
     s.flush_enabled = not ns.disable_flush_all
     s.dump_enabled = not ns.disable_dumping
     s.watch_enabled = not ns.disable_watch
-    if ns.enable_sasl or ns.memory_file:
-        raise SettingsError("SASL and restartable caches (-S, -e) are not supported")
+    if ns.memory_file:
+        raise SettingsError("restartable caches (-e) are not supported")
     s.ssl_enabled = bool(ns.enable_ssl)
+    if ns.enable_sasl:
+        # memcached's order: SASL means binary, and UDP cannot authenticate
+        s.sasl = True
+        if not protocol_specified:
+            s.binding_protocol = "binary"
+        elif s.binding_protocol != "binary":
+            raise SettingsError("ERROR: You cannot allow the ASCII protocol while using SASL.")
+        if s.udpport:
+            raise SettingsError("ERROR: Cannot enable UDP while using binary SASL authentication.")
+        s.sasl_pwdb = os.environ.get("MEMCACHED_SASL_PWDB") or None
     if ns.auth_file:
+        if not protocol_specified:
+            s.binding_protocol = "ascii"
+        elif s.binding_protocol != "ascii":
+            raise SettingsError("ERROR: You cannot allow the BINARY protocol while using ascii "
+                                "authentication tokens.")
         s.auth_file = ns.auth_file
         s.auth_entries = read_auth_file(ns.auth_file)
     for opt in ns.extended:
