@@ -206,7 +206,8 @@ cdef void bin_error(conn_t* c, bin_req_t* r, uint16_t status, const char* msg,
     if p == NULL:
         return
     memcpy(p, msg, n)
-    c.cmd_flushed = True          # memcached writes errors out at once
+    # memcached writes an error out at once, unless it first swallows a body
+    c.cmd_flushed = swallow == 0
     if swallow > 0:
         c.swallow = swallow
         c.state = CONN_SWALLOW
@@ -601,18 +602,24 @@ cdef int bin_sasl_list(conn_t* c, bin_req_t* r) noexcept nogil:
     if not g_sasl_enabled:
         bin_error(c, r, BIN_ST_UNKNOWN_COMMAND, NULL, r.bodylen - r.keylen)
         return 0
+    c.authenticated = False       # memcached restarts the SASL conn: logged out
     bin_response(c, r, b"PLAIN", 5, 0)
     return 0
 
-# PLAIN: [authzid] NUL authcid NUL password.
+# PLAIN: [authzid] NUL authcid NUL password. An authzid naming someone else
+# fails, as Cyrus (no proxy policy) refuses it.
 cdef bint sasl_plain(const char* d, size_t n) noexcept nogil:
     cdef const char* a = <const char*>memchr(d, 0, n)
     cdef const char* b
+    cdef size_t zlen
     if a == NULL:
         return False
+    zlen = <size_t>(a - d)
     a += 1
     b = <const char*>memchr(a, 0, n - <size_t>(a - d))
     if b == NULL:
+        return False
+    if zlen and (zlen != <size_t>(b - a) or memcmp(d, a, zlen) != 0):
         return False
     return sasl_check(a, <size_t>(b - a), b + 1, n - <size_t>(b + 1 - d))
 
@@ -633,6 +640,7 @@ cdef int bin_sasl_auth(conn_t* c, bin_req_t* r, size_t hlen, size_t rest) noexce
     if rest < vlen:
         c.rneed = hlen + vlen
         return PROC_NEED_MORE
+    c.authenticated = False       # every exchange starts logged out, as memcached's
     if r.cmd == BIN_CMD_SASL_AUTH:
         c.sasl_started = False
         if r.keylen == 5 and memcmp(r.key, b"PLAIN", 5) == 0:
@@ -678,6 +686,8 @@ cdef int process_bin_packet(conn_t* c, const char* p, size_t avail) noexcept nog
             fprintf(stderr, "Invalid magic:  %x\n", <unsigned>(<uint8_t>p[0]))
         # memcached closes at once: replies it already wrote out (errors, noop)
         # leave, the ones it still held (get hits, stores) are lost
+        if c.wmark > c.wlen:
+            c.wmark = c.wlen
         c.wlen = c.wmark if c.wmark > c.wsent else c.wsent
         c.state = CONN_CLOSING
         return 0

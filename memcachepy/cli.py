@@ -55,6 +55,7 @@ memcachepy {version} (memcached {mcversion} compatible)
 -C, --disable-cas         disable use of CAS
 -b, --listen-backlog=<num> set the backlog queue limit (default: 1024)
 -B, --protocol=<name>     protocol - one of ascii, binary, or auto (default: auto-negotiate)
+-S, --enable-sasl         turn on Sasl authentication (PLAIN; implies -B binary)
 -I, --max-item-size=<num> adjusts max item size (default: 1m, min: 1k, max: 1024m)
 -F, --disable-flush-all   disable flush_all command
 -X, --disable-dumping     disable stats cachedump and lru_crawler metadump
@@ -98,6 +99,8 @@ memcachepy {version} (memcached {mcversion} compatible)
                           on this address (default: off; host defaults to 127.0.0.1)
 --metrics-hotkeys=<num>   export the <num> hottest keys with the metrics (default: 10; 0: none)
 --metrics-hotkeys-hash    label them by a SHA-256 prefix of the key instead of the key
+--sasl-pwdb=<file>        with -S: the SASL password file (`user:password` lines;
+                          default: $MEMCACHED_SASL_PWDB, as memcached)
 --log-file=<file>         write the log (and -vv traffic) to <file> instead of
                           stderr; SIGHUP reopens it (for logrotate)
 --print-unit [<unit>] [--exec <path>]
@@ -161,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics-hotkeys", default="10")
     p.add_argument("--metrics-hotkeys-hash", action="store_true")
     p.add_argument("--log-file")
+    p.add_argument("--sasl-pwdb")
     return p
 
 
@@ -277,7 +281,7 @@ def settings_from_args(ns: argparse.Namespace) -> Settings:
             raise SettingsError("ERROR: You cannot allow the ASCII protocol while using SASL.")
         if s.udpport:
             raise SettingsError("ERROR: Cannot enable UDP while using binary SASL authentication.")
-        s.sasl_pwdb = os.environ.get("MEMCACHED_SASL_PWDB") or None
+        s.sasl_pwdb = ns.sasl_pwdb or os.environ.get("MEMCACHED_SASL_PWDB") or None
     if ns.auth_file:
         if not protocol_specified:
             s.binding_protocol = "ascii"

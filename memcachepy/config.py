@@ -269,6 +269,8 @@ OPTIONS: tuple[Option, ...] = (
            help="export the N hottest keys with the metrics (default 10; 0: none)"),
     Option("metrics-hotkeys-hash", None,
            help="export hot keys as SHA-256 prefixes instead of the keys"),
+    Option("sasl-pwdb", None, "required", _nonempty,
+           help="SASL password file (user:password lines), as MEMCACHED_SASL_PWDB"),
     Option("log-file", None, "required", _nonempty,
            help="log to FILE instead of stderr; SIGHUP reopens it"),
     Option("config", None, "required", _nonempty, in_config=False),
