@@ -7,7 +7,8 @@
 # C source is: settings/clock, hash, slabs, items, lru, assoc (hash tables),
 # store (shards and item operations), proto (tokenizer and reply writers),
 # proto_text, proto_meta, proto_admin, proto_bin, cluster (auto discovery), stats, conn,
-# thread. Types are declared in memcachepy_core.pxd. Everything in them is C-level and `nogil`.
+# udp, thread. Types are declared in memcachepy_core.pxd. Everything in them is C-level and
+# `nogil`.
 #
 # This file adds the only Python-facing part: `Server`, which Python's
 # memcachepy.server uses to configure the core, hand it listening sockets and
@@ -42,6 +43,7 @@ include "tls.pxi"
 include "linux_priv.pxi"
 include "proto_bin.pxi"
 include "conn.pxi"
+include "udp.pxi"
 include "thread.pxi"
 include "testing.pxi"
 
@@ -187,6 +189,7 @@ def _core_destroy():
     free(g_listen_fds)
     free(g_listen_kinds)
     _reset_listeners()
+    udp_reset()
     g_initialised = False
 
 # Zero every process-wide counter and schedule the subsystems keep outside

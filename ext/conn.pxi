@@ -113,6 +113,7 @@ cdef void conn_detach(conn_t* c) noexcept nogil:
         tls_conn_free(c)
     free(c.rbuf)
     free(c.wbuf)
+    free(c.umarks)
     free(c)
     mc_fetch_add_u64(&g_curr_conns, <uint64_t>-1)
 

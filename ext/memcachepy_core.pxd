@@ -341,6 +341,9 @@ cdef struct conn_t:
     int protocol         # proto_bin.pxi PROT_*: negotiating, ascii or binary
     bint sasl_started    # -S: a SASL exchange awaits its step
     size_t wmark         # binary: output memcached would already have written
+    size_t* umarks       # udp: reply-object boundaries in wbuf (udp.pxi)
+    uint32_t numarks
+    uint32_t umarks_cap
     bint auth_started    # -Y: saw the auth `set` line, waiting for "user pass"
     size_t auth_need
     rel_time_t last_cmd_time

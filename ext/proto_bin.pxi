@@ -803,6 +803,8 @@ cdef int process_bin_packet(conn_t* c, const char* p, size_t avail) noexcept nog
             bin_protocol_error(c, &r)
     elif r.cmd == BIN_CMD_QUIT:
         if keylen == 0 and extlen == 0 and bodylen == 0:
+            if c.noreply and c.listen_kind == 2:
+                udp_mark(c, 0)    # UDP quitq: memcached sends an empty reply object
             bin_response(c, &r, NULL, 0, 0)
             c.state = CONN_CLOSING
         else:

@@ -25,8 +25,8 @@ EX_USAGE = 64
 
 USAGE = """\
 memcachepy {version} (memcached {mcversion} compatible)
--p, --port=<num>          TCP port to listen on (default: 11211; 0 = any free port)
--U, --udp-port=<num>      UDP port to listen on (only 0, UDP is off)
+-p, --port=<num>          TCP port to listen on (default: 11211; 0 = no TCP, -1 = any free port)
+-U, --udp-port=<num>      UDP port to listen on (default: 0, off; -1 = any free port)
 -s, --unix-socket=<file>  UNIX socket to listen on (disables network support)
 -A, --enable-shutdown     enable ascii "shutdown" command
 -a, --unix-mask=<mask>    access mask for UNIX socket, in octal (default: 700)
@@ -121,7 +121,7 @@ is Copyright (c) 2003, Danga Interactive, Inc. and distributed under the BSD lic
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="memcachepy", add_help=False, allow_abbrev=False)
-    p.add_argument("-p", "--port", default="11211")
+    p.add_argument("-p", "--port", default=None)
     p.add_argument("-U", "--udp-port", default="0")
     p.add_argument("-s", "--unix-socket")
     p.add_argument("-A", "--enable-shutdown", action="store_true")
@@ -214,14 +214,15 @@ def settings_from_args(ns: argparse.Namespace) -> Settings:
     """Validate parsed options exactly as memcached 1.6.18 does (same messages,
     same exit codes); raise SettingsError."""
     s = Settings()
-    s.port = atoi(ns.port)
-    if s.port == -1:
-        s.port = 0        # memcached's spelling of "any free port"
-    if s.port < 0 or s.port > 65535:
-        raise SettingsError("Invalid port number")
+    # memcached's ports: -1 any free port, 0 no listener of that kind; -U with
+    # no -p moves TCP to the UDP port, as memcached does
+    tcp_specified = ns.port is not None
+    s.port = atoi(ns.port) if tcp_specified else 11211
     s.udpport = atoi(ns.udp_port)
-    if s.udpport != 0:
-        raise SettingsError("UDP is not supported by memcachepy (memcached turns it off by default too); use -U 0")
+    if ns.udp_port != "0" and s.udpport != 0 and not tcp_specified:
+        s.port = s.udpport
+    if s.port < -1 or s.port > 65535 or s.udpport < -1 or s.udpport > 65535:
+        raise SettingsError("Invalid port number")
     s.domain_socket = ns.unix_socket
     try:
         s.unix_mask = int(ns.unix_mask, 8)

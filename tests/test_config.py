@@ -343,7 +343,7 @@ def test_daemon_reads_config_and_cli_overrides(tmp_path):
     path = write(tmp_path, "-m 32\n-c 77\n-p 11211\n-l 127.0.0.1\n-U 0\n-o idle_timeout=9\n")
     portfile = tmp_path / "port"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "memcachepy", "--config", path, *_root(), "-p", "0",
+        [sys.executable, "-m", "memcachepy", "--config", path, *_root(), "-p", "-1",
          "-c", "55"], cwd=REPO, stderr=subprocess.DEVNULL,
         env={**os.environ, "MEMCACHED_PORT_FILENAME": str(portfile)})
     try:
@@ -378,6 +378,6 @@ def test_daemon_check_config(tmp_path):
     assert f"{bad}:2:" in r.stderr and "'many' is not a whole number" in r.stderr
     # Starting for real with the bad file fails the same way, before listening.
     r = subprocess.run([sys.executable, "-m", "memcachepy", "--config", bad, *_root(),
-                        "-p", "0", "-U", "0"], cwd=REPO, capture_output=True, text=True,
+                        "-p", "-1", "-U", "0"], cwd=REPO, capture_output=True, text=True,
                        timeout=30)
     assert r.returncode != 0 and f"{bad}:2:" in r.stderr

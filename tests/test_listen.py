@@ -74,7 +74,7 @@ def test_unix_socket_with_mask(binary):
 def test_several_listen_addresses_and_ipv6(tmp_path):
     port_file = tmp_path / "ports"
     env = dict(os.environ, MEMCACHED_PORT_FILENAME=str(port_file))
-    proc = subprocess.Popen([sys.executable, "-m", "memcachepy", "-u", "root", "-p", "0",
+    proc = subprocess.Popen([sys.executable, "-m", "memcachepy", "-u", "root", "-p", "-1",
                              "-l", "127.0.0.1,[::1]:0"], cwd=REPO_ROOT, env=env,
                             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
     try:

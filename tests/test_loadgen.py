@@ -52,7 +52,7 @@ class Server:
             argv = [MEMCACHED, *root, "-l", "127.0.0.1:0", "-U", "0", "-p", "11211", *flags]
         else:
             argv = [sys.executable, "-m", "memcachepy", *root, "-l", "127.0.0.1", "-U", "0",
-                    "-p", "0", *flags]
+                    "-p", "-1", *flags]
         self.proc = subprocess.Popen(argv, cwd=REPO_ROOT, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                      env=dict(os.environ, MEMCACHED_PORT_FILENAME=port_file))

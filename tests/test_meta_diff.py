@@ -76,7 +76,7 @@ def _private_start(name: str, extra: tuple[str, ...]) -> Daemon:
     if name == "memcached":
         argv = [MEMCACHED_BIN, *common, "-p", "-1"]
     else:
-        argv = [sys.executable, "-m", "memcachepy", *common, "-p", "0"]
+        argv = [sys.executable, "-m", "memcachepy", *common, "-p", "-1"]
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL)
 
     def stop() -> None:

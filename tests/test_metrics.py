@@ -384,7 +384,7 @@ def test_daemon_metrics_listen(tmp_path):
     portfile = tmp_path / "port"
     root = ["-u", "root"] if os.geteuid() == 0 else []
     proc = subprocess.Popen(
-        [sys.executable, "-m", "memcachepy", *root, "-l", "127.0.0.1", "-U", "0", "-p", "0",
+        [sys.executable, "-m", "memcachepy", *root, "-l", "127.0.0.1", "-U", "0", "-p", "-1",
          "-m", "16", "--metrics-listen", str(mport)], cwd=repo, stderr=subprocess.DEVNULL,
         env={**os.environ, "MEMCACHED_PORT_FILENAME": str(portfile)})
     try:

@@ -55,7 +55,7 @@ def argv_for(kind: str, flags: list[str], user: bool = True) -> list[str]:
     root = ["-u", "root"] if IS_ROOT and user else []
     if kind == KIND_MEMCACHED:
         return [MEMCACHED_BIN, *root, "-l", "127.0.0.1:0", "-U", "0", "-p", "11211", *flags]
-    return [sys.executable, "-m", "memcachepy", *root, "-l", "127.0.0.1", "-U", "0", "-p", "0",
+    return [sys.executable, "-m", "memcachepy", *root, "-l", "127.0.0.1", "-U", "0", "-p", "-1",
             *flags]
 
 

@@ -183,3 +183,12 @@ def test_bmemcached_sasl(sasl_env, kind, start_daemon) -> None:
     with pytest.raises(Exception):
         bad.set("k", "v")
     bad.disconnect_all()
+
+
+def test_sasl_refuses_udp(sasl_env) -> None:
+    args = ["-u", "root", "-l", "127.0.0.1", "-p", "-1", "-S", "-U", "-1"]
+    want = run_cli(KIND_MEMCACHED, args)
+    got = run_cli(KIND_MEMCACHEPY, args)
+    assert got.returncode == want.returncode == 64
+    assert got.stderr == want.stderr == \
+        b"ERROR: Cannot enable UDP while using binary SASL authentication.\n"

@@ -444,7 +444,7 @@ def test_daemon_notify_lifecycle(tmp_path, notify_sock):
     path, s = notify_sock
     portfile = tmp_path / "port"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "memcachepy", *_root(), "-l", "127.0.0.1", "-U", "0", "-p", "0"],
+        [sys.executable, "-m", "memcachepy", *_root(), "-l", "127.0.0.1", "-U", "0", "-p", "-1"],
         cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         env=_daemon_env({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "400000",
                          "MEMCACHED_PORT_FILENAME": str(portfile)}))

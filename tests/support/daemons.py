@@ -8,8 +8,8 @@
 #
 # Why the two command lines differ: memcached 1.6.18 treats `-p 0` as "no TCP listener" (it
 # only binds when the port is non-zero), so for it the ephemeral port is requested through
-# the interface spec `-l 127.0.0.1:0` while `-p` keeps a non-zero dummy.  memcachepy is
-# started the documented way, `-l 127.0.0.1 -p 0`.
+# the interface spec `-l 127.0.0.1:0` while `-p` keeps a non-zero dummy.  memcachepy reads
+# -p as memcached does and is started with `-l 127.0.0.1 -p -1` (any free port).
 from __future__ import annotations
 
 import os
@@ -87,7 +87,7 @@ def command_line(kind: str, flags: Sequence[str]) -> list[str]:
                 "-p", "11211", *flags]
     if kind == KIND_MEMCACHEPY:
         return [sys.executable, "-m", "memcachepy", *_root_flags(), "-l", "127.0.0.1",
-                "-U", "0", "-p", "0", *flags]
+                "-U", "0", "-p", "-1", *flags]
     raise ValueError(f"unknown daemon kind {kind!r}")
 
 
