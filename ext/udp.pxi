@@ -147,6 +147,8 @@ cdef size_t udp_reply_len(conn_t* c, const char* p, size_t n) noexcept nogil:
             if sp == NULL:
                 return pos + linelen
             safe_strtoull(sp + 1, linelen - <size_t>(sp + 1 - (p + pos)), &dlen)
+            if dlen > n:
+                return n
             pos += linelen + <size_t>dlen + 2
             return pos if pos <= n else n
         if n - pos >= 5 and (memcmp(p + pos, b"STAT ", 5) == 0 or memcmp(p + pos, b"ITEM ", 5) == 0
@@ -229,6 +231,8 @@ cdef void udp_send(conn_t* c, uint16_t rid, sockaddr_storage* to, socklen_t tole
                     i += 1
                     continue
                 end = (c.umarks[i + 1] >> 1) if i + 1 < c.numarks else c.wlen
+                if end < pos or end > c.wlen:     # marks only grow; never trust otherwise
+                    end = c.wlen
                 udp_send_reply(c, pos, end - pos, rid, to, tolen, &at_head)
                 pos = end
                 i += 1

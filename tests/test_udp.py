@@ -178,15 +178,23 @@ def test_udp_stats_conns_and_counters(udp_pair) -> None:
         d.exchange(frame(b"set c 0 0 1\r\nc\r\n"))
     shapes = []
     for d in (ref, sut):
-        text = d.tcp_request(b"stats conns\r\n").decode()
+        # one TCP conn for all three, so no closing conn races the counters
+        with socket.create_connection(("127.0.0.1", d.tcp), timeout=5) as s:
+            parts = []
+            for req in (b"stats conns\r\n", b"stats\r\n", b"stats settings\r\n"):
+                s.sendall(req)
+                buf = b""
+                while not buf.endswith(b"END\r\n"):
+                    buf += s.recv(65536)
+                parts.append(buf.decode())
+        text, stats, settings_text = parts
         udp = re.findall(r"STAT (\d+):UDP UDP\r\nSTAT \1:addr udp:127\.0\.0\.1:(\d+)\r\n"
                          r"STAT \1:state conn_read\r\n", text)
         assert len(udp) == 2 and {int(p) for _, p in udp} == {d.udp}, text
-        stats = d.tcp_request(b"stats\r\n").decode()
         vals = dict(re.findall(r"STAT (\w+) (\S+)", stats))
         shapes.append((vals["curr_connections"], vals["total_connections"],
                        vals["connection_structures"], vals["cmd_set"]))
-        settings = dict(re.findall(r"STAT (\w+) (\S+)", d.tcp_request(b"stats settings\r\n").decode()))
+        settings = dict(re.findall(r"STAT (\w+) (\S+)", settings_text))
         shapes.append((settings["udpport"], settings["tcpport"], settings["num_threads_per_udp"]))
     assert shapes[0::2][0] == shapes[0::2][1]
     assert shapes[1] == shapes[3] == ("-1", "-1", "2")
