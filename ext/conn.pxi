@@ -374,12 +374,16 @@ cdef int conn_process(conn_t* c) noexcept nogil:
         mc_store_u32(&c.last_cmd_time, current_time())
         r = process_command(c, p, linelen, p + cont, avail - cont)
         if r == PROC_NEED_MORE:
+            if not c.in_nread:
+                mc_store_int(&c.in_nread, 1)      # `stats conns` says conn_nread
             if c.rneed >= SPOOL_MIN:
                 if conn_spool_start(c, cont, avail):
                     break
                 continue
             c.rneed = cont + c.rneed
             break
+        if MC_UNLIKELY(c.in_nread):
+            mc_store_int(&c.in_nread, 0)
         c.rneed = 0
         if r == PROC_PAUSE:
             return 1
@@ -482,6 +486,8 @@ cdef void conn_spool_finish(conn_t* c) noexcept nogil:
     if linelen > 1 and p[linelen - 1] == c'\r':
         linelen -= 1
     r = process_command(c, p, linelen, ITEM_data(c.spool), c.spool_len)
+    if c.in_nread:
+        mc_store_int(&c.in_nread, 0)
     if c.spool != NULL:       # not taken by the command (see process_update)
         item_free(c.spool)
         c.spool = NULL

@@ -592,7 +592,8 @@ cdef void stats_conns(conn_t* c) noexcept nogil:
             snprintf(name, sizeof(name), b"%d:listen_addr", o.fd)
             append_stat_str(c, name, addr)
             snprintf(name, sizeof(name), b"%d:state", o.fd)
-            append_stat_str(c, name, b"conn_parse_cmd" if o == c else b"conn_waiting")
+            append_stat_str(c, name, b"conn_parse_cmd" if o == c else
+                            b"conn_nread" if mc_load_int(&o.in_nread) else b"conn_waiting")
             snprintf(name, sizeof(name), b"%d:secs_since_last_cmd", o.fd)
             append_stat_u64(c, name, now - mc_load_u32(&o.last_cmd_time))
             o = o.next

@@ -269,6 +269,8 @@ cdef inline void udp_reset_conn(conn_t* c) noexcept nogil:
         item_free(c.spool_ready)
         c.spool_ready = NULL
     c.spool_adopt = False
+    if c.in_nread:
+        mc_store_int(&c.in_nread, 0)
     c.rstart = 0
     c.rend = 0
 
