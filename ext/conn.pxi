@@ -296,6 +296,29 @@ cdef bint conn_flush(conn_t* c) noexcept nogil:
         conn_set_events(c, EPOLLIN)
     return True
 
+# Send the queued output up to wbuf[limit] and keep the rest queued. True when
+# that much left; False when the socket is full (EPOLLOUT armed: the writable
+# handler then sends everything) or the connection failed (close_now set).
+cdef bint conn_flush_upto(conn_t* c, size_t limit) noexcept nogil:
+    cdef ssize_t n
+    cdef worker_t* w = <worker_t*>c.worker
+    while c.wsent < limit:
+        n = send(c.fd, c.wbuf + c.wsent, limit - c.wsent, MSG_NOSIGNAL)
+        if n > 0:
+            c.wsent += <size_t>n
+            mc_stat_add(&w.stats.bytes_written, <uint64_t>n)
+            continue
+        if n < 0 and errno == EINTR:
+            continue
+        if n < 0 and errno == EAGAIN:
+            if not c.want_write:
+                c.want_write = True
+                conn_set_events(c, EPOLLOUT)
+            return False
+        c.close_now = True
+        return False
+    return True
+
 # Answer every complete request in rbuf. Returns 1 when it stopped because
 # output must drain first, 0 when input ran out (or the conn is closing).
 cdef int conn_process(conn_t* c) noexcept nogil:
@@ -330,6 +353,11 @@ cdef int conn_process(conn_t* c) noexcept nogil:
             c.swallow -= k
             if c.swallow == 0:
                 c.state = CONN_READ
+                if c.swallow_carried:
+                    # memcached read the rest of the body by itself, then wrote out
+                    # everything it held before going on (binary: wmark)
+                    c.swallow_carried = False
+                    c.wmark = c.wlen
             continue
         p = c.rbuf + c.rstart
         if c.protocol != PROT_ASCII:
@@ -418,6 +446,13 @@ cdef bint conn_drive(conn_t* c) noexcept nogil:
     if c.close_now:
         conn_close(c)
         return False
+    if MC_UNLIKELY(c.state == CONN_SWALLOW and c.protocol == PROT_BINARY and c.wmark < c.wlen):
+        # memcached writes nothing while it swallows a binary body still arriving:
+        # replies queued since its last write wait for the rest of the body
+        if not conn_flush_upto(c, c.wmark) and c.close_now:
+            conn_close(c)
+            return False
+        return True
     if not conn_flush(c):
         if c.close_now:
             conn_close(c)
@@ -531,6 +566,8 @@ cdef bint conn_read_event(conn_t* c) noexcept nogil:
         return True
     c.rend += <size_t>n
     mc_stat_add(&w.stats.bytes_read, <uint64_t>n)
+    if c.state == CONN_SWALLOW:
+        c.swallow_carried = True
     if conn_drive(c):
         conn_rbuf_release(c)
         return True

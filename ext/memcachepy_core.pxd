@@ -341,6 +341,7 @@ cdef struct conn_t:
     int protocol         # proto_bin.pxi PROT_*: negotiating, ascii or binary
     bint sasl_started    # -S: a SASL exchange awaits its step
     size_t wmark         # binary: output memcached would already have written
+    bint swallow_carried # a swallow outlived the read that started it (conn.pxi)
     int in_nread         # waiting for a data block (read by `stats conns`: atomics)
     size_t* umarks       # udp: reply-object boundaries in wbuf (udp.pxi)
     uint32_t numarks

@@ -200,6 +200,9 @@ TRANSCRIPTS = [
     # the error of an opcode that swallows is held, and lost when the swallowed bytes
     # leave a bad magic behind (found by test_generated_sequences)
     T("unknown-swallow-into-bad-magic", (pkt("get", b"a") + pkt(0x30, b"a") + pkt("get", b"a"),)),
+    # memcached writes nothing while it swallows a body that is still arriving: the
+    # error and the misses before it stay queued (found by test_generated_sequences)
+    T("unknown-swallow-held", (pkt("get", b"a") + pkt(0x30, K250),)),
     T("truncated-header", (pkt("get", b"a")[:10],)),
     T("truncated-key", (pkt("get", b"abcdef")[:27],)),
     T("body-length-lie-longer", (pkt("set", b"a", SE(), b"v", bodylen=40),)),
