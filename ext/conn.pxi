@@ -446,7 +446,8 @@ cdef bint conn_drive(conn_t* c) noexcept nogil:
     if c.close_now:
         conn_close(c)
         return False
-    if MC_UNLIKELY(c.state == CONN_SWALLOW and c.protocol == PROT_BINARY and c.wmark < c.wlen):
+    if MC_UNLIKELY(c.state == CONN_SWALLOW and c.protocol == PROT_BINARY and c.wmark < c.wlen
+                   and c.ssl == NULL):   # (a TLS conn writes its whole batch: tls_send)
         # memcached writes nothing while it swallows a binary body still arriving:
         # replies queued since its last write wait for the rest of the body
         if not conn_flush_upto(c, c.wmark) and c.close_now:

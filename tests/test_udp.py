@@ -141,7 +141,6 @@ EXCHANGES = [
     frame(pkt("quitq"), rid=19),
     frame(b"version\r\n" + b"x" * 3000 + b"\r\n", rid=27),
     frame(b"shutdown\r\n", rid=28),
-    frame(b"watch\r\nversion\r\n", rid=29),
     frame(b"version\r\n", rid=14),
 ]
 
