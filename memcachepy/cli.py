@@ -46,6 +46,8 @@ memcachepy {version} (memcached {mcversion} compatible)
 -i, --license             print memcachepy and memcached license and exit
 -V, --version             print version and exit
 -P, --pidfile=<file>      save PID in <file>, only used with -d option
+-e, --memory-file=<file>  keep item memory in <file> (a tmpfs or DAX mount):
+                          restartable cache, stop with SIGUSR1 (or SIGTERM)
 -f, --slab-growth-factor=<num> chunk size growth factor (default: 1.25)
 -n, --slab-min-size=<bytes> min space used for key+value+flags (default: 48)
 -L, --enable-largepages   accepted, ignored

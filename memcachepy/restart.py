@@ -164,6 +164,21 @@ class RestartFile:
         self.warm = meta
         if meta is None:
             log.warning("[restart] %s: starting with a clean cache", self.cold_reason)
+        self._check_room()
+
+    def _check_room(self) -> None:
+        """Warn when the file system cannot hold the whole file: on tmpfs a page
+        the kernel cannot back kills the process (SIGBUS) when first touched."""
+        try:
+            st = os.statvfs(os.path.dirname(os.path.abspath(self.path)))
+            used = os.fstat(self.fd).st_blocks * 512
+        except OSError:
+            return
+        room = st.f_bavail * st.f_frsize + used
+        if room < self.size:
+            log.warning("[restart] %s has room for %d MB, the memory file can grow to %d MB: "
+                        "make the file system larger or -m smaller", os.path.dirname(
+                            os.path.abspath(self.path)), room >> 20, self.size >> 20)
 
     def _empty(self) -> None:
         os.ftruncate(self.fd, 0)
