@@ -241,10 +241,28 @@ def restart_state():
         "oldest_cas": int(mc_load_u64(&g_settings.oldest_cas)),
         "oldest_live": int(mc_load_u32(&g_settings.oldest_live)),
         "item_header": int(sizeof(item_t)),
+        "hashpower": [g_shards[i].hashpower for i in range(g_nshards)],
     }
 
+cdef int restart_presize(int i, uint32_t hashpower) noexcept nogil:
+    # Give shard i's (still empty) table the size it had grown to, as memcached
+    # restores its hashpower: no rehash while millions of items are relinked.
+    cdef item_t** nb
+    if hashpower > 30:
+        hashpower = 30
+    if g_shards[i].hash_items != 0 or g_shards[i].hashpower >= hashpower:
+        return 0
+    nb = <item_t**>calloc(<size_t>1 << hashpower, sizeof(item_t*))
+    if nb == NULL:
+        return -1
+    free(g_shards[i].buckets)
+    g_shards[i].buckets = nb
+    g_shards[i].hashpower = hashpower
+    return 0
+
 def restart_rebuild(list pages, long long old_process_started, unsigned long long current_cas,
-                    unsigned long long oldest_cas, unsigned int oldest_live):
+                    unsigned long long oldest_cas, unsigned int oldest_live,
+                    list hashpower=None):
     """Relink every valid, live item of `pages` ([(slot, class)]) and restore
     the CAS counter and flush horizon. Returns the counts of what was found."""
     global g_region_next, g_region_nfree, g_cas_id
@@ -259,6 +277,10 @@ def restart_rebuild(list pages, long long old_process_started, unsigned long lon
     if g_region_base == NULL:
         raise RuntimeError("no memory region attached")
     memset(&rc, 0, sizeof(rc))
+    if hashpower is not None and len(hashpower) == g_nshards:     # same -o shards
+        for k in range(g_nshards):
+            if restart_presize(<int>k, <uint32_t>hashpower[k]) != 0:
+                raise MemoryError("cannot size the hash tables")
     used = <char*>calloc(g_region_nslots if g_region_nslots else 1, 1)
     if used == NULL:
         raise MemoryError()

@@ -166,6 +166,9 @@ def test_warm_restart_100k_items(start_daemon, memdir) -> None:
         48 + len(k) + 1 + (4 if flags_for(int(k[2:])) else 0) + len(value_for(int(k[2:])))
         + 2 + 8 for k in short)
     assert st["cmd_set"] == "0" and st["get_hits"] == str(len(keep))   # counters start over
+    # the hash tables come back at the size they had grown to (memcached's hashpower)
+    assert st["hash_power_level"] == st_before["hash_power_level"]
+    assert st["hash_bytes"] == st_before["hash_bytes"]
     assert "restored" in log and f"{len(keep)} items restored" in log
 
 
