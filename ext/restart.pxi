@@ -287,7 +287,8 @@ def restart_rebuild(list pages, long long old_process_started, unsigned long lon
     try:
         for slot, id, _length in pages:
             if slot >= g_region_nslots or id < 1 or id >= MAX_SLAB_CLASSES or \
-                    g_slabclass[id].size == 0 or used[slot]:
+                    g_slabclass[id].size == 0 or used[slot] or \
+                    slabs_page_bytes(id) > g_region_slot_size:
                 raise ValueError(f"bad page table entry ({slot}, {id})")
             used[slot] = 1
         for slot, id, _length in pages:

@@ -21,6 +21,8 @@
 # "pages <n>", and last "crc32 <hex>" over every byte before that line.
 from __future__ import annotations
 
+import errno
+import fcntl
 import logging
 import mmap
 from concurrent.futures import ThreadPoolExecutor
@@ -140,9 +142,19 @@ class RestartFile:
     # ------------------------------------------------------------ start
     def open(self, item_header: int) -> None:
         """Map the file; decide warm or cold (log says which and why)."""
-        meta = self._load_meta(item_header)
         try:
             self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                # two daemons on one memory file would corrupt each other's items
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(self.fd)
+                self.fd = -1
+                raise OSError(errno.EBUSY, "in use by another process") from None
+        except OSError as e:
+            raise OSError(f"cannot open memory file {self.path}: {e.strerror}") from None
+        meta = self._load_meta(item_header)
+        try:
             size = os.fstat(self.fd).st_size
             if meta is not None and size != self.size:
                 self.cold_reason = (f"memory file is {size} bytes, {self.size} expected "
@@ -156,7 +168,7 @@ class RestartFile:
             self.mm = mmap.mmap(self.fd, self.size, flags=mmap.MAP_SHARED,
                                 prot=mmap.PROT_READ | mmap.PROT_WRITE)
         except OSError as e:
-            raise OSError(e.errno, f"cannot map memory file {self.path}: {e.strerror}") from None
+            raise OSError(f"cannot map memory file {self.path}: {e.strerror}") from None
         if meta is not None:
             t0 = time.monotonic()
             bad = self._check_pages(meta)
@@ -243,9 +255,12 @@ class RestartFile:
             view.release()
 
     def _check_pages(self, meta: Meta) -> str:
+        seen = set()
         for slot, cls, length, crc in meta.pages:
-            if slot < 0 or slot >= self.nslots or length <= 0 or length > self.slot_size:
-                return f"page table entry out of range (slot {slot})"
+            if slot < 0 or slot >= self.nslots or length <= 0 or length > self.slot_size \
+                    or not 0 < cls < MAX_CLASSES or slot in seen:
+                return f"page table entry out of range or repeated (slot {slot})"
+            seen.add(slot)
         got = self._page_crcs([(slot, length) for slot, _, length, _ in meta.pages])
         for (slot, _, _, want), have in zip(meta.pages, got):
             if have != want:
@@ -263,11 +278,20 @@ class RestartFile:
                                        m.values.get("hashpower", "").split(",")]
         except ValueError:
             hp = None
-        counts = core_module.restart_rebuild(
-            [(slot, cls, length) for slot, cls, length, _ in m.pages],
-            int(m.values["process_started"]), int(m.values["current_cas"]),
-            int(m.values["oldest_cas"]), int(m.values["oldest_live"]),
-            hp)
+        try:
+            counts = core_module.restart_rebuild(
+                [(slot, cls, length) for slot, cls, length, _ in m.pages],
+                int(m.values["process_started"]), int(m.values["current_cas"]),
+                int(m.values["oldest_cas"]), int(m.values["oldest_live"]),
+                hp)
+        except ValueError as e:
+            # the page table is checked as a whole before any item is linked,
+            # so the core is still empty: a cold start is all that is left
+            self.warm = None
+            self.cold_reason = str(e)
+            self._empty()
+            log.warning("[restart] %s: starting with a clean cache", e)
+            return {}
         dt = time.monotonic() - t0
         counts["seconds_us"] = int(dt * 1e6)
         self.stats = counts

@@ -253,7 +253,9 @@ def _rewrite_meta(path: str, edit) -> None:
     ("truncate-memory", "expected (truncated or replaced)"),
     ("flip-memory", "fails its CRC"),
     ("same-second", "clock did not advance"),
-    ("bad-page-table", "page table"),
+    ("bad-page-table", "page table entry out of range"),
+    ("repeated-page", "page table entry out of range or repeated"),
+    ("no-such-class", "bad page table entry"),
     ("old-layout", "setting for [item_layout]"),
 ])
 def test_damaged_state_starts_cold(start_daemon, memdir, damage, reason) -> None:
@@ -281,9 +283,29 @@ def test_damaged_state_starts_cold(start_daemon, memdir, damage, reason) -> None
             b"stop_time ", b"stop_time %d\nignored " % (int(time.time()) + 60), 1))
     elif damage == "bad-page-table":
         _rewrite_meta(path, lambda b: b.replace(b"\npage 0 ", b"\npage 99999999 ", 1))
+    elif damage == "repeated-page":
+        _rewrite_meta(path, lambda b: b.replace(b"\npages ", b"\n" + [
+            ln for ln in b.split(b"\n") if ln.startswith(b"page ")][0] + b"\npages ", 1)
+            .replace(b"\npages %d" % sum(1 for ln in b.split(b"\n") if ln.startswith(b"page ")),
+                     b"\npages %d" % (1 + sum(1 for ln in b.split(b"\n")
+                                              if ln.startswith(b"page ")))))
+    elif damage == "no-such-class":
+        # a class this -f/-n/-I never makes: only the core's own check sees it
+        _rewrite_meta(path, lambda b: b.replace(b"\npage 0 1 ", b"\npage 0 60 ", 1))
     elif damage == "old-layout":
         _rewrite_meta(path, lambda b: b.replace(b"item_layout 1/", b"item_layout 0/", 1))
     _cold(start_daemon("memcachepy", "-e", path), reason)
+
+
+def test_second_daemon_on_the_same_file_is_refused(start_daemon, memdir) -> None:
+    path = os.path.join(memdir, "mem")
+    d = start_daemon("memcachepy", "-e", path)
+    with pytest.raises(Exception, match="failed to start: cannot open memory file .*: "
+                                        "in use by another process"):
+        start_daemon("memcachepy", "-e", path)
+    with AdminClient(d.server_string) as c:        # the first one is unharmed
+        c.send(b"set a 0 0 1\r\na\r\n")
+        assert c.readline() == b"STORED"
 
 
 def test_damaged_item_headers_are_dropped_not_served(start_daemon, memdir) -> None:
