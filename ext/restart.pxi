@@ -16,8 +16,9 @@
 # chunk becomes an item again only if its header is consistent (ITEM_LINKED,
 # the page's class, key length, total size within the chunk and of that
 # class, CRLF at the end of the value), its key is not already linked, and it
-# is neither expired nor flushed once its times are moved onto this process's
-# clock. Everything else goes on the class's free list with ITEM_LINKED
+# was not flushed; its times are moved onto this process's clock. An item that
+# expired during the downtime is relinked with its exptime in the past, as
+# memcached relinks it, for the crawler (or a lookup) to reclaim and count. Everything else goes on the class's free list with ITEM_LINKED
 # cleared. Restored items go back into the LRU segment (HOT/WARM/COLD) they
 # were in, as memcached's do; within a segment the order is the pages' order,
 # not recency (memcached keeps its old list pointers; we never trust them).
@@ -136,6 +137,7 @@ cdef int restart_page(uint64_t slot, int id, int64_t delta, int64_t old_oldest_l
     cdef shard_t* s
     cdef rel_time_t now = current_time()
     cdef int seg
+    cdef bint dead
     if p.slabs == p.list_size:
         nl = <void**>realloc_ptrs(p.slab_list, p.list_size * 2 if p.list_size else 16)
         if nl == NULL:
@@ -163,12 +165,16 @@ cdef int restart_page(uint64_t slot, int id, int64_t delta, int64_t old_oldest_l
             rc.flushed += 1
             restart_chunk_free(p, it)
             continue
+        dead = False
         if it.exptime != 0:
             e = <int64_t>it.exptime + delta
             if e <= <int64_t>now:
-                rc.expired += 1
-                restart_chunk_free(p, it)
-                continue
+                # expired during the downtime: linked all the same, as memcached
+                # relinks it, so the crawler or a lookup reclaims it and counts it
+                # (total_items, expired_unfetched, crawler_reclaimed as memcached's);
+                # its exptime stays in the past, so no lookup can return it
+                dead = True
+                e = e if e >= 1 else 1
             it.exptime = <rel_time_t>e
         t = <int64_t>it.time + delta
         it.time = <rel_time_t>(t if t > 1 else 1)
@@ -194,7 +200,10 @@ cdef int restart_page(uint64_t slot, int id, int64_t delta, int64_t old_oldest_l
         sizes_track(it, 1)
         p.requested += ITEM_ntotal(it)
         p.used_chunks += 1
-        rc.restored += 1
+        if dead:
+            rc.expired += 1
+        else:
+            rc.restored += 1
     return 0
 
 # Python side ------------------------------------------------------------------

@@ -295,8 +295,9 @@ class RestartFile:
         dt = time.monotonic() - t0
         counts["seconds_us"] = int(dt * 1e6)
         self.stats = counts
-        log.warning("[restart] warm restart from %s: %d items restored, %d expired, "
-                    "%d flushed, %d invalid, %d duplicate dropped in %.3fs (stopped %ds ago; "
+        log.warning("[restart] warm restart from %s: %d items restored (and %d that "
+                    "expired meanwhile, left to the crawler), %d flushed, %d invalid, "
+                    "%d duplicate dropped in %.3fs (stopped %ds ago; "
                     "%d pages checked in %.3fs)",
                     self.path, counts["restored"], counts["expired"], counts["flushed"],
                     counts["invalid"], counts["duplicate"], dt,
