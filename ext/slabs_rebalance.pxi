@@ -134,6 +134,10 @@ cdef bint rebal_clear_chunk(item_t* it, int id) noexcept nogil:
             nw.next.prev = nw
         else:
             s.tails[lru_idx(id, item_seg(nw))] = nw
+        # the old chunk is no item any more: a warm restart (-e) that walks
+        # this page, should the process stop before the move ends, must not
+        # take the stale copy for a live item
+        it.it_flags &= ~ITEM_LINKED
         slabs_free(it, ntotal, id)
         g_rebal_rescues += 1
     else:
