@@ -44,6 +44,7 @@ cdef struct settings_t:
     bint slab_reassign        # off (-o no_slab_reassign / no_modern): pages never move
     int slab_automove
     double slab_automove_ratio
+    uint32_t slab_automove_window
     bint lru_crawler
     uint32_t lru_crawler_sleep
     uint32_t lru_crawler_tocrawl

@@ -2,8 +2,8 @@
 #
 # Pages belong to one class for life unless moved here. `slabs reassign
 # <src> <dst>` (and the automover, `slabs automove 1`) ask for one page of
-# class src to be emptied and given to class dst (or, for dst 0, returned to
-# the system so any class can take a page). The move runs in the acceptor
+# class src to be emptied and given to class dst (or, for dst 0, put in the
+# global page pool, slabs.pxi, from which any class can take it). The move runs in the acceptor
 # thread, in the background, as memcached's rebalancer thread does:
 #
 #  1. under the slabs lock, pick src's oldest page, take its free chunks off
@@ -62,7 +62,7 @@ cdef int slabs_reassign(int src, int dst) noexcept nogil:
     if src < 0 or src > g_power_largest or dst < 0 or dst > g_power_largest:
         return 3            # BADCLASS
     if src == 0 or g_slabclass[src].slabs < 2:
-        return 4            # NOSPARE (the global page pool is always empty here)
+        return 4            # NOSPARE
     g_rebal_src = src
     g_rebal_dst = dst
     mc_store_int(&g_rebal_signal, 1)
@@ -169,8 +169,11 @@ cdef void rebal_finish() noexcept nogil:
             break
     g_moving_page = NULL
     if g_rebal_dst == 0:
-        slabs_page_release(page)
-        g_mem_malloced -= SLAB_PAGE_SIZE
+        # to the global pool; freed at once if the limit was lowered meanwhile
+        if not slabs_page_to_global_pool(page):
+            slabs_page_release(page)
+            g_mem_malloced -= SLAB_PAGE_SIZE
+        memory_release()
     else:
         dp = &g_slabclass[g_rebal_dst]
         if dp.slabs == dp.list_size:
@@ -230,8 +233,10 @@ cdef void slabs_rebalance_run() noexcept nogil:
         rebal_finish()
     mc_store_int(&g_rebal_signal, 0)
 
-# `slabs automove 1`: once a second, if a class evicted since the last look
+# `slabs automove 2` (memcached moves a page on every eviction there; this is
+# an approximation): once a second, if a class evicted since the last look
 # while another class holds more than two pages of free chunks, move one page.
+# `slabs automove 1` is memcached's windowed policy, slab_automove.pxi.
 cdef void slabs_automove_tick() noexcept nogil:
     cdef lru_stats_t lru[MAX_SLAB_CLASSES]
     cdef uint64_t hb
@@ -242,7 +247,7 @@ cdef void slabs_automove_tick() noexcept nogil:
     cdef uint64_t free_chunks
     cdef char body[96]
     cdef int n
-    if not g_settings.slab_reassign or g_settings.slab_automove == 0 or \
+    if not g_settings.slab_reassign or g_settings.slab_automove != 2 or \
             mc_load_int(&g_rebal_signal) != 0:
         return
     lru_stats_aggregate(lru, &hb)

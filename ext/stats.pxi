@@ -376,7 +376,7 @@ cdef void stats_general(conn_t* c) noexcept nogil:
     append_stat_u64(c, b"bytes", nbytes)
     append_stat_u64(c, b"curr_items", curr_items)
     append_stat_u64(c, b"total_items", total_items)
-    append_stat_u64(c, b"slab_global_page_pool", 0)
+    append_stat_u64(c, b"slab_global_page_pool", global_page_pool_size())
     append_stat_u64(c, b"expired_unfetched", expired_unfetched)
     append_stat_u64(c, b"evicted_unfetched", evicted_unfetched)
     # memcached prints the segment counters only while its LRU maintainer runs.
