@@ -89,6 +89,7 @@ def _core_init(dict cfg, int nworkers):
     g_settings.chunk_size = cfg["chunk_size"]
     g_settings.num_threads = cfg["num_threads"]
     g_settings.reqs_per_event = cfg["reqs_per_event"]
+    g_settings.read_buf_mem_limit = cfg.get("read_buf_mem_limit", 0)
     g_settings.use_cas = cfg["use_cas"]
     g_settings.backlog = cfg["backlog"]
     g_settings.item_size_max = cfg["item_size_max"]

@@ -20,6 +20,7 @@ cdef struct settings_t:
     int chunk_size
     int num_threads
     int reqs_per_event
+    uint64_t read_buf_mem_limit   # -o read_buf_mem_limit, bytes; 0 no limit (conn.pxi)
     bint use_cas
     int backlog
     uint32_t item_size_max

@@ -45,6 +45,7 @@ cdef int workers_init(int n) noexcept nogil:
         pthread_mutex_init(&g_workers[i].lock, NULL)
         hotkeys_init(&g_workers[i].hk)
         g_workers[i].pending_cap = 64
+        g_workers[i].rbuf_limit = resp_rbuf_limit(n)
         g_workers[i].pending = <int*>malloc(64 * sizeof(int))
         g_workers[i].pending_kind = <int*>malloc(64 * sizeof(int))
         ev.events = EPOLLIN
