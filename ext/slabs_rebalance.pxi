@@ -95,7 +95,7 @@ cdef void rebal_start() noexcept nogil:
 
 # Step 2 for one chunk. Returns True when the chunk no longer holds a live item.
 cdef bint rebal_clear_chunk(item_t* it, int id) noexcept nogil:
-    global g_rebal_rescues, g_rebal_evictions
+    global g_rebal_rescues, g_rebal_evictions, g_rebal_busy
     cdef size_t nkey = it.nkey
     cdef char key[256]
     cdef uint64_t h
@@ -115,8 +115,14 @@ cdef bint rebal_clear_chunk(item_t* it, int id) noexcept nogil:
         pthread_mutex_unlock(&s.lock)
         return True
     if it.it_flags & ITEM_PINNED:
+        g_rebal_busy += 1               # memcached counts every busy item it meets
         pthread_mutex_unlock(&s.lock)
         return False
+    if item_dead(it, current_time()):
+        # expired or flushed: not worth a rescue, and no eviction either
+        do_item_unlink(s, it)
+        pthread_mutex_unlock(&s.lock)
+        return True
     ntotal = ITEM_ntotal(it)
     nw = <item_t*>do_slabs_alloc(ntotal, id, False)
     if nw != NULL:
@@ -200,7 +206,6 @@ cdef void rebal_finish() noexcept nogil:
 
 # Run a requested move to completion (acceptor thread).
 cdef void slabs_rebalance_run() noexcept nogil:
-    global g_rebal_busy
     cdef int id
     cdef uint32_t i
     cdef uint32_t perslab
@@ -225,7 +230,6 @@ cdef void slabs_rebalance_run() noexcept nogil:
             break
         pthread_mutex_unlock(&g_slabs_lock)
         passes += 1
-        g_rebal_busy += 1
         if mc_load_int(&g_shutdown):
             break
         usleep(1000)
