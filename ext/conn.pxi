@@ -69,7 +69,8 @@ cdef inline bint resp_start(conn_t* c) noexcept nogil:
         mc_stat_add(&w.stats.response_obj_oom, 1)
         return False
     mc_store_u64(&w.resp_count, n)
-    w.resp_used = True
+    if MC_UNLIKELY(w.resp_used == 0):
+        mc_store_u64(&w.resp_used, 1)     # stats reads it from another thread
     c.resp_count += 1
     return True
 

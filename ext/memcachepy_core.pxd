@@ -420,7 +420,7 @@ cdef struct worker_t:
     thread_stats_t stats
     hotkeys_t hk
     uint64_t resp_count       # response objects memcached would hold now (conn.pxi)
-    bint resp_used            # a bundle was ever taken (memcached keeps the last one)
+    uint64_t resp_used        # 1: a bundle was ever taken (memcached keeps the last one)
     uint32_t rbuf_limit       # 16 KB buffers this worker may hold, 0: no limit
     char _pad[64]
 

@@ -166,7 +166,7 @@ cdef uint64_t resp_obj_bundles() noexcept nogil:
     cdef int w
     for w in range(g_nworkers):
         b = (mc_load_u64(&g_workers[w].resp_count) + MAX_RESP_PER_BUNDLE - 1) // MAX_RESP_PER_BUNDLE
-        if b == 0 and g_workers[w].resp_used:
+        if b == 0 and mc_load_u64(&g_workers[w].resp_used):
             b = 1
         n += b
     return n
