@@ -147,7 +147,10 @@ cdef int process_get(conn_t* c, const char* line, size_t length, token_t* tokens
         next_key(line, length, pos, &k2)
         if k2 != 0 and not resp_start(c):
             # out of them: drop every reply memcached had not written out yet
-            c.wlen = c.resp_wmark if c.resp_wmark > c.wsent else c.wsent
+            if c.resp_wmark > c.wsent and c.resp_wmark <= c.wlen:
+                c.wlen = c.resp_wmark
+            elif c.wsent <= c.wlen:
+                c.wlen = c.wsent
             c.get_resume = 0
             resp_release_all(c)
             if not resp_start(c):
