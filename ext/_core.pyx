@@ -30,6 +30,7 @@ include "lru.pxi"
 include "assoc.pxi"
 include "store.pxi"
 include "slabs_rebalance.pxi"
+include "slab_automove.pxi"
 include "proto.pxi"
 include "logger.pxi"
 include "stats.pxi"
@@ -88,6 +89,7 @@ def _core_init(dict cfg, int nworkers):
     g_settings.chunk_size = cfg["chunk_size"]
     g_settings.num_threads = cfg["num_threads"]
     g_settings.reqs_per_event = cfg["reqs_per_event"]
+    g_settings.read_buf_mem_limit = cfg.get("read_buf_mem_limit", 0)
     g_settings.use_cas = cfg["use_cas"]
     g_settings.backlog = cfg["backlog"]
     g_settings.item_size_max = cfg["item_size_max"]
@@ -114,6 +116,7 @@ def _core_init(dict cfg, int nworkers):
         g_settings_text_b[i] = _strdup_py(segs[i])
     g_settings.slab_automove = cfg.get("slab_automove", 1)
     g_settings.slab_automove_ratio = cfg.get("slab_automove_ratio", 0.8)
+    g_settings.slab_automove_window = cfg.get("slab_automove_window", 30)
     g_settings.lru_crawler = cfg.get("lru_crawler", True)
     g_settings.lru_crawler_sleep = cfg.get("lru_crawler_sleep", 100)
     g_settings.lru_crawler_tocrawl = cfg.get("lru_crawler_tocrawl", 0)
@@ -184,6 +187,7 @@ def _core_destroy():
         workers_destroy()
         store_destroy()
         slabs_destroy()
+        slab_automove_free()
         stats_prefix_clear()
         cluster_reset()
     restart_region_detach()

@@ -34,6 +34,54 @@
 
 from libc.string cimport memmove
 
+# ---- memcached's per-worker buffer budget (-o read_buf_mem_limit)
+# memcached takes read buffers and response objects (in bundles of 13, one
+# 16 KB buffer each) from one per-thread cache capped at read_buf_mem_limit /
+# threads / 16 KB buffers. A command takes one response object before it runs,
+# each further key of a multiget one more, and all are given back once the
+# replies are written out (after a get, when input runs out, on a -R yield).
+# memcachepy writes from its own buffers, but counts the objects memcached
+# would hold so it refuses exactly where memcached does: a multiget that runs
+# out gets only `SERVER_ERROR out of memory writing get response`, a command
+# that cannot get its object closes the connection without writing anything
+# queued; response_obj_count/_bytes/_oom are these counts. The read buffer of
+# the connection being served counts as one buffer (memcached holds one while
+# parsing). Only the worker's own thread touches these counts; stats reads them.
+cdef enum:
+    RESP_BUFFER_SIZE = 16384          # memcached's READ_BUFFER_SIZE
+    MAX_RESP_PER_BUNDLE = 13          # (16384 - 24) / sizeof(mc_resp) on 64-bit
+
+cdef uint32_t resp_rbuf_limit(int nthreads) noexcept nogil:
+    cdef uint64_t limit
+    if g_settings.read_buf_mem_limit == 0 or nthreads < 1:
+        return 0
+    limit = g_settings.read_buf_mem_limit // <uint64_t>nthreads
+    if limit < RESP_BUFFER_SIZE:
+        return 1
+    return <uint32_t>(limit // RESP_BUFFER_SIZE)
+
+# memcached's resp_start: False (and response_obj_oom counted) when the budget is spent.
+cdef inline bint resp_start(conn_t* c) noexcept nogil:
+    cdef worker_t* w = <worker_t*>c.worker
+    cdef uint64_t n = w.resp_count + 1
+    if MC_UNLIKELY(w.rbuf_limit != 0) and \
+            1 + (n + MAX_RESP_PER_BUNDLE - 1) // MAX_RESP_PER_BUNDLE > w.rbuf_limit:
+        mc_stat_add(&w.stats.response_obj_oom, 1)
+        return False
+    mc_store_u64(&w.resp_count, n)
+    if MC_UNLIKELY(w.resp_used == 0):
+        mc_store_u64(&w.resp_used, 1)     # stats reads it from another thread
+    c.resp_count += 1
+    return True
+
+# The replies were written out: memcached frees this conn's response objects.
+cdef inline void resp_release_all(conn_t* c) noexcept nogil:
+    cdef worker_t* w = <worker_t*>c.worker
+    if c.resp_count:
+        mc_store_u64(&w.resp_count, w.resp_count - c.resp_count)
+        c.resp_count = 0
+    c.resp_wmark = c.wlen
+
 cdef inline void conn_set_events(conn_t* c, uint32_t events) noexcept nogil:
     cdef epoll_event ev
     ev.events = events
@@ -104,6 +152,7 @@ cdef void conn_detach(conn_t* c) noexcept nogil:
     pthread_mutex_unlock(&w.lock)
     if c.yielded:
         conn_unyield(c)
+    resp_release_all(c)
     epoll_ctl(w.epfd, EPOLL_CTL_DEL, c.fd, NULL)
     if c.spool != NULL:
         item_free(c.spool)
@@ -150,6 +199,7 @@ cdef void conn_yield(conn_t* c) noexcept nogil:
     cdef worker_t* w = <worker_t*>c.worker
     mc_stat_add(&w.stats.conn_yields, 1)
     c.resp_pending = False
+    resp_release_all(c)
     # with nothing left to parse, memcached's next read starts a fresh drive
     c.new_cmd = c.rend > c.rstart
     if c.new_cmd and not c.yielded:
@@ -172,6 +222,9 @@ cdef void conn_unyield(conn_t* c) noexcept nogil:
 # as for feed()). True: the conn yielded; nothing more runs in this drive.
 cdef inline bint conn_count_command(conn_t* c) noexcept nogil:
     c.resp_pending = not c.cmd_flushed
+    c.resp_started = False
+    if c.cmd_flushed:
+        resp_release_all(c)
     c.cmd_flushed = False
     if c.nreqs > 0:
         c.nreqs -= 1
@@ -183,6 +236,7 @@ cdef inline bint conn_count_command(conn_t* c) noexcept nogil:
 # Input ran out (no complete line): memcached writes out queued replies now,
 # which costs a unit of the budget.
 cdef inline void conn_count_flush(conn_t* c) noexcept nogil:
+    resp_release_all(c)
     if c.resp_pending:
         c.resp_pending = False
         if c.nreqs > 0:
@@ -283,6 +337,7 @@ cdef bint conn_flush(conn_t* c) noexcept nogil:
     c.wlen = 0
     c.wsent = 0
     c.wmark = 0
+    c.resp_wmark = 0
     # all sent: the buffer goes back to the worker (a big one is freed instead)
     if w.spare_wbuf == NULL and c.wsize <= SPARE_WBUF_MAX:
         w.spare_wbuf = c.wbuf
@@ -400,6 +455,13 @@ cdef int conn_process(conn_t* c) noexcept nogil:
         if linelen > 1 and p[linelen - 1] == c'\r':
             linelen -= 1
         mc_store_u32(&c.last_cmd_time, current_time())
+        if not c.resp_started:
+            if not resp_start(c):
+                # memcached closes a conn whose command gets no response
+                # object, dropping the replies it had queued
+                c.close_now = True
+                return 0
+            c.resp_started = True
         r = process_command(c, p, linelen, p + cont, avail - cont)
         if r == PROC_NEED_MORE:
             if not c.in_nread:

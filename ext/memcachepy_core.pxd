@@ -301,6 +301,7 @@ cdef struct thread_stats_t:
     uint64_t idle_kicks
     uint64_t auth_cmds
     uint64_t auth_errors
+    uint64_t response_obj_oom # conn.pxi: memcached's response-object budget refused
     slab_thread_stats_t slab[66]
 
 # ---------------------------------------------------------------- connections
@@ -358,6 +359,9 @@ cdef struct conn_t:
     void* worker
     conn_t* next
     conn_t* prev
+    uint32_t resp_count   # this conn's share of worker.resp_count
+    bint resp_started     # the current command took its response object
+    size_t resp_wmark     # output queued since memcached's last write-out starts here
     sockaddr_storage peer
     sockaddr_storage local
     uint32_t peer_len
@@ -415,6 +419,9 @@ cdef struct worker_t:
     size_t spare_wsize
     thread_stats_t stats
     hotkeys_t hk
+    uint64_t resp_count       # response objects memcached would hold now (conn.pxi)
+    uint64_t resp_used        # 1: a bundle was ever taken (memcached keeps the last one)
+    uint32_t rbuf_limit       # 16 KB buffers this worker may hold, 0: no limit
     char _pad[64]
 
 # ---------------------------------------------------------------- tokens

@@ -143,6 +143,21 @@ cdef int process_get(conn_t* c, const char* line, size_t length, token_t* tokens
                 sinc(&st.get_misses)
                 sinc(&st.get_cmds)
         hotkeys_note(c, line + ks, klen, h, HK_GET, it != NULL)
+        # memcached takes a response object for every further key
+        next_key(line, length, pos, &k2)
+        if k2 != 0 and not resp_start(c):
+            # out of them: drop every reply memcached had not written out yet
+            if c.resp_wmark > c.wsent and c.resp_wmark <= c.wlen:
+                c.wlen = c.resp_wmark
+            elif c.wsent <= c.wlen:
+                c.wlen = c.wsent
+            c.get_resume = 0
+            resp_release_all(c)
+            if not resp_start(c):
+                c.close_now = True
+                return 0
+            out_string(c, b"SERVER_ERROR out of memory writing get response")
+            return 0
         if c.wlen > WBUF_HIGH:
             # Pause between keys so a huge multiget cannot grow the output
             # without bound. memcached answers a bad key anywhere in the line

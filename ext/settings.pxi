@@ -20,6 +20,7 @@ cdef struct settings_t:
     int chunk_size
     int num_threads
     int reqs_per_event
+    uint64_t read_buf_mem_limit   # -o read_buf_mem_limit, bytes; 0 no limit (conn.pxi)
     bint use_cas
     int backlog
     uint32_t item_size_max
@@ -44,6 +45,7 @@ cdef struct settings_t:
     bint slab_reassign        # off (-o no_slab_reassign / no_modern): pages never move
     int slab_automove
     double slab_automove_ratio
+    uint32_t slab_automove_window
     bint lru_crawler
     uint32_t lru_crawler_sleep
     uint32_t lru_crawler_tocrawl

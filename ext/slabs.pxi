@@ -1,10 +1,17 @@
 # slabs.pxi -- the slab allocator: size classes, 1 MiB pages, free chunks.
 #
-# Memory for items comes only from here. Pages are malloc'd one at a time and
-# each belongs to one slab class for life (no rebalancing yet); a page is cut
-# into chunks of its class's size lazily, so RSS grows with use. The total of
-# pages is capped by the memory limit (-m), except that a class may always get
-# its first page, exactly as memcached allows.
+# Memory for items comes only from here. Pages are malloc'd one at a time; a
+# page is cut into chunks of its class's size lazily, so RSS grows with use.
+# The total of pages is capped by the memory limit (-m), except that a class may
+# always get its first page, exactly as memcached allows.
+#
+# The global page pool is class 0's page list, as in memcached: pages the page
+# mover empties for "class 0" (slabs reassign N 0, the automover's reclaim)
+# wait there, and a class that needs a page takes one from the pool before
+# asking malloc, even when the memory limit is reached (the pool's pages are
+# already counted). When the limit is lowered (cache_memlimit) pooled pages
+# beyond it are freed (memory_release). total_malloced is the bytes of pages
+# malloc'd and not freed, so it is memcached's number.
 #
 # Class sizes follow memcached: the smallest chunk is the item header plus -n
 # bytes, each next class is -f times larger (8-byte aligned) until
@@ -14,7 +21,7 @@
 #
 # Locking: g_slabs_lock guards everything here. Lock order: shard -> slabs.
 
-from libc.stdlib cimport malloc, free, calloc, realloc
+from libc.stdlib cimport malloc, free, calloc, realloc, getenv, strtoll
 from libc.string cimport memset
 
 cdef slabclass_t g_slabclass[MAX_SLAB_CLASSES]
@@ -27,6 +34,7 @@ cdef pthread_mutex_t g_slabs_lock
 
 cdef enum:
     LARGE_CLASS_SLACK = 8
+    SLAB_GLOBAL_PAGE_POOL = 0
 
 cdef void slabs_init(uint64_t limit, double factor, uint32_t item_header) noexcept nogil:
     global g_power_largest, g_large_class, g_mem_limit, g_mem_malloced
@@ -37,6 +45,14 @@ cdef void slabs_init(uint64_t limit, double factor, uint32_t item_header) noexce
     pthread_mutex_init(&g_slabs_lock, NULL)
     g_mem_limit = limit
     g_mem_malloced = 0
+    # memcached's test suite fakes memory already malloc'd (t/64bit.t)
+    cdef char* t_initial = getenv(b"T_MEMD_INITIAL_MALLOC")
+    cdef char* t_end = NULL
+    cdef long long t_val
+    if t_initial != NULL and t_initial[0] != 0:
+        t_val = strtoll(t_initial, &t_end, 10)
+        if t_end != NULL and t_end[0] == 0 and t_val >= 0:
+            g_mem_malloced = <uint64_t>t_val
     while True:
         i += 1
         if i >= MC_MAX_CLASSES - 1:
@@ -97,14 +113,62 @@ cdef inline uint64_t slabs_page_bytes(int id) noexcept nogil:
         return g_slabclass[id].size
     return SLAB_PAGE_SIZE
 
+# Caller holds g_slabs_lock. Pop the newest page of the global pool, NULL if empty.
+cdef char* get_page_from_global_pool() noexcept nogil:
+    cdef slabclass_t* g = &g_slabclass[SLAB_GLOBAL_PAGE_POOL]
+    if g.slabs < 1:
+        return NULL
+    g.slabs -= 1
+    return <char*>g.slab_list[g.slabs]
+
+# Caller holds g_slabs_lock. Put an emptied page into the global pool; False
+# (page not taken) when the pool's list cannot grow.
+cdef bint slabs_page_to_global_pool(char* page) noexcept nogil:
+    cdef slabclass_t* g = &g_slabclass[SLAB_GLOBAL_PAGE_POOL]
+    cdef void** nl
+    if g.slabs == g.list_size:
+        nl = <void**>realloc_ptrs(g.slab_list, g.list_size * 2 if g.list_size else 16)
+        if nl == NULL:
+            return False
+        g.slab_list = nl
+        g.list_size = g.list_size * 2 if g.list_size else 16
+    g.slab_list[g.slabs] = page
+    g.slabs += 1
+    return True
+
+# Caller holds g_slabs_lock. Free pooled pages while more is malloc'd than the
+# limit allows (memcached's memory_release; only with the page mover on).
+cdef void memory_release() noexcept nogil:
+    global g_mem_malloced
+    cdef char* page
+    if not g_settings.slab_reassign:
+        return
+    while g_mem_limit and g_mem_malloced > g_mem_limit:
+        page = get_page_from_global_pool()
+        if page == NULL:
+            break
+        slabs_page_release(page)     # free(), or back to the memory file (-e)
+        g_mem_malloced -= SLAB_PAGE_SIZE
+
+cdef uint64_t global_page_pool_size() noexcept nogil:
+    cdef uint64_t n
+    pthread_mutex_lock(&g_slabs_lock)
+    n = g_slabclass[SLAB_GLOBAL_PAGE_POOL].slabs
+    pthread_mutex_unlock(&g_slabs_lock)
+    return n
+
 # Caller holds g_slabs_lock. Returns 0 when the memory limit forbids a page.
 cdef int do_slabs_newslab(int id) noexcept nogil:
     global g_mem_malloced, g_malloc_fails
     cdef slabclass_t* p = &g_slabclass[id]
     cdef uint64_t length = slabs_page_bytes(id)
     cdef void** nl
-    cdef char* page
-    if g_mem_limit and g_mem_malloced + length > g_mem_limit and p.slabs > 0:
+    cdef char* page = NULL
+    # pooled pages are page-sized; the class of the largest items has its own size
+    cdef bint pooled = length == SLAB_PAGE_SIZE and \
+        g_slabclass[SLAB_GLOBAL_PAGE_POOL].slabs > 0
+    if g_mem_limit and g_mem_malloced + length > g_mem_limit and p.slabs > 0 \
+            and not pooled:
         return 0
     if p.slabs == p.list_size:
         nl = <void**>realloc_ptrs(p.slab_list, p.list_size * 2 if p.list_size else 16)
@@ -112,18 +176,25 @@ cdef int do_slabs_newslab(int id) noexcept nogil:
             return 0
         p.slab_list = nl
         p.list_size = p.list_size * 2 if p.list_size else 16
-    if MC_UNLIKELY(g_region_base != NULL):
-        page = region_page_alloc(length)     # -e: a slot of the memory file (restart.pxi)
+    if pooled:
+        page = get_page_from_global_pool()
+        if MC_UNLIKELY(g_region_base != NULL):
+            # -e: no header of the page's old class may sit at a chunk
+            # boundary of this one (a warm restart walks pages by class)
+            memset(page, 0, SLAB_PAGE_SIZE)
     else:
-        page = <char*>malloc(length)
-    if page == NULL:
-        g_malloc_fails += 1
-        return 0
+        if MC_UNLIKELY(g_region_base != NULL):
+            page = region_page_alloc(length)     # -e: a slot of the memory file (restart.pxi)
+        else:
+            page = <char*>malloc(length)
+        if page == NULL:
+            g_malloc_fails += 1
+            return 0
+        g_mem_malloced += length
     p.slab_list[p.slabs] = page
     p.slabs += 1
     p.end_page_ptr = page
     p.end_page_free = p.perslab
-    g_mem_malloced += length
     return 1
 
 cdef inline void* realloc_ptrs(void** old, uint64_t n) noexcept nogil:
@@ -173,4 +244,5 @@ cdef void slabs_adjust_mem_limit(uint64_t new_limit) noexcept nogil:
     global g_mem_limit
     pthread_mutex_lock(&g_slabs_lock)
     g_mem_limit = new_limit
+    memory_release()        # free what already waits in the global pool
     pthread_mutex_unlock(&g_slabs_lock)

@@ -2,8 +2,8 @@
 #
 # Pages belong to one class for life unless moved here. `slabs reassign
 # <src> <dst>` (and the automover, `slabs automove 1`) ask for one page of
-# class src to be emptied and given to class dst (or, for dst 0, returned to
-# the system so any class can take a page). The move runs in the acceptor
+# class src to be emptied and given to class dst (or, for dst 0, put in the
+# global page pool, slabs.pxi, from which any class can take it). The move runs in the acceptor
 # thread, in the background, as memcached's rebalancer thread does:
 #
 #  1. under the slabs lock, pick src's oldest page, take its free chunks off
@@ -62,7 +62,7 @@ cdef int slabs_reassign(int src, int dst) noexcept nogil:
     if src < 0 or src > g_power_largest or dst < 0 or dst > g_power_largest:
         return 3            # BADCLASS
     if src == 0 or g_slabclass[src].slabs < 2:
-        return 4            # NOSPARE (the global page pool is always empty here)
+        return 4            # NOSPARE
     g_rebal_src = src
     g_rebal_dst = dst
     mc_store_int(&g_rebal_signal, 1)
@@ -95,7 +95,7 @@ cdef void rebal_start() noexcept nogil:
 
 # Step 2 for one chunk. Returns True when the chunk no longer holds a live item.
 cdef bint rebal_clear_chunk(item_t* it, int id) noexcept nogil:
-    global g_rebal_rescues, g_rebal_evictions
+    global g_rebal_rescues, g_rebal_evictions, g_rebal_busy
     cdef size_t nkey = it.nkey
     cdef char key[256]
     cdef uint64_t h
@@ -115,8 +115,14 @@ cdef bint rebal_clear_chunk(item_t* it, int id) noexcept nogil:
         pthread_mutex_unlock(&s.lock)
         return True
     if it.it_flags & ITEM_PINNED:
+        g_rebal_busy += 1               # memcached counts every busy item it meets
         pthread_mutex_unlock(&s.lock)
         return False
+    if item_dead(it, current_time()):
+        # expired or flushed: not worth a rescue, and no eviction either
+        do_item_unlink(s, it)
+        pthread_mutex_unlock(&s.lock)
+        return True
     ntotal = ITEM_ntotal(it)
     nw = <item_t*>do_slabs_alloc(ntotal, id, False)
     if nw != NULL:
@@ -169,8 +175,11 @@ cdef void rebal_finish() noexcept nogil:
             break
     g_moving_page = NULL
     if g_rebal_dst == 0:
-        slabs_page_release(page)
-        g_mem_malloced -= SLAB_PAGE_SIZE
+        # to the global pool; freed at once if the limit was lowered meanwhile
+        if not slabs_page_to_global_pool(page):
+            slabs_page_release(page)
+            g_mem_malloced -= SLAB_PAGE_SIZE
+        memory_release()
     else:
         dp = &g_slabclass[g_rebal_dst]
         if dp.slabs == dp.list_size:
@@ -197,7 +206,6 @@ cdef void rebal_finish() noexcept nogil:
 
 # Run a requested move to completion (acceptor thread).
 cdef void slabs_rebalance_run() noexcept nogil:
-    global g_rebal_busy
     cdef int id
     cdef uint32_t i
     cdef uint32_t perslab
@@ -222,7 +230,6 @@ cdef void slabs_rebalance_run() noexcept nogil:
             break
         pthread_mutex_unlock(&g_slabs_lock)
         passes += 1
-        g_rebal_busy += 1
         if mc_load_int(&g_shutdown):
             break
         usleep(1000)
@@ -230,8 +237,10 @@ cdef void slabs_rebalance_run() noexcept nogil:
         rebal_finish()
     mc_store_int(&g_rebal_signal, 0)
 
-# `slabs automove 1`: once a second, if a class evicted since the last look
+# `slabs automove 2` (memcached moves a page on every eviction there; this is
+# an approximation): once a second, if a class evicted since the last look
 # while another class holds more than two pages of free chunks, move one page.
+# `slabs automove 1` is memcached's windowed policy, slab_automove.pxi.
 cdef void slabs_automove_tick() noexcept nogil:
     cdef lru_stats_t lru[MAX_SLAB_CLASSES]
     cdef uint64_t hb
@@ -242,7 +251,7 @@ cdef void slabs_automove_tick() noexcept nogil:
     cdef uint64_t free_chunks
     cdef char body[96]
     cdef int n
-    if not g_settings.slab_reassign or g_settings.slab_automove == 0 or \
+    if not g_settings.slab_reassign or g_settings.slab_automove != 2 or \
             mc_load_int(&g_rebal_signal) != 0:
         return
     lru_stats_aggregate(lru, &hb)

@@ -151,6 +151,26 @@ cdef inline void append_stat_pfx(conn_t* c, const char* prefix, int id, const ch
         snprintf(name, sizeof(name), b"%d:%s", id, field)
     append_stat_u64(c, name, v)
 
+# Response objects memcached would hold now, and its bundles (conn.pxi): a
+# worker keeps its last bundle once it took one.
+cdef uint64_t resp_obj_count() noexcept nogil:
+    cdef uint64_t n = 0
+    cdef int w
+    for w in range(g_nworkers):
+        n += mc_load_u64(&g_workers[w].resp_count)
+    return n
+
+cdef uint64_t resp_obj_bundles() noexcept nogil:
+    cdef uint64_t n = 0
+    cdef uint64_t b
+    cdef int w
+    for w in range(g_nworkers):
+        b = (mc_load_u64(&g_workers[w].resp_count) + MAX_RESP_PER_BUNDLE - 1) // MAX_RESP_PER_BUNDLE
+        if b == 0 and mc_load_u64(&g_workers[w].resp_used):
+            b = 1
+        n += b
+    return n
+
 # Sum every worker's counters, minus the reset baseline.
 cdef void threadlocal_stats_aggregate(thread_stats_t* out) noexcept nogil:
     cdef size_t n = sizeof(thread_stats_t) // sizeof(uint64_t)
@@ -305,9 +325,9 @@ cdef void stats_general(conn_t* c) noexcept nogil:
     append_stat_u64(c, b"total_connections", mc_load_u64(&g_total_conns))
     append_stat_u64(c, b"rejected_connections", mc_load_u64(&g_rejected_conns))
     append_stat_u64(c, b"connection_structures", mc_load_u64(&g_conn_structures))
-    append_stat_u64(c, b"response_obj_oom", 0)
-    append_stat_u64(c, b"response_obj_count", mc_load_u64(&g_curr_conns))
-    append_stat_u64(c, b"response_obj_bytes", 0)
+    append_stat_u64(c, b"response_obj_oom", ts.response_obj_oom)
+    append_stat_u64(c, b"response_obj_count", resp_obj_count())
+    append_stat_u64(c, b"response_obj_bytes", resp_obj_bundles() * RESP_BUFFER_SIZE)
     append_stat_u64(c, b"read_buf_count", mc_load_u64(&g_curr_conns))
     append_stat_u64(c, b"read_buf_bytes", mc_load_u64(&g_curr_conns) * RBUF_INITIAL)
     append_stat_u64(c, b"read_buf_bytes_free", 0)
@@ -376,7 +396,7 @@ cdef void stats_general(conn_t* c) noexcept nogil:
     append_stat_u64(c, b"bytes", nbytes)
     append_stat_u64(c, b"curr_items", curr_items)
     append_stat_u64(c, b"total_items", total_items)
-    append_stat_u64(c, b"slab_global_page_pool", 0)
+    append_stat_u64(c, b"slab_global_page_pool", global_page_pool_size())
     append_stat_u64(c, b"expired_unfetched", expired_unfetched)
     append_stat_u64(c, b"evicted_unfetched", evicted_unfetched)
     # memcached prints the segment counters only while its LRU maintainer runs.

@@ -45,6 +45,7 @@ cdef int workers_init(int n) noexcept nogil:
         pthread_mutex_init(&g_workers[i].lock, NULL)
         hotkeys_init(&g_workers[i].hk)
         g_workers[i].pending_cap = 64
+        g_workers[i].rbuf_limit = resp_rbuf_limit(n)
         g_workers[i].pending = <int*>malloc(64 * sizeof(int))
         g_workers[i].pending_kind = <int*>malloc(64 * sizeof(int))
         ev.events = EPOLLIN
@@ -230,7 +231,9 @@ cdef void acceptor_loop(int nlisteners) noexcept nogil:
     g_acceptor_epfd = epfd
     while not mc_load_int(&g_shutdown):
         # watchers are fed every 20 ms; otherwise wake 4 times a second for the clock
-        n = epoll_wait(epfd, events, 16, 20 if mc_load_int(&g_nwatchers) else 250)
+        # (1 ms while the automover reclaims pages to the global pool)
+        n = epoll_wait(epfd, events, 16, 1 if g_automove_hurry else
+                       (20 if mc_load_int(&g_nwatchers) else 250))
         clock_tick()
         # the LRU maintainer pass: on every quiet wake-up (4 a second), and at
         # most once a second while connections keep the acceptor busy
@@ -242,9 +245,10 @@ cdef void acceptor_loop(int nlisteners) noexcept nogil:
             crawler_check()
         if mc_load_int(&g_rebal_signal) == 1:
             slabs_rebalance_run()
-        if current_time() != last_automove:
+        if current_time() != last_automove or g_automove_hurry:
             last_automove = current_time()
             slabs_automove_tick()
+            slab_automove_tick()
             if mc_load_int(&g_rebal_signal) == 1:
                 slabs_rebalance_run()
         if mc_load_int(&g_nwatchers):

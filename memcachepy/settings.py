@@ -548,6 +548,8 @@ class Settings:
             "settings_text_b": b,
             "slab_automove": int(ext.get("slab_automove", 1)),
             "slab_automove_ratio": float(ext.get("slab_automove_ratio", 0.8)),
+            "slab_automove_window": int(ext.get("slab_automove_window", 30)),
+            "read_buf_mem_limit": int(ext.get("read_buf_mem_limit", 0)),
             "slab_reassign": "no_slab_reassign" not in ext,
             "lru_crawler": "no_lru_crawler" not in ext,
             "lru_crawler_sleep": self.lru_crawler_sleep,
