@@ -38,12 +38,14 @@ def client(srv: memcachepy.Server) -> Client:
 
 
 def test_server_serves_on_an_ephemeral_loopback_port() -> None:
-    before = {t.ident for t in threading.enumerate()}
+    # Thread objects, not idents: a thread of an earlier test that ends just after this
+    # snapshot frees its ident (the pthread_t address) for one of the server's new threads.
+    before = set(threading.enumerate())
     with memcachepy.Server(memory_mb=16, threads=2) as srv:
         host, port = srv.address
         assert host == "127.0.0.1" and port > 0
         assert srv.server_string == f"127.0.0.1:{port}"
-        names = sorted(t.name for t in threading.enumerate() if t.ident not in before)
+        names = sorted(t.name for t in threading.enumerate() if t not in before)
         assert len(names) == 3 and names[-1].endswith("worker-1"), names
         c = client(srv)
         assert c.set("greeting", b"hello", expire=60)
@@ -54,7 +56,7 @@ def test_server_serves_on_an_ephemeral_loopback_port() -> None:
         assert srv.stats("settings")["num_threads"] == "2"
         c.close()
     assert not srv.running
-    assert {t.ident for t in threading.enumerate()} <= before
+    assert set(threading.enumerate()) <= before
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
     srv.close()      # twice is fine
