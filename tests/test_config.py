@@ -6,23 +6,22 @@
 from __future__ import annotations
 
 import os
-import re
 import shutil
-import socket
 import subprocess
 import sys
-import time
 
 import pytest
 
 from memcachepy import config
 from memcachepy.config import ConfigError
+from support.daemons import KIND_MEMCACHEPY, Proc, binary
+from support.rawclient import stats
 
 pytestmark = pytest.mark.timeout(60)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MEMCACHED = shutil.which("memcached")
-need_memcached = pytest.mark.skipif(MEMCACHED is None, reason="memcached not installed")
+MEMCACHED = shutil.which("memcached") or ""
+need_memcached = pytest.mark.skipif(not MEMCACHED, reason="memcached not installed")
 
 # Written in the shape of Debian's /etc/memcached.conf (not a copy of it):
 # -d, a logfile directive, comments, short options with separate values.
@@ -202,19 +201,7 @@ def test_check_config_cli_can_fix_the_file(tmp_path):
 
 
 def _stats_settings(port: int) -> dict[str, str]:
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-        s.sendall(b"stats settings\r\n")
-        buf = b""
-        while not buf.endswith(b"END\r\n"):
-            chunk = s.recv(65536)
-            assert chunk
-            buf += chunk
-    out = {}
-    for line in buf.decode().splitlines():
-        parts = line.split(" ", 2)
-        if parts[0] == "STAT":
-            out[parts[1]] = parts[2]
-    return out
+    return stats(port, b"settings")
 
 
 @need_memcached
@@ -228,23 +215,10 @@ def test_file_argv_means_the_same_to_real_memcached(tmp_path):
 -C
 -vv
 """)
-    portfile = tmp_path / "port"
     argv = config.merge_argv(config.read_config_file(path),
                              ["-u", "root", "-l", "127.0.0.1", "-U", "0", "-p", "-1", "-v"])
-    proc = subprocess.Popen([MEMCACHED, *argv], stderr=subprocess.DEVNULL,
-                            env={**os.environ, "MEMCACHED_PORT_FILENAME": str(portfile)})
-    try:
-        deadline = time.monotonic() + 10
-        port = None
-        while port is None and time.monotonic() < deadline:
-            m = re.search(r"TCP INET: (\d+)", portfile.read_text()) if portfile.exists() else None
-            port = int(m.group(1)) if m else None
-            time.sleep(0.02)
-        assert port, "memcached did not start with our argv"
-        st = _stats_settings(port)
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    with Proc([MEMCACHED, *argv], tmp_path) as p:
+        st = _stats_settings(p.wait_port(10))  # fails if memcached refuses our argv
     assert st["maxbytes"] == str(32 * 1024 * 1024)
     assert st["maxconns"] == "77"
     assert st["idle_timeout"] == "9"
@@ -259,21 +233,8 @@ def test_file_argv_means_the_same_to_real_memcached(tmp_path):
 def test_shipped_example_starts_real_memcached(tmp_path):
     path = os.path.join(REPO, "memcachepy", "data", "memcachepy.conf")
     argv = config.merge_argv(config.read_config_file(path), ["-u", "root", "-p", "-1"])
-    portfile = tmp_path / "port"
-    proc = subprocess.Popen([MEMCACHED, *argv], stderr=subprocess.DEVNULL,
-                            env={**os.environ, "MEMCACHED_PORT_FILENAME": str(portfile)})
-    try:
-        deadline = time.monotonic() + 10
-        port = None
-        while port is None and time.monotonic() < deadline:
-            m = re.search(r"TCP INET: (\d+)", portfile.read_text()) if portfile.exists() else None
-            port = int(m.group(1)) if m else None
-            time.sleep(0.02)
-        assert port, "memcached refused the shipped example's options"
-        st = _stats_settings(port)
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    with Proc([MEMCACHED, *argv], tmp_path) as p:
+        st = _stats_settings(p.wait_port(10))  # fails if memcached refuses the example
     assert st["maxbytes"] == str(64 * 1024 * 1024)
     assert st["inter"] == "127.0.0.1" and st["udpport"] == "0"
 
@@ -341,23 +302,9 @@ def _root() -> list[str]:
 def test_daemon_reads_config_and_cli_overrides(tmp_path):
     _daemon_with_config_or_skip()
     path = write(tmp_path, "-m 32\n-c 77\n-p 11211\n-l 127.0.0.1\n-U 0\n-o idle_timeout=9\n")
-    portfile = tmp_path / "port"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "memcachepy", "--config", path, *_root(), "-p", "0",
-         "-c", "55"], cwd=REPO, stderr=subprocess.DEVNULL,
-        env={**os.environ, "MEMCACHED_PORT_FILENAME": str(portfile)})
-    try:
-        deadline = time.monotonic() + 30
-        port = None
-        while port is None and time.monotonic() < deadline and proc.poll() is None:
-            m = re.search(r"TCP INET: (\d+)", portfile.read_text()) if portfile.exists() else None
-            port = int(m.group(1)) if m else None
-            time.sleep(0.05)
-        assert port, "daemon did not start with --config"
-        st = _stats_settings(port)
-    finally:
-        proc.terminate()
-        proc.wait(15)
+    with Proc([*binary(KIND_MEMCACHEPY), "--config", path, *_root(), "-p", "0", "-c", "55"],
+              tmp_path) as p:
+        st = _stats_settings(p.wait_port(30))
     assert st["maxbytes"] == str(32 * 1024 * 1024)  # from the file
     assert st["maxconns"] == "55"                  # the command line won over 77
     assert st["idle_timeout"] == "9"

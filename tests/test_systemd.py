@@ -15,6 +15,7 @@ import sys
 import time
 
 import pytest
+from support.daemons import KIND_MEMCACHED
 
 from memcachepy import systemd
 
@@ -179,34 +180,11 @@ def test_watchdog_health_check_exception_counts_as_unhealthy(notify_sock):
     assert _drain(s) == [] and n.watchdog_failures >= 2
 
 
-def _start_memcached(tmp_path):
-    mc = shutil.which("memcached")
-    if not mc:
-        pytest.skip("memcached not installed")
-    portfile = tmp_path / "port"
-    proc = subprocess.Popen(
-        # memcached 1.6.18 treats -p 0 as "no TCP"; -p -1 asks for any free port.
-        [mc, "-u", "root", "-l", "127.0.0.1", "-U", "0", "-p", "-1"],
-        env={**os.environ, "MEMCACHED_PORT_FILENAME": str(portfile)})
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if portfile.exists():
-            m = re.search(r"TCP INET: (\d+)", portfile.read_text())
-            if m:
-                return proc, int(m.group(1))
-        time.sleep(0.02)
-    proc.kill()
-    pytest.fail("memcached did not report its port")
-
-
-def test_version_probe_against_real_memcached(tmp_path):
-    proc, port = _start_memcached(tmp_path)
-    try:
-        assert systemd.version_probe("127.0.0.1", port)() is True
-    finally:
-        proc.terminate()
-        proc.wait(10)
-    assert systemd.version_probe("127.0.0.1", port, timeout=1)() is False
+def test_version_probe_against_real_memcached(start_daemon):
+    d = start_daemon(KIND_MEMCACHED)
+    assert systemd.version_probe("127.0.0.1", d.port)() is True
+    d.stop()
+    assert systemd.version_probe("127.0.0.1", d.port, timeout=1)() is False
 
 
 # ------------------------------------------------------- socket activation
