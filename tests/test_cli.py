@@ -7,16 +7,13 @@
 # against both binaries; the table itself is what memcached 1.6.18 does.
 from __future__ import annotations
 
-import os
 import re
 import socket
 import subprocess
-import sys
-import tempfile
-import time
 
 import pytest
-from support.daemons import KIND_MEMCACHED, MEMCACHED_BIN, run_cli
+from support.daemons import KIND_MEMCACHED, MEMCACHED_BIN, Proc, binary, run_cli
+from support.rawclient import Conn
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -139,44 +136,20 @@ def test_port_zero_and_port_file(start_daemon) -> None:
     $MEMCACHED_PORT_FILENAME (memcached 1.6.18 would disable TCP; this is the harness
     contract).  The launcher relies on it; check it and that the port answers."""
     d = start_daemon("memcachepy")
-    with socket.create_connection(d.addr, timeout=5) as s:
-        s.sendall(b"version\r\n")
-        assert s.recv(100).startswith(b"VERSION 1.6")
+    with Conn(d.addr) as c:
+        assert c.request(b"").startswith(b"VERSION 1.6")
 
 
 def test_ephemeral_port_via_listen_spec(kind: str) -> None:
     """`-l 127.0.0.1:0` with a non-zero -p binds an ephemeral port (how the harness starts
     memcached); the port file must name it and no UDP line may appear with -U 0."""
-    with tempfile.TemporaryDirectory() as tmp:
-        port_file = os.path.join(tmp, "port")
-        env = dict(os.environ, MEMCACHED_PORT_FILENAME=port_file)
-        argv = ["-u", "root", "-U", "0", "-l", "127.0.0.1:0", "-p", "11211"]
-        if kind == KIND_MEMCACHED:
-            cmd = [MEMCACHED_BIN, *argv]
-        else:
-            cmd = [sys.executable, "-m", "memcachepy", *argv]
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE)
-        try:
-            deadline = time.monotonic() + 10
-            text = ""
-            while time.monotonic() < deadline and "TCP INET:" not in text:
-                try:
-                    with open(port_file) as fh:
-                        text = fh.read()
-                except OSError:
-                    pass
-                assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
-                time.sleep(0.02)
-            m = re.fullmatch(r"TCP INET: (\d+)\n", text)
-            assert m, repr(text)
-            assert int(m.group(1)) not in (0, 11211)
-            with socket.create_connection(("127.0.0.1", int(m.group(1))), timeout=5) as s:
-                s.sendall(b"version\r\n")
-                assert s.recv(100).startswith(b"VERSION ")
-        finally:
-            proc.kill()
-            proc.wait()
+    argv = ["-u", "root", "-U", "0", "-l", "127.0.0.1:0", "-p", "11211"]
+    with Proc([*binary(kind), *argv]) as p:
+        port = p.wait_port(10)
+        assert re.fullmatch(r"TCP INET: (\d+)\n", p.port_file.read_text())
+        assert port not in (0, 11211)
+        with Conn(port) as c:
+            assert c.request(b"").startswith(b"VERSION ")
 
 
 def test_sigterm_exits_cleanly(kind: str, start_daemon) -> None:

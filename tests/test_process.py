@@ -76,10 +76,7 @@ def request(addr, data: bytes, until: bytes = b"\r\n") -> bytes:
     """Send on a fresh connection; the reply up to `until` (or what came before EOF)."""
     with Conn(addr) as c:
         c.send(data)
-        try:
-            return c.read_until(until)
-        except ConnectionError:
-            return c.buf
+        return c.read_until(until, eof_ok=True)
 
 
 def proc_status(pid: int) -> dict[str, str]:

@@ -32,10 +32,7 @@ def raw(daemon, payload: bytes, until: bytes = b"") -> bytes:
     MN, included)."""
     with Conn(daemon.addr) as c:
         c.send(payload + (b"" if until else b"mn\r\n"))
-        try:
-            return c.read_until(until or b"MN\r\n")
-        except ConnectionError:
-            return c.buf
+        return c.read_until(until or b"MN\r\n", eof_ok=True)
 
 
 def store(daemon, items: dict[bytes, tuple[int, int, bytes]]) -> None:

@@ -115,7 +115,8 @@ class Proc:
         self.port_file = self.workdir / "port"
         self.err_path = self.workdir / "stderr"
         e = dict(os.environ, MEMCACHED_PORT_FILENAME=str(self.port_file))
-        for var in ("JOURNAL_STREAM", "NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID"):
+        for var in ("JOURNAL_STREAM", "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID",
+                    "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"):
             e.pop(var, None)
         e.update(env or {})
         with open(self.err_path, "wb") as err:

@@ -110,7 +110,7 @@ class Conn:
                 self.sock = ssl_context.wrap_socket(self.sock, server_hostname=addr[0])
         self.timeout = timeout
         self.closed_by_peer = False
-        self.buf = b""  # read but not consumed by line()/exact()/read_until()
+        self.buf = bytearray()  # read but not consumed by line()/exact()/read_until()
 
     def close(self) -> None:
         try:
@@ -133,7 +133,8 @@ class Conn:
     def _recv(self, timeout: float) -> bytes | None:
         """b'' on EOF, None on timeout.  Buffered bytes come first."""
         if self.buf:
-            out, self.buf = self.buf, b""
+            out = bytes(self.buf)
+            self.buf.clear()
             return out
         self.sock.settimeout(timeout)
         try:
@@ -149,19 +150,25 @@ class Conn:
     def _more(self) -> None:
         """Blocking read into the buffer (the connection's timeout); EOF is an error."""
         self.sock.settimeout(self.timeout)
-        chunk = self.sock.recv(1 << 20)
+        chunk = self.sock.recv(1 << 16)
         if not chunk:
             self.closed_by_peer = True
-            raise ConnectionError(f"closed by the daemon; have {self.buf[-200:]!r}")
+            raise ConnectionError(f"closed by the daemon; have {bytes(self.buf[-200:])!r}")
         self.buf += chunk
 
-    def read_until(self, suffix: bytes) -> bytes:
-        """Everything up to and including the first `suffix`."""
-        while (i := self.buf.find(suffix)) < 0:
-            self._more()
-        i += len(suffix)
-        out, self.buf = self.buf[:i], self.buf[i:]
-        return out
+    def read_until(self, suffix: bytes, eof_ok: bool = False) -> bytes:
+        """Everything up to and including the first `suffix`; with eof_ok, what came before
+        the daemon closed the connection instead of ConnectionError."""
+        start = 0
+        while (i := self.buf.find(suffix, start)) < 0:
+            start = max(0, len(self.buf) - len(suffix) + 1)
+            try:
+                self._more()
+            except ConnectionError:
+                if not eof_ok:
+                    raise
+                return self.exact(len(self.buf))
+        return self.exact(i + len(suffix))
 
     def line(self) -> bytes:
         """One reply line without its CRLF."""
@@ -171,7 +178,8 @@ class Conn:
         """Exactly n bytes (a value block)."""
         while len(self.buf) < n:
             self._more()
-        out, self.buf = self.buf[:n], self.buf[n:]
+        out = bytes(self.buf[:n])
+        del self.buf[:n]
         return out
 
     def read_versions(self, want: int, idle: float = IDLE_TIMEOUT,
@@ -193,30 +201,11 @@ class Conn:
         return buf
 
     def read_until_eof(self, total: float = TOTAL_TIMEOUT) -> bytes:
-        buf = b""
-        deadline = time.monotonic() + total
-        while not self.closed_by_peer:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            chunk = self._recv(remaining)
-            if chunk is None:
-                break
-            buf += chunk
-        return buf
+        return self.read_idle(idle=total, total=total)
 
     def read_idle(self, idle: float = IDLE_TIMEOUT, total: float = TOTAL_TIMEOUT) -> bytes:
-        buf = b""
-        deadline = time.monotonic() + total
-        while not self.closed_by_peer:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            chunk = self._recv(min(idle, remaining))
-            if chunk is None:
-                break
-            buf += chunk
-        return buf
+        """Read until EOF, `idle` seconds of silence or `total` seconds."""
+        return self.read_versions(1 << 30, idle, total)
 
     def request(self, data: bytes) -> bytes:
         """Send `data` + sentinel and return everything up to and including the sentinel's
