@@ -80,7 +80,6 @@ def _core_init(dict cfg, int nworkers):
     g_settings.udpport = cfg["udpport"]
     g_settings.verbose = cfg["verbose"]
     g_settings.evict_to_free = cfg["evict_to_free"]
-    g_settings.factor = cfg["factor"]
     g_settings.chunk_size = cfg["chunk_size"]
     g_settings.num_threads = cfg["num_threads"]
     g_settings.reqs_per_event = cfg["reqs_per_event"]
@@ -88,14 +87,12 @@ def _core_init(dict cfg, int nworkers):
     g_settings.backlog = cfg["backlog"]
     g_settings.item_size_max = cfg["item_size_max"]
     g_settings.slab_chunk_size_max = cfg["slab_chunk_size_max"]
-    g_settings.slab_page_size = SLAB_PAGE_SIZE
     g_settings.flush_enabled = cfg["flush_enabled"]
     g_settings.dump_enabled = cfg["dump_enabled"]
     g_settings.shutdown_command = cfg["shutdown_command"]
     g_settings.watch_enabled = cfg.get("watch_enabled", True)
     g_settings.idle_timeout = cfg["idle_timeout"]
     g_settings.slab_reassign = cfg.get("slab_reassign", True)
-    g_settings.nshards = cfg["nshards"]
     g_settings.maxconns_fast = cfg.get("maxconns_fast", True)
     global g_detail_enabled, g_prefix_delimiter
     pthread_mutex_init(&g_prefix_lock, NULL)
