@@ -9,7 +9,7 @@ import tempfile
 
 import pytest
 
-from support.daemons import KIND_MEMCACHEPY, Proc, memcached_available
+from support.daemons import KIND_MEMCACHEPY, Proc, memcached_available, start_unix
 from support.daemons import binary as binary_argv
 from support.rawclient import Conn
 
@@ -27,8 +27,7 @@ def test_unix_socket_with_mask(binary):
         pytest.skip("memcached not installed")
     d = tempfile.mkdtemp(prefix="mcpy-unix-")
     path = os.path.join(d, "mc.sock")
-    with Proc([*binary_argv(binary), "-u", "root", "-s", path, "-a", "0770"], d) as p:
-        p.wait_path(path)
+    with start_unix(binary, path, ["-a", "0770"], d) as p:
         mode = stat.S_IMODE(os.stat(path).st_mode)
         assert mode == 0o770
         with Conn(path) as c:

@@ -16,8 +16,8 @@ import time
 
 import pytest
 from support.daemons import (
-    KIND_MEMCACHED, KIND_MEMCACHEPY, MEMCACHED_BIN, Proc, binary, command_line,
-    memcached_available, memcachepy_status,
+    KIND_MEMCACHED, KIND_MEMCACHEPY, Proc, binary, command_line, memcached_available,
+    memcachepy_status, start_unix,
 )
 from support.rawclient import Conn
 
@@ -439,8 +439,7 @@ def test_version_probe_unix_socket_and_wildcards(tmp_path):
     if not memcached_available():
         pytest.skip("memcached not installed")
     path = str(tmp_path / "mc.sock")
-    with Proc([MEMCACHED_BIN, "-u", "root", "-s", path, "-U", "0"], tmp_path) as p:
-        p.wait_path(path)
+    with start_unix(KIND_MEMCACHED, path, workdir=tmp_path):
         assert systemd.version_probe("", 0, unix_path=path)() is True
     assert systemd.version_probe("", 0, unix_path=path)() is False
     assert systemd.connectable_host("0.0.0.0") == "127.0.0.1"

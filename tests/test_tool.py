@@ -19,7 +19,7 @@ import time
 import pytest
 
 from memcachepy import tool
-from support.daemons import MEMCACHED_BIN, Proc, memcached_available
+from support.daemons import KIND_MEMCACHED, memcached_available, start_unix
 from support.rawclient import Conn
 
 pytestmark = pytest.mark.timeout(90)
@@ -287,8 +287,7 @@ def test_unix_socket_address(tmp_path):
     if not memcached_available():
         pytest.skip("memcached not installed")
     path = str(tmp_path / "mc.sock")
-    with Proc([MEMCACHED_BIN, "-u", "root", "-s", path, "-U", "0"], tmp_path) as p:
-        p.wait_path(path)
+    with start_unix(KIND_MEMCACHED, path, workdir=tmp_path):
         r = run_tool(path, "settings", "--json")
         assert r.returncode == 0, r.stderr
         assert json.loads(r.stdout)["domain_socket"] == path

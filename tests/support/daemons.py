@@ -174,6 +174,19 @@ class Proc:
         self.stop()
 
 
+def start_unix(kind: str, path: str, flags: Sequence[str] = (),
+               workdir: str | Path | None = None) -> Proc:
+    """A daemon listening only on the unix socket `path` (no TCP, no UDP), once the
+    socket exists."""
+    p = Proc([*binary(kind), *_root_flags(), "-s", path, "-U", "0", *flags], workdir)
+    try:
+        p.wait_path(path)
+    except BaseException:
+        p.kill()
+        raise
+    return p
+
+
 @dataclass
 class Daemon:
     kind: str
