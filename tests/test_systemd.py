@@ -19,7 +19,7 @@ from support.daemons import (
     KIND_MEMCACHED, KIND_MEMCACHEPY, Proc, binary, command_line, memcached_available,
     memcachepy_status, start_unix,
 )
-from support.rawclient import Conn
+from support.rawclient import Conn, connect_when_up
 
 from memcachepy import systemd
 
@@ -222,16 +222,7 @@ def _check_activated_child(child: subprocess.Popen, port: int) -> None:
     """The activated child answers one connection with the fd it got, then exits 0
     (systemd-socket-activate binds only once it runs: retry a refused connection)."""
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                c = Conn(port, timeout=10)
-                break
-            except ConnectionRefusedError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        with c:
+        with connect_when_up(port) as c:
             assert c.read_until(b"\n") == b"memcachepy.socket:AF_INET/SOCK_STREAM\n"
         assert child.wait(10) == 0
     finally:
@@ -422,15 +413,7 @@ def test_daemon_socket_activation(tmp_path):
     with Proc([tool, "-l", f"127.0.0.1:{port}", "-E", "PYTHONPATH",
                *binary(KIND_MEMCACHEPY), *_root(), "-U", "0"], tmp_path,
               env={"PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")}):
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                c = Conn(port, timeout=20)
-                break
-            except ConnectionRefusedError:
-                assert time.monotonic() < deadline
-                time.sleep(0.05)
-        with c:
+        with connect_when_up(port, within=30, timeout=20) as c:
             c.send(b"set k 0 0 2\r\nhi\r\nget k\r\n")
             assert c.read_until(b"END\r\n") == b"STORED\r\nVALUE k 0 2\r\nhi\r\nEND\r\n"
 

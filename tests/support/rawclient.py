@@ -246,6 +246,19 @@ class Conn:
         return got.startswith(b"VERSION ") and not self.closed_by_peer
 
 
+def connect_when_up(addr: tuple[str, int] | int | str, within: float = 10.0,
+                    timeout: float = 10.0) -> Conn:
+    """A Conn once the listener accepts (a socket-activated daemon binds late)."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            return Conn(addr, timeout)
+        except ConnectionRefusedError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 def stats(addr: tuple[str, int] | int | str, sub: bytes = b"") -> dict[str, str]:
     """`stats [sub]` on a fresh connection, as {name: value}."""
     with Conn(addr) as c:
