@@ -25,6 +25,8 @@
 #   g_cluster_lock           the cluster node list and its version.
 #     (cluster.pxi)
 #   worker.lock (thread.pxi) a worker's new-connection queue and conn list.
+#   worker.hk.lock           one worker's hot-key summary (its sampled
+#     (hotkeys.pxi)          update and `stats hotkeys` readers only).
 #
 # Edges (the only ones):
 #   shard -> slabs        item allocation/free under the shard lock
@@ -34,13 +36,16 @@
 #   shard -> log          fetchers/evictions are logged under the shard lock.
 #   shard -> prefix       `get` records its prefix stats under the shard lock
 #                         (set/delete record before taking it).
+#   shard -> hotkeys      a sampled get (text and meta) is noted under the
+#                         shard lock (other commands note before taking it).
 #   crawler -> shard      a crawl walks each shard under that shard's lock
 #                         (and so -> slabs, -> log below it); the crawler
 #                         lock itself is only ever trylock'ed.
 # The page mover (slabs_rebalance.pxi) takes slabs and shard locks one after
 # the other, never nested the other way: a chunk is examined with only its
 # shard lock held, then slabs for the rescue allocation (shard -> slabs).
-# Leaf locks (nothing taken under them): slabs, log, prefix, cluster, worker.
+# Leaf locks (nothing taken under them): slabs, log, prefix, cluster, worker,
+# hotkeys (a hot-key sample is logged after its lock is released).
 # `stats` and the dumps take shard locks one at a time, then slabs, unnested.
 
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int16_t, int32_t, int64_t
