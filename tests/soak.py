@@ -210,16 +210,7 @@ def run(seconds: float, threads: int = 8, kind: str = KIND_MEMCACHEPY, mem_mb: i
     alive = d.alive()
     stats = {}
     if alive:
-        s = socket.create_connection(d.addr, timeout=10)
-        s.sendall(b"stats\r\n")
-        r = Reader(s)
-        while True:
-            line = r.line()
-            if line == b"END":
-                break
-            _, k, v = line.decode().split(" ", 2)
-            stats[k] = v
-        s.close()
+        stats = d.stats()
     rc = d.stop()
     third = samples[len(samples) // 3] if samples else 0.0
     result = {
