@@ -27,6 +27,10 @@
 #   worker.lock (thread.pxi) a worker's new-connection queue and conn list.
 #   worker.hk.lock           one worker's hot-key summary (its sampled
 #     (hotkeys.pxi)          update and `stats hotkeys` readers only).
+#   g_ssl_lock (tls.pxi)     the current SSL_CTX pointer (swapped by
+#                            `refresh_certs`, read by a new TLS conn).
+#   g_clock_lock             clock_tick() against clock_advance() (the
+#     (settings.pxi)         test hook) and g_time_offset.
 #
 # Edges (the only ones):
 #   shard -> slabs        item allocation/free under the shard lock
@@ -45,7 +49,7 @@
 # the other, never nested the other way: a chunk is examined with only its
 # shard lock held, then slabs for the rescue allocation (shard -> slabs).
 # Leaf locks (nothing taken under them): slabs, log, prefix, cluster, worker,
-# hotkeys (a hot-key sample is logged after its lock is released).
+# hotkeys (a hot-key sample is logged after its lock is released), ssl, clock.
 # `stats` and the dumps take shard locks one at a time, then slabs, unnested.
 
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int16_t, int32_t, int64_t
