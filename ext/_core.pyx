@@ -6,8 +6,9 @@
 # The subsystems live in .pxi fragments included below, split as memcached's
 # C source is: settings/clock, hash, slabs, items, lru, assoc (hash tables),
 # store (shards and item operations), proto (tokenizer and reply writers),
-# proto_text, proto_meta, proto_admin, cluster (auto discovery), stats, conn,
-# thread. Types are declared in memcachepy_core.pxd. Everything in them is C-level and `nogil`.
+# proto_text, proto_meta, proto_admin, proto_bin, cluster (auto discovery), stats, conn,
+# udp, thread. Types are declared in memcachepy_core.pxd. Everything in them is C-level and
+# `nogil`.
 #
 # This file adds the only Python-facing part: `Server`, which Python's
 # memcachepy.server uses to configure the core, hand it listening sockets and
@@ -40,7 +41,9 @@ include "cluster.pxi"
 include "auth.pxi"
 include "tls.pxi"
 include "linux_priv.pxi"
+include "proto_bin.pxi"
 include "conn.pxi"
+include "udp.pxi"
 include "thread.pxi"
 include "testing.pxi"
 
@@ -150,6 +153,9 @@ def _core_init(dict cfg, int nworkers):
         g_sizes_buckets = cfg["item_size_max"] // 32 + 2
         g_sizes_hist = <uint64_t*>calloc(g_sizes_buckets, sizeof(uint64_t))
     auth_load(cfg.get("auth_entries") or [])
+    sasl_load(cfg.get("sasl", False), cfg.get("sasl_entries") or [])
+    g_settings.binding_protocol = {"ascii": PROT_ASCII, "binary": PROT_BINARY}.get(
+        cfg.get("binding_protocol"), PROT_NEGOTIATE)
     memset(&g_stats_baseline, 0, sizeof(thread_stats_t))
     memset(&g_orphan_stats, 0, sizeof(thread_stats_t))
     cluster_reset()
@@ -181,6 +187,7 @@ def _core_destroy():
     free(g_listen_fds)
     free(g_listen_kinds)
     _reset_listeners()
+    udp_reset()
     g_initialised = False
 
 # Zero every process-wide counter and schedule the subsystems keep outside

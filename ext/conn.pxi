@@ -52,6 +52,7 @@ cdef conn_t* conn_new(worker_t* w, int fd, int kind) noexcept nogil:
     c.listen_kind = kind & 3
     c.worker = w
     c.state = CONN_READ
+    c.protocol = g_settings.binding_protocol
     c.last_cmd_time = current_time()
     sl = sizeof(sockaddr_storage)
     getpeername(fd, <sockaddr*>&c.peer, &sl)
@@ -78,7 +79,12 @@ cdef conn_t* conn_new(worker_t* w, int fd, int kind) noexcept nogil:
     w.nconns += 1
     pthread_mutex_unlock(&w.lock)
     if g_settings.verbose > 1:
-        fprintf(stderr, "<%d new auto-negotiating client connection\n", fd)
+        if c.protocol == PROT_NEGOTIATE:
+            fprintf(stderr, "<%d new auto-negotiating client connection\n", fd)
+        elif c.protocol == PROT_BINARY:
+            fprintf(stderr, "<%d new binary client connection.\n", fd)
+        else:
+            fprintf(stderr, "<%d new ascii client connection.\n", fd)
     if logger_wants(LOG_CONNEVENTS):
         log_conn_event(c, True, 1)
     return c
@@ -107,6 +113,7 @@ cdef void conn_detach(conn_t* c) noexcept nogil:
         tls_conn_free(c)
     free(c.rbuf)
     free(c.wbuf)
+    free(c.umarks)
     free(c)
     mc_fetch_add_u64(&g_curr_conns, <uint64_t>-1)
 
@@ -275,6 +282,7 @@ cdef bint conn_flush(conn_t* c) noexcept nogil:
         return False
     c.wlen = 0
     c.wsent = 0
+    c.wmark = 0
     # all sent: the buffer goes back to the worker (a big one is freed instead)
     if w.spare_wbuf == NULL and c.wsize <= SPARE_WBUF_MAX:
         w.spare_wbuf = c.wbuf
@@ -286,6 +294,29 @@ cdef bint conn_flush(conn_t* c) noexcept nogil:
     if c.want_write:
         c.want_write = False
         conn_set_events(c, EPOLLIN)
+    return True
+
+# Send the queued output up to wbuf[limit] and keep the rest queued. True when
+# that much left; False when the socket is full (EPOLLOUT armed: the writable
+# handler then sends everything) or the connection failed (close_now set).
+cdef bint conn_flush_upto(conn_t* c, size_t limit) noexcept nogil:
+    cdef ssize_t n
+    cdef worker_t* w = <worker_t*>c.worker
+    while c.wsent < limit:
+        n = send(c.fd, c.wbuf + c.wsent, limit - c.wsent, MSG_NOSIGNAL)
+        if n > 0:
+            c.wsent += <size_t>n
+            mc_stat_add(&w.stats.bytes_written, <uint64_t>n)
+            continue
+        if n < 0 and errno == EINTR:
+            continue
+        if n < 0 and errno == EAGAIN:
+            if not c.want_write:
+                c.want_write = True
+                conn_set_events(c, EPOLLOUT)
+            return False
+        c.close_now = True
+        return False
     return True
 
 # Answer every complete request in rbuf. Returns 1 when it stopped because
@@ -322,8 +353,34 @@ cdef int conn_process(conn_t* c) noexcept nogil:
             c.swallow -= k
             if c.swallow == 0:
                 c.state = CONN_READ
+                if c.swallow_carried:
+                    # memcached read the rest of the body by itself, then wrote out
+                    # everything it held before going on (binary: wmark)
+                    c.swallow_carried = False
+                    c.wmark = c.wlen
             continue
         p = c.rbuf + c.rstart
+        if c.protocol != PROT_ASCII:
+            if c.protocol == PROT_NEGOTIATE:
+                # memcached decides once, on the first byte a conn sends
+                c.protocol = PROT_BINARY if <uint8_t>p[0] == BIN_REQ_MAGIC else PROT_ASCII
+                if g_settings.verbose > 1:
+                    c.announced = True
+                    fprintf(stderr, "%d: Client using the %s protocol\n", c.fd,
+                            b"binary" if c.protocol == PROT_BINARY else b"ascii")
+            if c.protocol == PROT_BINARY:
+                r = process_bin_packet(c, p, avail)
+                if r == PROC_NEED_MORE:
+                    conn_count_flush(c)
+                    break
+                c.rneed = 0
+                c.rstart += <size_t>r
+                if c.cmd_flushed:
+                    c.wmark = c.wlen
+                if conn_count_command(c):
+                    c.wmark = c.wlen
+                    return 0
+                continue
         el = <char*>memchr(p, c'\n', avail)
         if el == NULL:
             if avail > LARGE_LINE:
@@ -345,12 +402,16 @@ cdef int conn_process(conn_t* c) noexcept nogil:
         mc_store_u32(&c.last_cmd_time, current_time())
         r = process_command(c, p, linelen, p + cont, avail - cont)
         if r == PROC_NEED_MORE:
+            if not c.in_nread:
+                mc_store_int(&c.in_nread, 1)      # `stats conns` says conn_nread
             if c.rneed >= SPOOL_MIN:
                 if conn_spool_start(c, cont, avail):
                     break
                 continue
             c.rneed = cont + c.rneed
             break
+        if MC_UNLIKELY(c.in_nread):
+            mc_store_int(&c.in_nread, 0)
         c.rneed = 0
         if r == PROC_PAUSE:
             return 1
@@ -385,6 +446,14 @@ cdef bint conn_drive(conn_t* c) noexcept nogil:
     if c.close_now:
         conn_close(c)
         return False
+    if MC_UNLIKELY(c.state == CONN_SWALLOW and c.protocol == PROT_BINARY and c.wmark < c.wlen
+                   and c.ssl == NULL):   # (a TLS conn writes its whole batch: tls_send)
+        # memcached writes nothing while it swallows a binary body still arriving:
+        # replies queued since its last write wait for the rest of the body
+        if not conn_flush_upto(c, c.wmark) and c.close_now:
+            conn_close(c)
+            return False
+        return True
     if not conn_flush(c):
         if c.close_now:
             conn_close(c)
@@ -453,6 +522,8 @@ cdef void conn_spool_finish(conn_t* c) noexcept nogil:
     if linelen > 1 and p[linelen - 1] == c'\r':
         linelen -= 1
     r = process_command(c, p, linelen, ITEM_data(c.spool), c.spool_len)
+    if c.in_nread:
+        mc_store_int(&c.in_nread, 0)
     if c.spool != NULL:       # not taken by the command (see process_update)
         item_free(c.spool)
         c.spool = NULL
@@ -496,6 +567,8 @@ cdef bint conn_read_event(conn_t* c) noexcept nogil:
         return True
     c.rend += <size_t>n
     mc_stat_add(&w.stats.bytes_read, <uint64_t>n)
+    if c.state == CONN_SWALLOW:
+        c.swallow_carried = True
     if conn_drive(c):
         conn_rbuf_release(c)
         return True

@@ -383,7 +383,15 @@ cdef struct conn_t:
     size_t spool_have
     size_t spool_line
     bint announced       # -vv: "Client using the ascii protocol" printed
-    bint authenticated   # -Y: passed the ASCII auth exchange
+    bint authenticated   # -Y: passed the ASCII auth exchange; -S: passed SASL
+    int protocol         # proto_bin.pxi PROT_*: negotiating, ascii or binary
+    bint sasl_started    # -S: a SASL exchange awaits its step
+    size_t wmark         # binary: output memcached would already have written
+    bint swallow_carried # a swallow outlived the read that started it (conn.pxi)
+    int in_nread         # waiting for a data block (read by `stats conns`: atomics)
+    size_t* umarks       # udp: reply-object boundaries in wbuf (udp.pxi)
+    uint32_t numarks
+    uint32_t umarks_cap
     bint auth_started    # -Y: saw the auth `set` line, waiting for "user pass"
     size_t auth_need
     rel_time_t last_cmd_time

@@ -92,6 +92,7 @@ cdef int process_get(conn_t* c, const char* line, size_t length, token_t* tokens
         pos = <size_t>(tokens[2].value - line) if tokens[2].value != NULL else length
     else:
         pos = <size_t>(tokens[1].value - line)
+    cdef uint32_t marks0 = c.numarks
     if c.get_resume:
         pos = c.get_resume
     while True:
@@ -102,8 +103,11 @@ cdef int process_get(conn_t* c, const char* line, size_t length, token_t* tokens
         if klen > KEY_MAX_LENGTH:
             c.wlen = wstart
             c.get_resume = 0
+            c.numarks = marks0
             out_string(c, b"CLIENT_ERROR bad command line format")
             return 0
+        if MC_UNLIKELY(c.listen_kind == 2):
+            udp_mark(c, 0)        # memcached's reply object per key (udp.pxi)
         h = hash_key(line + ks, klen)
         s = shard_of(h)
         pthread_mutex_lock(&s.lock)
@@ -127,6 +131,7 @@ cdef int process_get(conn_t* c, const char* line, size_t length, token_t* tokens
             if not ok:
                 c.wlen = wstart
                 c.get_resume = 0
+                c.numarks = marks0
                 out_string(c, b"SERVER_ERROR out of memory writing get response")
                 return 0
         else:
@@ -150,6 +155,7 @@ cdef int process_get(conn_t* c, const char* line, size_t length, token_t* tokens
                         break
                     if k2 > KEY_MAX_LENGTH:
                         c.wlen = wstart
+                        c.numarks = marks0
                         out_string(c, b"CLIENT_ERROR bad command line format")
                         return 0
                     p2 += k2
@@ -161,6 +167,8 @@ cdef int process_get(conn_t* c, const char* line, size_t length, token_t* tokens
     if g_settings.verbose > 1:
         fprintf(stderr, ">%d END\n", c.fd)
     out_raw(c, b"END\r\n", 5)
+    if MC_UNLIKELY(c.listen_kind == 2):
+        udp_mark(c, 1)
     c.cmd_flushed = True
     return 0
 
@@ -587,6 +595,8 @@ cdef int process_command(conn_t* c, const char* line, size_t length,
         return 0
     elif tok_eq(cmd, b"quit", 4):
         c.state = CONN_CLOSING
+        if c.listen_kind == 2:
+            udp_mark(c, 0)        # UDP: memcached sends quit's empty reply object
         return 0
     elif tok_eq(cmd, b"lru_crawler", 11):
         return process_lru_crawler_command(c, tokens, ntokens)

@@ -529,11 +529,13 @@ cdef void format_addr(sockaddr_storage* ss, int kind, char* out, size_t outlen) 
     elif ss.ss_family == AF_INET:
         sin = <sockaddr_in*>ss
         inet_ntop(AF_INET, &sin.sin_addr, host, sizeof(host))
-        snprintf(out, outlen, b"tcp:%s:%u", host, <unsigned>ntohs(sin.sin_port))
+        snprintf(out, outlen, b"%s:%s:%u", b"udp" if kind == 2 else b"tcp", host,
+                 <unsigned>ntohs(sin.sin_port))
     elif ss.ss_family == AF_INET6:
         sin6 = <sockaddr_in6*>ss
         inet_ntop(AF_INET6, &sin6.sin6_addr, host, sizeof(host))
-        snprintf(out, outlen, b"tcp6:[%s]:%u", host, <unsigned>ntohs(sin6.sin6_port))
+        snprintf(out, outlen, b"%s:[%s]:%u", b"udp6" if kind == 2 else b"tcp6", host,
+                 <unsigned>ntohs(sin6.sin6_port))
     else:
         snprintf(out, outlen, b"unknown")
 
@@ -558,10 +560,30 @@ cdef void stats_conns(conn_t* c) noexcept nogil:
         append_stat_str(c, name, b"conn_listening")
         snprintf(name, sizeof(name), b"%d:secs_since_last_cmd", g_listen_fds[i])
         append_stat_u64(c, name, 0)
+    # then the UDP conns (one per worker and socket, as memcached's), then clients
     for w in range(g_nworkers):
         pthread_mutex_lock(&g_workers[w].lock)
         o = g_workers[w].conns
         while o != NULL:
+            if o.listen_kind == 2:
+                snprintf(name, sizeof(name), b"%d:UDP", o.fd)
+                append_stat_str(c, name, b"UDP")
+                format_addr(&o.local, 2, addr, sizeof(addr))
+                snprintf(name, sizeof(name), b"%d:addr", o.fd)
+                append_stat_str(c, name, addr)
+                snprintf(name, sizeof(name), b"%d:state", o.fd)
+                append_stat_str(c, name, b"conn_read")
+                snprintf(name, sizeof(name), b"%d:secs_since_last_cmd", o.fd)
+                append_stat_u64(c, name, now - mc_load_u32(&o.last_cmd_time))
+            o = o.next
+        pthread_mutex_unlock(&g_workers[w].lock)
+    for w in range(g_nworkers):
+        pthread_mutex_lock(&g_workers[w].lock)
+        o = g_workers[w].conns
+        while o != NULL:
+            if o.listen_kind == 2:
+                o = o.next
+                continue
             format_addr(&o.peer, o.listen_kind, addr, sizeof(addr))
             snprintf(name, sizeof(name), b"%d:addr", o.fd)
             append_stat_str(c, name, addr)
@@ -569,7 +591,8 @@ cdef void stats_conns(conn_t* c) noexcept nogil:
             snprintf(name, sizeof(name), b"%d:listen_addr", o.fd)
             append_stat_str(c, name, addr)
             snprintf(name, sizeof(name), b"%d:state", o.fd)
-            append_stat_str(c, name, b"conn_parse_cmd" if o == c else b"conn_waiting")
+            append_stat_str(c, name, b"conn_parse_cmd" if o == c else
+                            b"conn_nread" if mc_load_int(&o.in_nread) else b"conn_waiting")
             snprintf(name, sizeof(name), b"%d:secs_since_last_cmd", o.fd)
             append_stat_u64(c, name, now - mc_load_u32(&o.last_cmd_time))
             o = o.next

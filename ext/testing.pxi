@@ -31,6 +31,7 @@ cdef inline void _test_take_output(conn_t* c, bytearray out, size_t* max_pending
         out += (c.wbuf + c.wsent)[:pending]
     c.wlen = 0
     c.wsent = 0
+    c.wmark = 0
 
 def feed(bytes data, cuts=None, size_t output_limit=64 << 20):
     """Run `data` through a fresh connection, delivered in pieces ending at the

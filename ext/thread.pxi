@@ -132,7 +132,8 @@ cdef void worker_idle_sweep(worker_t* w) noexcept nogil:
     cdef rel_time_t now = current_time()
     while c != NULL:
         nxt = c.next
-        if now - c.last_cmd_time > <rel_time_t>g_settings.idle_timeout and not c.want_write:
+        if now - c.last_cmd_time > <rel_time_t>g_settings.idle_timeout and not c.want_write \
+                and c.listen_kind != LISTEN_KIND_UDP:
             mc_stat_add(&w.stats.idle_kicks, 1)
             conn_close_reason(c, 2)
         c = nxt
@@ -163,6 +164,7 @@ cdef void worker_loop(worker_t* w) noexcept nogil:
     cdef uint32_t ev
     cdef rel_time_t last_sweep = current_time()
     n = 0
+    udp_conns_open(w)
     while not mc_load_int(&g_shutdown):
         # After a busy round, look once more without sleeping: requests of the
         # same burst are often arriving still, and a sleep + wake-up costs more
@@ -175,6 +177,9 @@ cdef void worker_loop(worker_t* w) noexcept nogil:
                 worker_take_pending(w)
                 continue
             ev = events[i].events
+            if c.listen_kind == LISTEN_KIND_UDP:
+                udp_on_readable(c)
+                continue
             if c.want_write:
                 if ev & (EPOLLOUT | EPOLLERR | EPOLLHUP):
                     conn_on_writable(c)

@@ -75,14 +75,15 @@ def settings_from_args(ns: argparse.Namespace, check: bool = True) -> Settings:
     config file and --check-config run it too (config.validate).  check=False
     skips the checks across options (one config-file line is checked alone)."""
     s = Settings()
-    s.port = atoi(ns.port)
-    if s.port == -1:
-        s.port = 0        # memcached's spelling of "any free port"
-    if s.port < 0 or s.port > 65535:
-        raise SettingsError("Invalid port number")
+    # memcached's ports: -1 any free port, 0 no listener of that kind; -U with
+    # no -p moves TCP to the UDP port, as memcached does
+    tcp_specified = ns.port is not None
+    s.port = atoi(ns.port) if tcp_specified else 11211
     s.udpport = atoi(ns.udp_port)
-    if s.udpport != 0:
-        raise SettingsError("UDP is not supported by memcachepy (memcached turns it off by default too); use -U 0")
+    if ns.udp_port != "0" and s.udpport != 0 and not tcp_specified:
+        s.port = s.udpport
+    if s.port < -1 or s.port > 65535 or s.udpport < -1 or s.udpport > 65535:
+        raise SettingsError("Invalid port number")
     s.domain_socket = ns.unix_socket
     s.unix_mask = strtol(ns.unix_mask, 8)   # memcached: strtol(optarg, NULL, 8)
     s.shutdown_command = ns.enable_shutdown
@@ -117,20 +118,35 @@ def settings_from_args(ns: argparse.Namespace, check: bool = True) -> Settings:
         raise SettingsError("Number of requests per event must be greater than 0", 1)
     s.use_cas = not ns.disable_cas
     s.backlog = atoi(ns.listen_backlog)
-    if ns.protocol not in ("ascii", "binary", "auto"):
-        raise SettingsError(f"Invalid value for binding protocol: {ns.protocol}\n"
+    protocol_specified = ns.protocol is not None
+    protocol = ns.protocol if protocol_specified else "auto"
+    if protocol not in ("ascii", "binary", "auto"):
+        raise SettingsError(f"Invalid value for binding protocol: {protocol}\n"
                             " -- should be one of auto, binary, or ascii")
-    if ns.protocol == "binary":
-        raise SettingsError("memcachepy speaks the text and meta protocols only; -B binary is not supported")
-    s.binding_protocol = "ascii" if ns.protocol == "ascii" else "auto-negotiate"
+    s.binding_protocol = {"auto": "auto-negotiate"}.get(protocol, protocol)
     s.item_size_max = parse_size(ns.max_item_size)
     s.flush_enabled = not ns.disable_flush_all
     s.dump_enabled = not ns.disable_dumping
     s.watch_enabled = not ns.disable_watch
-    if ns.enable_sasl or ns.memory_file:
-        raise SettingsError("SASL and restartable caches (-S, -e) are not supported")
+    if ns.memory_file:
+        raise SettingsError("restartable caches (-e) are not supported")
     s.ssl_enabled = bool(ns.enable_ssl)
+    if ns.enable_sasl:
+        # memcached's order: SASL means binary, and UDP cannot authenticate
+        s.sasl = True
+        if not protocol_specified:
+            s.binding_protocol = "binary"
+        elif s.binding_protocol != "binary":
+            raise SettingsError("ERROR: You cannot allow the ASCII protocol while using SASL.")
+        if s.udpport:
+            raise SettingsError("ERROR: Cannot enable UDP while using binary SASL authentication.")
+        s.sasl_pwdb = ns.sasl_pwdb or os.environ.get("MEMCACHED_SASL_PWDB") or None
     if ns.auth_file:
+        if not protocol_specified:
+            s.binding_protocol = "ascii"
+        elif s.binding_protocol != "ascii":
+            raise SettingsError("ERROR: You cannot allow the BINARY protocol while using ascii "
+                                "authentication tokens.")
         s.auth_file = ns.auth_file
         s.auth_entries = read_auth_file(ns.auth_file)
     for opt in ns.extended:

@@ -133,7 +133,8 @@ def _settings(memory_mb: int, threads: int, host: str, port: int,
               unix_socket: Optional[str], args: Sequence[str]) -> Settings:
     from . import cli
     argv = ["-m", str(memory_mb), "-t", str(threads), "-U", "0"]
-    argv += ["-s", unix_socket] if unix_socket else ["-l", host, "-p", str(port)]
+    # port 0 here means "a free port", which the daemon spells -p -1 (its -p 0: no TCP)
+    argv += ["-s", unix_socket] if unix_socket else ["-l", host, "-p", str(port or -1)]
     argv += list(args)
     try:
         ns = cli.parse_args(argv)

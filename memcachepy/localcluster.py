@@ -82,7 +82,8 @@ class LocalCluster:
 
     def start(self) -> None:
         fixed = self.base_port != 0
-        ports = [self.base_port + i if fixed else 0 for i in range(self.n)]
+        # -p -1 asks a node for any free port (-p 0 would open no TCP port, as memcached)
+        ports = [self.base_port + i if fixed else -1 for i in range(self.n)]
         # With fixed ports the list is known now; otherwise a placeholder until they listen.
         write(self.cluster_file,
               [Node(self.hostname, self.host, p) for p in ports] if fixed

@@ -85,10 +85,11 @@ class Flag:
 
 
 FLAGS: tuple[Flag, ...] = (
-    Flag("port", "p", REQUIRED, default="11211",
-         help="<num>|TCP port to listen on (default: 11211; 0 = any free port)"),
+    # -p has no argparse default: -U with no -p moves TCP to the UDP port (memcached)
+    Flag("port", "p", REQUIRED,
+         help="<num>|TCP port to listen on (default: 11211; 0 = no TCP, -1 = any free port)"),
     Flag("udp-port", "U", REQUIRED, default="0",
-         help="<num>|UDP port to listen on (only 0, UDP is off)"),
+         help="<num>|UDP port to listen on (default: 0, off; -1 = any free port)"),
     Flag("unix-socket", "s", REQUIRED,
          help="<file>|UNIX socket to listen on (disables network support)"),
     Flag("enable-shutdown", "A", help='|enable ascii "shutdown" command'),
@@ -135,8 +136,10 @@ FLAGS: tuple[Flag, ...] = (
     Flag("disable-cas", "C", help="|disable use of CAS"),
     Flag("listen-backlog", "b", REQUIRED, default="1024",
          help="<num>|set the backlog queue limit (default: 1024)"),
-    Flag("protocol", "B", REQUIRED, default="auto",
+    # no argparse default: -S and -Y pick binary/ascii unless -B was given
+    Flag("protocol", "B", REQUIRED,
          help="<name>|protocol - one of ascii, binary, or auto (default: auto-negotiate)"),
+    Flag("enable-sasl", "S", help="|turn on Sasl authentication (PLAIN; implies -B binary)"),
     Flag("max-item-size", "I", REQUIRED, default="1m",
          help="<num>|adjusts max item size (default: 1m, min: 1k, max: 1024m)"),
     Flag("disable-flush-all", "F", help="|disable flush_all command"),
@@ -145,7 +148,6 @@ FLAGS: tuple[Flag, ...] = (
     Flag("auth-file", "Y", REQUIRED,
          help="<file>|require authentication with the user:password lines of <file>"),
     Flag("memory-file", "e", REQUIRED),
-    Flag("enable-sasl", "S"),
     Flag("napi-ids", "N", REQUIRED),
     Flag("enable-ssl", "Z", help="|enable TLS/SSL (OpenSSL; see the ssl_* options)"),
     Flag("extended", "o", REQUIRED, action=APPEND,
@@ -163,6 +165,9 @@ FLAGS: tuple[Flag, ...] = (
          help="<num>|export the <num> hottest keys with the metrics (default: 10; 0: none)"),
     Flag("metrics-hotkeys-hash", None,
          help="|label them by a SHA-256 prefix of the key instead of the key"),
+    Flag("sasl-pwdb", None, REQUIRED,
+         help="<file>|with -S: the SASL password file (`user:password` lines;\n"
+              "default: $MEMCACHED_SASL_PWDB, as memcached)"),
     Flag("log-file", None, REQUIRED,
          help="<file>|write the log (and -vv traffic) to <file> instead of\n"
               "stderr; SIGHUP reopens it (for logrotate)"),

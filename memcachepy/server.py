@@ -31,6 +31,7 @@ log = logging.getLogger("memcachepy")
 LISTEN_TCP = 0
 LISTEN_UNIX = 1
 LISTEN_TLS = 4          # or'ed into a TCP listener's kind under -Z (tls.pxi)
+LISTEN_UDP = 2          # a UDP socket: each worker reads a dup of it (udp.pxi)
 
 
 def _split_host_port(addr: str, default_port: int) -> Tuple[str, int]:
@@ -89,17 +90,26 @@ class MemcacheServer:
             self._bind_unix(s.domain_socket, s.unix_mask)
             return
         addrs = s.listen or [""]
-        for addr in addrs:
-            tls = True
-            if addr.startswith("notls:"):
-                # memcached: a per-listener opt-out, only meaningful under -Z
-                if not s.ssl_enabled:
-                    raise ListenError("'notls' option is valid only when SSL is enabled\n"
-                                      f"failed to listen on one of interface(s) {addr}: Success")
-                tls = False
-                addr = addr[len("notls:"):]
-            host, port = _split_host_port(addr, s.port)
-            self._bind_tcp(host, port, self._tcp_kind(tls))
+        # memcached's ports: 0 means no listener of that kind, -1 any free port
+        # (an interface's own port, `-l host:port`, wins for both kinds)
+        if s.port != 0:
+            for addr in addrs:
+                tls = True
+                if addr.startswith("notls:"):
+                    # memcached: a per-listener opt-out, only meaningful under -Z
+                    if not s.ssl_enabled:
+                        raise ListenError("'notls' option is valid only when SSL is enabled\n"
+                                          f"failed to listen on one of interface(s) {addr}: Success")
+                    tls = False
+                    addr = addr[len("notls:"):]
+                host, port = _split_host_port(addr, s.port)
+                self._bind_tcp(host, max(port, 0), self._tcp_kind(tls))
+        if s.udpport != 0:
+            for addr in addrs:
+                if addr.startswith("notls:"):
+                    addr = addr[len("notls:"):]
+                host, port = _split_host_port(addr, s.udpport)
+                self._bind_udp(host, max(port, 0))
 
     def _tcp_kind(self, tls: bool) -> int:
         return LISTEN_TCP | (LISTEN_TLS if tls and self.settings.ssl_enabled else 0)
@@ -133,6 +143,30 @@ class MemcacheServer:
             bound_any = True
         if not bound_any:
             raise ListenError(f"failed to listen on {host}:{port}")
+
+    def _bind_udp(self, host: str, port: int) -> None:
+        try:
+            infos = socket.getaddrinfo(host or None, port, socket.AF_UNSPEC, socket.SOCK_DGRAM,
+                                       0, socket.AI_PASSIVE)
+        except socket.gaierror as e:
+            raise ListenError(f"getaddrinfo(): {e.strerror}") from None
+        if not host:
+            infos = [i for i in infos if i[0] == socket.AF_INET] or infos
+        for family, stype, proto, _, sockaddr in infos:
+            sock = socket.socket(family, stype, proto)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                sock.bind(sockaddr)
+            except OSError as e:
+                sock.close()
+                raise ListenError(f"failed to listen on UDP port {port}: {e.strerror}") from None
+            sock.setblocking(False)
+            self.sockets.append((sock, LISTEN_UDP))
+            host_, port_ = sock.getsockname()[:2]
+            self.bound.append(("UDP " + ("INET6" if family == socket.AF_INET6 else "INET"),
+                               host_, port_))
 
     def _bind_unix(self, path: str, mask: int) -> None:
         try:
@@ -186,7 +220,7 @@ class MemcacheServer:
     @property
     def port(self) -> int:
         for fam, _, port in self.bound:
-            if fam != "UNIX":
+            if fam in ("INET", "INET6"):
                 return port
         return 0
 
@@ -199,8 +233,10 @@ class MemcacheServer:
         try:
             with open(tmp, "w") as f:
                 for fam, _, port in self.bound:
-                    if fam != "UNIX":
+                    if fam in ("INET", "INET6"):
                         f.write(f"TCP {fam}: {port}\n")
+                    elif fam.startswith("UDP "):
+                        f.write(f"{fam}: {port}\n")
             os.rename(tmp, path)
         except OSError as e:
             # Advisory, as in memcached (which opens it after the -u switch too).
@@ -235,7 +271,10 @@ class MemcacheServer:
             version = core_module.cluster_set(self.settings.cluster_nodes)
             log.info("auto discovery: %s, config version %d", self.settings.cluster_file, version)
         for sock, kind in self.sockets:
-            self.core.add_listener(sock.fileno(), kind)
+            if kind == LISTEN_UDP:
+                core_module.udp_add_socket(sock.fileno())   # each worker reads a dup of it
+            else:
+                self.core.add_listener(sock.fileno(), kind)
         pre = self.thread_prefix
         for i in range(self.settings.num_threads):
             t = threading.Thread(target=self.core.run_worker, args=(i,), name=f"{pre}worker-{i}", daemon=True)

@@ -24,6 +24,29 @@ class SettingsError(Exception):
         self.exit_code = exit_code
 
 
+def read_sasl_pwdb(path: str) -> List[tuple]:
+    """memcached's SASL password database (MEMCACHED_SASL_PWDB): `user:password`
+    lines, the password ending at the next ':' or the line end; the first line
+    naming a user decides. An unreadable file authenticates nobody, as in
+    memcached (which reads it at each authentication)."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except OSError:
+        return []
+    seen = set()
+    entries = []
+    for raw in data.split(b"\n"):
+        line = raw[:255].decode("utf-8", "surrogateescape")
+        user, sep, rest = line.partition(":")
+        if not sep or user in seen:
+            continue
+        seen.add(user)
+        password = rest.split(":", 1)[0].split("\r", 1)[0].split("\0", 1)[0]
+        entries.append((user, password))
+    return entries
+
+
 def parse_size(text: str) -> int:
     """-I value: bytes, or with a k/m suffix, as memcached reads it."""
     import re
@@ -319,6 +342,8 @@ class Settings:
     metrics_hotkeys_hash: bool = False # export them as SHA-256 prefixes, not keys
     auth_file: Optional[str] = None
     auth_entries: List[tuple] = field(default_factory=list)
+    sasl: bool = False                 # -S: binary protocol with SASL PLAIN
+    sasl_pwdb: Optional[str] = None    # MEMCACHED_SASL_PWDB or -o sasl_pwdb=
     log_file: Optional[str] = None
     cluster_file: Optional[str] = None
     cluster_nodes: bytes = b""          # the file's node list, checked (discovery.py)
@@ -400,7 +425,7 @@ class Settings:
             line("cas_enabled", yn(self.use_cas)),
             line("tcp_backlog", self.backlog),
             line("binding_protocol", self.binding_protocol),
-            line("auth_enabled_sasl", "no"),
+            line("auth_enabled_sasl", yn(self.sasl)),
             line("auth_enabled_ascii", self.auth_file or "no"),
             line("item_size_max", self.item_size_max),
             line("maxconns_fast", yn(self.maxconns_fast)),
@@ -493,6 +518,9 @@ class Settings:
             "nshards": self.nshards,
             "detail_enabled": self.detail_enabled,
             "auth_entries": list(self.auth_entries),
+            "binding_protocol": self.binding_protocol,
+            "sasl": self.sasl,
+            "sasl_entries": read_sasl_pwdb(self.sasl_pwdb) if self.sasl and self.sasl_pwdb else [],
             "prefix_delimiter": self.prefix_delimiter,
             "version": self.memcached_version,
             "own_version": __version__,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import socket
 import subprocess
+import time
 
 import pytest
 from support.daemons import KIND_MEMCACHED, MEMCACHED_BIN, Proc, binary, run_cli
@@ -18,7 +19,7 @@ from support.rawclient import Conn
 pytestmark = pytest.mark.timeout(60)
 
 # Network flags that keep a wrongly *accepted* invocation harmless (loopback, no UDP; -p 0
-# means "no TCP" to memcached and "any free port" to memcachepy).
+# means "no TCP listener" to both daemons).
 BASE = ["-u", "root", "-U", "0", "-l", "127.0.0.1", "-p", "0"]
 
 # (id, extra args, exit status, substring of stderr+stdout)
@@ -131,13 +132,36 @@ def test_version_wins_over_other_flags(kind: str) -> None:
     assert proc.returncode == 0 and re.search(rb"1\.6\.\d+", proc.stdout)
 
 
-def test_port_zero_and_port_file(start_daemon) -> None:
-    """memcachepy: `-p 0` listens on a free port and writes `TCP INET: <port>` to
-    $MEMCACHED_PORT_FILENAME (memcached 1.6.18 would disable TCP; this is the harness
-    contract).  The launcher relies on it; check it and that the port answers."""
-    d = start_daemon("memcachepy")
-    with Conn(d.addr) as c:
-        assert c.request(b"").startswith(b"VERSION 1.6")
+@pytest.mark.parametrize("ports", [("-p", "0", "-U", "-1"), ("-p", "-1", "-U", "0"),
+                                   ("-p", "-1", "-U", "-1"), ("-U", "-1")])
+def test_port_zero_and_port_file(kind: str, ports) -> None:
+    """`-p 0` opens no TCP listener (a UDP-only or unix-only server), `-p -1`/`-U -1` ask for
+    any free port, and -U without -p moves TCP to the UDP port: the port file lists exactly
+    the listeners memcached's lists, in its format."""
+    with Proc([*binary(kind), "-u", "root", "-l", "127.0.0.1", *ports]) as p:
+        p.wait_path(str(p.port_file), 10)
+        deadline = time.monotonic() + 10
+        want = [k for k, flag in (("TCP", "-p"), ("UDP", "-U"))
+                if flag in ports and ports[ports.index(flag) + 1] != "0"]
+        if "-p" not in ports:
+            want = ["TCP", "UDP"]
+        while True:     # the port file is written line by line
+            text = p.port_file.read_text()
+            kinds = re.findall(r"^(TCP|UDP) INET: (\d+)$", text, re.M)
+            if len(kinds) >= len(want) or time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
+        assert [k for k, _ in kinds] == want, text
+        for k, port in kinds:
+            assert int(port) not in (0, 11211)
+            if k == "TCP":
+                with Conn(int(port)) as c:
+                    assert c.request(b"").startswith(b"VERSION 1.6")
+            else:
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                    s.settimeout(5)
+                    s.sendto(b"\0\1\0\0\0\1\0\0version\r\n", ("127.0.0.1", int(port)))
+                    assert s.recv(100) == b"\0\1\0\0\0\1\0\0VERSION 1.6.18\r\n"
 
 
 def test_ephemeral_port_via_listen_spec(kind: str) -> None:

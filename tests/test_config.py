@@ -291,7 +291,7 @@ def _root() -> list[str]:
 def test_daemon_reads_config_and_cli_overrides(tmp_path):
     _daemon_with_config_or_skip()
     path = write(tmp_path, "-m 32\n-c 77\n-p 11211\n-l 127.0.0.1\n-U 0\n-o idle_timeout=9\n")
-    with Proc([*binary(KIND_MEMCACHEPY), "--config", path, *_root(), "-p", "0", "-c", "55"],
+    with Proc([*binary(KIND_MEMCACHEPY), "--config", path, *_root(), "-p", "-1", "-c", "55"],
               tmp_path) as p:
         st = _stats_settings(p.wait_port(30))
     assert st["maxbytes"] == str(32 * 1024 * 1024)  # from the file
@@ -314,6 +314,6 @@ def test_daemon_check_config(tmp_path):
     assert f"{bad}:2:" in r.stderr and "Number of threads must be greater than 0" in r.stderr
     # Starting for real with the bad file fails the same way, before listening.
     r = subprocess.run([sys.executable, "-m", "memcachepy", "--config", bad, *_root(),
-                        "-p", "0", "-U", "0"], cwd=REPO, capture_output=True, text=True,
+                        "-p", "-1", "-U", "0"], cwd=REPO, capture_output=True, text=True,
                        timeout=30)
     assert r.returncode != 0 and f"{bad}:2:" in r.stderr

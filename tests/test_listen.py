@@ -39,7 +39,7 @@ def test_unix_socket_with_mask(binary):
 
 
 def test_several_listen_addresses_and_ipv6(tmp_path):
-    with Proc([*binary_argv(KIND_MEMCACHEPY), "-u", "root", "-p", "0",
+    with Proc([*binary_argv(KIND_MEMCACHEPY), "-u", "root", "-p", "-1",
                "-l", "127.0.0.1,[::1]:0"], tmp_path) as p:
         p.wait_path(str(p.port_file))
         lines = p.port_file.read_text().split("\n")

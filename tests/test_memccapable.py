@@ -30,3 +30,22 @@ def test_memccapable_ascii(kind: str, start_daemon) -> None:
     assert "All tests passed" in out, out
     assert out.count("[pass]") == 27, out
     assert d.alive()
+
+
+@pytest.mark.timeout(90)
+def test_memccapable_binary(kind: str, start_daemon) -> None:
+    """`-b`: its 27 binary-protocol checks (every opcode and quiet form, CAS, stat)."""
+    if not os.access(MEMCCAPABLE, os.X_OK):
+        msg = "memccapable not installed (apt-get install libmemcached-tools)"
+        if os.environ.get("CI"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+    d = start_daemon(kind)
+    proc = subprocess.run([MEMCCAPABLE, "-h", "127.0.0.1", "-p", str(d.port), "-b", "-t", "5"],
+                          capture_output=True, text=True, timeout=80)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert "All tests passed" in out, out
+    assert out.count("[pass]") == 27, out
+    assert "ascii" not in out, out
+    assert d.alive()

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.timeout(120)
 # long name -> values to try (None: the switch alone).  Good and bad ones.
 SAMPLES: dict[str, list] = {
     "port": ["0", "11311", "-1", "70000", "x"],
-    "udp-port": ["0", "5"],
+    "udp-port": ["0", "5", "-1", "70000"],
     "unix-socket": ["/tmp/mcpy-table.sock"],
     "enable-shutdown": [None],
     "unix-mask": ["0700", "0999", "abc"],
@@ -67,6 +67,7 @@ SAMPLES: dict[str, list] = {
     "config": ["/nonexistent.conf"],
     "check-config": [None],
     "metrics-listen": ["127.0.0.1:9150", "127.0.0.1:"],
+    "sasl-pwdb": ["/tmp/mcpy-table.pwdb"],
     "log-file": ["/tmp/mcpy-table.log"],
     "metrics-hotkeys": ["5", "0", "-1", "x"],
     "metrics-hotkeys-hash": [None],

@@ -7,7 +7,8 @@
 #   * no crash, and under ASan/UBSan no out-of-bounds access or undefined behaviour;
 #   * the output is a sequence of complete replies: every line ends in CRLF and every
 #     VALUE header is followed by exactly its <bytes> of data and CRLF (nothing a client
-#     could take for a finished reply is ever cut short);
+#     could take for a finished reply is ever cut short); a stream starting with 0x80
+#     negotiates the binary protocol, whose replies must be whole packets;
 #   * the output queued at any moment stays under WBUF_HIGH plus one item (backpressure);
 #   * the store's hash tables, LRUs, counters and slab accounting agree and every value
 #     still ends in CRLF (check_invariants), checked every CHECK_EVERY inputs.
@@ -61,11 +62,28 @@ def check_framing(out: bytes) -> None:
             pos += size + 2
 
 
+def check_binary_framing(out: bytes) -> None:
+    """Binary replies: whole packets, magic 0x81, each body as long as its header says."""
+    pos = 0
+    while pos < len(out):
+        if out[pos] != 0x81 or pos + 24 > len(out):
+            raise AssertionError(f"binary reply misframed at {pos}: {out[pos:pos + 24]!r}")
+        keylen = int.from_bytes(out[pos + 2:pos + 4], "big")
+        extlen = out[pos + 4]
+        bodylen = int.from_bytes(out[pos + 8:pos + 12], "big")
+        if keylen + extlen > bodylen or pos + 24 + bodylen > len(out):
+            raise AssertionError(f"binary reply truncated at {pos}: {out[pos:pos + 24]!r}")
+        pos += 24 + bodylen
+
+
 def run_one(stream: bytes, cuts: Optional[Sequence[int]] = None, check: Optional[bool] = None) -> bytes:
     global _count
     c = core()
     out, closed, max_pending, max_rbuf = c.feed(stream, cuts)
-    check_framing(out)
+    if stream[:1] == b"\x80":        # the conn negotiated the binary protocol
+        check_binary_framing(out)
+    else:
+        check_framing(out)
     if max_pending > WBUF_HIGH + ITEM_MAX + 4096:
         raise AssertionError(f"{max_pending} bytes of output queued at once")
     if max_rbuf > 2 * (len(stream) + 16384) + 65536:

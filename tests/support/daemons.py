@@ -13,8 +13,8 @@
 #
 # Why the two command lines differ: memcached 1.6.18 treats `-p 0` as "no TCP listener" (it
 # only binds when the port is non-zero), so for it the ephemeral port is requested through
-# the interface spec `-l 127.0.0.1:0` while `-p` keeps a non-zero dummy.  memcachepy is
-# started the documented way, `-l 127.0.0.1 -p 0`.
+# the interface spec `-l 127.0.0.1:0` while `-p` keeps a non-zero dummy.  memcachepy reads
+# -p as memcached does and is started with `-l 127.0.0.1 -p -1` (any free port).
 from __future__ import annotations
 
 import os
@@ -100,7 +100,7 @@ def command_line(kind: str, flags: Sequence[str], user: bool = True) -> list[str
     root = _root_flags() if user else []
     if kind == KIND_MEMCACHED:
         return [*binary(kind), *root, "-l", "127.0.0.1:0", "-U", "0", "-p", "11211", *flags]
-    return [*binary(kind), *root, "-l", "127.0.0.1", "-U", "0", "-p", "0", *flags]
+    return [*binary(kind), *root, "-l", "127.0.0.1", "-U", "0", "-p", "-1", *flags]
 
 
 class Proc:
