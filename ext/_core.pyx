@@ -24,6 +24,7 @@ from memcachepy_core cimport *
 include "settings.pxi"
 include "hash.pxi"
 include "slabs.pxi"
+include "restart.pxi"
 include "items.pxi"
 include "lru.pxi"
 include "assoc.pxi"
@@ -142,6 +143,10 @@ def _core_init(dict cfg, int nworkers):
     g_hotkeys_sample = cfg.get("hotkeys_sample", 0)
     g_hotkeys_since = current_time()
     slabs_init(cfg["maxbytes"], cfg["factor"], MEMCACHED_ITEM_HEADER)
+    if cfg.get("memory_region") is not None:
+        # -e: slab pages come from the memory file's mapping (restart.pxi)
+        restart_region_attach(cfg["memory_region"], cfg["region_slot_size"],
+                              cfg["region_nslots"])
     crawler_init()
     if store_init(nshards, hashpower) != 0:
         raise MemoryError("cannot allocate the hash tables")
@@ -179,6 +184,7 @@ def _core_destroy():
         slabs_destroy()
         stats_prefix_clear()
         cluster_reset()
+    restart_region_detach()
     free(g_settings_text_a)
     g_settings_text_a = NULL
     for i in range(4):

@@ -67,8 +67,9 @@ cdef void slabs_destroy() noexcept nogil:
     cdef int i
     cdef uint64_t j
     for i in range(MAX_SLAB_CLASSES):
-        for j in range(g_slabclass[i].slabs):
-            free(g_slabclass[i].slab_list[j])
+        if g_region_base == NULL:     # -e: pages belong to the memory file
+            for j in range(g_slabclass[i].slabs):
+                free(g_slabclass[i].slab_list[j])
         free(g_slabclass[i].slab_list)
     memset(g_slabclass, 0, sizeof(g_slabclass))
     g_mem_malloced = 0
@@ -112,7 +113,10 @@ cdef int do_slabs_newslab(int id) noexcept nogil:
             return 0
         p.slab_list = nl
         p.list_size = p.list_size * 2 if p.list_size else 16
-    page = <char*>malloc(length)
+    if MC_UNLIKELY(g_region_base != NULL):
+        page = region_page_alloc(length)     # -e: a slot of the memory file (restart.pxi)
+    else:
+        page = <char*>malloc(length)
     if page == NULL:
         g_malloc_fails += 1
         return 0

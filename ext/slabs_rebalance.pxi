@@ -141,6 +141,10 @@ cdef bint rebal_clear_chunk(item_t* it, int id) noexcept nogil:
             nw.next.prev = nw
         else:
             s.tails[lru_idx(id, item_seg(nw))] = nw
+        # the old chunk is no item any more: a warm restart (-e) that walks
+        # this page, should the process stop before the move ends, must not
+        # take the stale copy for a live item
+        it.it_flags &= ~ITEM_LINKED
         slabs_free(it, ntotal, id)
         g_rebal_rescues += 1
     else:
@@ -149,6 +153,12 @@ cdef bint rebal_clear_chunk(item_t* it, int id) noexcept nogil:
         do_item_unlink(s, it)
     pthread_mutex_unlock(&s.lock)
     return True
+
+cdef inline void slabs_page_release(char* page) noexcept nogil:
+    if g_region_base != NULL:
+        region_page_free(page)
+    else:
+        free(page)
 
 # Step 3, under the slabs lock: give the emptied page to dst (or free it).
 cdef void rebal_finish() noexcept nogil:
@@ -166,14 +176,14 @@ cdef void rebal_finish() noexcept nogil:
             break
     g_moving_page = NULL
     if g_rebal_dst == 0:
-        free(page)
+        slabs_page_release(page)
         g_mem_malloced -= SLAB_PAGE_SIZE
     else:
         dp = &g_slabclass[g_rebal_dst]
         if dp.slabs == dp.list_size:
             nl = <void**>realloc_ptrs(dp.slab_list, dp.list_size * 2 if dp.list_size else 16)
             if nl == NULL:
-                free(page)
+                slabs_page_release(page)
                 g_mem_malloced -= SLAB_PAGE_SIZE
                 pthread_mutex_unlock(&g_slabs_lock)
                 return
@@ -181,6 +191,10 @@ cdef void rebal_finish() noexcept nogil:
             dp.list_size = dp.list_size * 2 if dp.list_size else 16
         dp.slab_list[dp.slabs] = page
         dp.slabs += 1
+        if g_region_base != NULL:
+            # -e: no header of src's chunk size may remain at a chunk boundary
+            # of dst's (a warm restart walks pages by their class)
+            memset(page, 0, SLAB_PAGE_SIZE)
         for i in range(dp.perslab):
             (<void**>(page + i * dp.size))[0] = dp.slots
             dp.slots = page + i * dp.size

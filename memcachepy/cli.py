@@ -129,7 +129,7 @@ def settings_from_args(ns: argparse.Namespace, check: bool = True) -> Settings:
     s.dump_enabled = not ns.disable_dumping
     s.watch_enabled = not ns.disable_watch
     if ns.memory_file:
-        raise SettingsError("restartable caches (-e) are not supported")
+        s.memory_file = ns.memory_file
     s.ssl_enabled = bool(ns.enable_ssl)
     if ns.enable_sasl:
         # memcached's order: SASL means binary, and UDP cannot authenticate

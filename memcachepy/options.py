@@ -122,6 +122,9 @@ FLAGS: tuple[Flag, ...] = (
     Flag("version", "V", in_config=False, ignore_in_config=True,
          help="|print version and exit"),
     Flag("pidfile", "P", REQUIRED, help="<file>|save PID in <file>, only used with -d option"),
+    Flag("memory-file", "e", REQUIRED,
+         help="<file>|keep item memory in <file> (a tmpfs or DAX mount):\n"
+              "restartable cache, stop with SIGUSR1 (or SIGTERM)"),
     Flag("slab-growth-factor", "f", REQUIRED, default="1.25",
          help="<num>|chunk size growth factor (default: 1.25)"),
     Flag("slab-min-size", "n", REQUIRED, default="48",
@@ -147,7 +150,6 @@ FLAGS: tuple[Flag, ...] = (
     Flag("disable-watch", "W", help="|disable watch commands (live logging)"),
     Flag("auth-file", "Y", REQUIRED,
          help="<file>|require authentication with the user:password lines of <file>"),
-    Flag("memory-file", "e", REQUIRED),
     Flag("napi-ids", "N", REQUIRED),
     Flag("enable-ssl", "Z", help="|enable TLS/SSL (OpenSSL; see the ssl_* options)"),
     Flag("extended", "o", REQUIRED, action=APPEND,

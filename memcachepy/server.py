@@ -70,6 +70,7 @@ class MemcacheServer:
         self.unix_paths: List[str] = []
         self.tls_loaded = False
         self.core = None
+        self.restart = None          # memcachepy.restart.RestartFile with -e
         self.threads: List[threading.Thread] = []
         self.stuck_threads: List[str] = []    # names of threads stop() could not join
         self._stop = threading.Event()
@@ -265,7 +266,16 @@ class MemcacheServer:
             err = self.init_tls()
             if err is not None:
                 raise OSError(err.rstrip("\r\n"))
-        self.core = core_module.Server(self.settings.to_core())
+        cfg = self.settings.to_core()
+        if self.settings.memory_file:
+            from .restart import RestartFile
+            self.restart = RestartFile(self.settings)
+            self.restart.open(core_module.restart_item_header())
+            cfg.update(memory_region=self.restart.mm, region_slot_size=self.restart.slot_size,
+                       region_nslots=self.restart.nslots)
+        self.core = core_module.Server(cfg)
+        if self.restart is not None and self.restart.warm is not None:
+            self.restart.rebuild(core_module)
         if self.settings.cluster_file:
             # before any worker runs: the first `config get cluster` finds the list
             version = core_module.cluster_set(self.settings.cluster_nodes)
@@ -330,16 +340,29 @@ class MemcacheServer:
         stuck = [t.name for t in self.threads if t.is_alive()]
         self.threads = []
         self.close_listeners()
+        if self.restart is not None:
+            if stuck:
+                log.error("[restart] threads still running: metadata not saved; the next "
+                          "start will be cold")
+            else:
+                try:
+                    self.restart.save(self.core_module)
+                except OSError as e:
+                    log.error("[restart] cannot save metadata to %s: %s; the next start "
+                              "will be cold", self.restart.meta_path, e.strerror or e)
         if stuck:
             # Freeing the store under a running thread would be a use-after-free:
             # leave it allocated (the process is about to exit, or the caller
-            # must not reuse this core).
+            # must not reuse this core); with -e the mapping stays too.
             log.error("threads did not stop: %s; core left allocated", ", ".join(stuck))
             self.stuck_threads = stuck
             self.core = None
             return
         self.core.close()
         self.core = None
+        if self.restart is not None:
+            self.restart.close()
+            self.restart = None
 
     def close_listeners(self) -> None:
         for sock, _ in self.sockets:
@@ -790,11 +813,11 @@ class _Lifecycle:
                     exporter.stop()
             notifier.stopping()
             if stop_signal == signal.SIGUSR1:
-                # memcached prints this one whatever -v says.  Without a
-                # restartable cache (-e, unsupported here) its graceful stop
-                # is the normal one, and so is ours: the acceptor stops, each
-                # worker finishes the batch of events in hand and closes its
-                # connections.
+                # memcached prints this one whatever -v says.  The stop itself
+                # is the normal one: the acceptor stops, each worker finishes
+                # the batch of events in hand and closes its connections; with
+                # -e, server.stop() then saves the restart metadata (it does
+                # for SIGTERM and SIGINT too, where memcached does not).
                 log.log(NOTICE, "Gracefully stopping")
             else:
                 log.info("Exiting normally")

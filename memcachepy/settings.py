@@ -320,6 +320,7 @@ class Settings:
     maxconns_fast: bool = True
     verbose: int = 0
     factor: float = 1.25
+    memory_file: Optional[str] = None      # -e: restartable cache (memcachepy.restart)
     chunk_size: int = 48
     prefix_delimiter: str = ":"
     detail_enabled: bool = False
@@ -473,7 +474,7 @@ class Settings:
             line("ssl_kernel_tls", yn(self.ssl_kernel_tls)),
             line("ssl_min_version", ("tlsv1.0", "tlsv1.1", "tlsv1.2", "tlsv1.3")[self.ssl_min_version]),
             line("num_napi_ids", "(null)"),
-            line("memory_file", "(null)"),
+            line("memory_file", self.memory_file or "(null)"),
         ])
         return a, [b, b2, b3, b4]
 

@@ -12,6 +12,8 @@
 #             `top --keys`: the hottest keys (memcachepy's `stats hotkeys`),
 #             one node or several merged (ADDRESS,ADDRESS,... or --cluster,
 #             the nodes a discovery endpoint names)
+# and, verb first, the portable snapshots of memcachepy.snapshot:
+#   snapshot HOST FILE / restore FILE HOST / verify FILE
 #
 # Apart from `top --keys`, only protocol commands real memcached has are used,
 # so the tool works against either daemon; it never touches memcachepy
@@ -69,9 +71,12 @@ class AdminClient:
                 self.sock.connect(sockaddr)
             else:
                 self.sock = socket.create_connection(sockaddr, timeout=timeout)
+                # pipelined batches end in a short segment: no Nagle delay on it
+                self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError as e:
             raise ToolError(f"cannot connect to {addr}: {e.strerror or e}") from None
         self._buf = b""
+        self._off = 0
 
     def close(self) -> None:
         try:
@@ -102,22 +107,27 @@ class AdminClient:
             raise ToolError(f"{self.addr}: receive failed: {e}") from None
         if not chunk:
             raise ToolError(f"{self.addr}: connection closed by server")
-        self._buf += chunk
+        # consumed bytes are dropped only here, so a reply of many lines costs
+        # one copy per recv instead of one per line
+        self._buf = self._buf[self._off:] + chunk
+        self._off = 0
 
     def readline(self) -> bytes:
         """One line without its terminator; accepts both \\r\\n and bare \\n
         (memcached ends metadump lines with \\n only)."""
         while True:
-            i = self._buf.find(b"\n")
+            i = self._buf.find(b"\n", self._off)
             if i >= 0:
-                line, self._buf = self._buf[:i], self._buf[i + 1:]
+                line = self._buf[self._off:i]
+                self._off = i + 1
                 return line[:-1] if line.endswith(b"\r") else line
             self._fill()
 
     def readexact(self, n: int) -> bytes:
-        while len(self._buf) < n:
+        while len(self._buf) - self._off < n:
             self._fill()
-        data, self._buf = self._buf[:n], self._buf[n:]
+        data = self._buf[self._off:self._off + n]
+        self._off += n
         return data
 
     # -- commands
@@ -698,7 +708,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="memcachepy-tool",
         description="Inspect a memcached-protocol server (memcachepy or memcached).",
         epilog="ADDRESS is host, host:port, [ipv6]:port or /path/to/unix.sock "
-               "(port defaults to 11211).")
+               "(port defaults to 11211). Snapshots: `memcachepy-tool snapshot ADDRESS "
+               "FILE`, `memcachepy-tool restore FILE ADDRESS`, `memcachepy-tool verify FILE` "
+               "(each with -h).")
     p.add_argument("address")
     p.add_argument("mode", nargs="?", default="display",
                    choices=["display", "stats", "settings", "sizes", "keys", "dump", "top"])
@@ -720,7 +732,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+SNAPSHOT_COMMANDS = ("snapshot", "restore", "verify")
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in SNAPSHOT_COMMANDS:
+        # `snapshot HOST FILE`, `restore FILE HOST`, `verify FILE`: verb first
+        from .snapshot import snapshot_main
+        return snapshot_main(argv)
     args = build_parser().parse_args(argv)
     out = sys.stdout
     if args.limit < 0:

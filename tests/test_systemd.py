@@ -269,7 +269,10 @@ def test_unit_files_have_the_required_directives():
     for line in ["Type=notify", "NotifyAccess=main", "WatchdogSec=", "DynamicUser=yes",
                  "ProtectSystem=strict", "NoNewPrivileges=yes", "PrivateDevices=yes",
                  "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX",
-                 "ExecStart=/usr/local/bin/memcachepy --config /etc/memcachepy.conf"]:
+                 "ExecStart=/usr/local/bin/memcachepy --config /etc/memcachepy.conf",
+                 # warm restarts with -e: a graceful stop, and the memory file's
+                 # directory kept over `systemctl restart`
+                 "KillSignal=SIGUSR1", "RuntimeDirectoryPreserve=restart"]:
         assert line in svc, line
     assert re.search(r"^CapabilityBoundingSet=$", svc, re.M)
     inst = systemd.unit_text("memcachepy@.service")
