@@ -71,8 +71,9 @@ cdef char* _strdup_py(object s):
     return p
 
 def _core_init(dict cfg, int nworkers):
-    """Configure the globals of the core from a settings dict (see
-    memcachepy.settings). Only one core per process."""
+    """Configure the globals of the core from Settings.to_core() (every key
+    present: the defaults live in memcachepy/settings.py and options.py, not
+    here). Only one core per process."""
     global g_initialised, g_process_started, g_current_time, g_cas_id, g_shutdown
     global g_settings_text_a, g_settings_text_b, g_time_offset, g_ssl_last_cert_refresh
     global g_curr_conns, g_total_conns, g_rejected_conns
@@ -85,7 +86,6 @@ def _core_init(dict cfg, int nworkers):
     g_settings.udpport = cfg["udpport"]
     g_settings.verbose = cfg["verbose"]
     g_settings.evict_to_free = cfg["evict_to_free"]
-    g_settings.factor = cfg["factor"]
     g_settings.chunk_size = cfg["chunk_size"]
     g_settings.num_threads = cfg["num_threads"]
     g_settings.reqs_per_event = cfg["reqs_per_event"]
@@ -94,15 +94,13 @@ def _core_init(dict cfg, int nworkers):
     g_settings.backlog = cfg["backlog"]
     g_settings.item_size_max = cfg["item_size_max"]
     g_settings.slab_chunk_size_max = cfg["slab_chunk_size_max"]
-    g_settings.slab_page_size = SLAB_PAGE_SIZE
     g_settings.flush_enabled = cfg["flush_enabled"]
     g_settings.dump_enabled = cfg["dump_enabled"]
     g_settings.shutdown_command = cfg["shutdown_command"]
-    g_settings.watch_enabled = cfg.get("watch_enabled", True)
+    g_settings.watch_enabled = cfg["watch_enabled"]
     g_settings.idle_timeout = cfg["idle_timeout"]
-    g_settings.slab_reassign = cfg.get("slab_reassign", True)
-    g_settings.nshards = cfg["nshards"]
-    g_settings.maxconns_fast = cfg.get("maxconns_fast", True)
+    g_settings.slab_reassign = cfg["slab_reassign"]
+    g_settings.maxconns_fast = cfg["maxconns_fast"]
     global g_detail_enabled, g_prefix_delimiter
     pthread_mutex_init(&g_prefix_lock, NULL)
     g_detail_enabled = 1 if cfg.get("detail_enabled") else 0
@@ -114,20 +112,20 @@ def _core_init(dict cfg, int nworkers):
     segs = cfg.get("settings_text_b") or ["", "", "", ""]
     for i in range(4):
         g_settings_text_b[i] = _strdup_py(segs[i])
-    g_settings.slab_automove = cfg.get("slab_automove", 1)
-    g_settings.slab_automove_ratio = cfg.get("slab_automove_ratio", 0.8)
-    g_settings.slab_automove_window = cfg.get("slab_automove_window", 30)
-    g_settings.lru_crawler = cfg.get("lru_crawler", True)
-    g_settings.lru_crawler_sleep = cfg.get("lru_crawler_sleep", 100)
-    g_settings.lru_crawler_tocrawl = cfg.get("lru_crawler_tocrawl", 0)
-    g_settings.lru_maintainer = cfg.get("lru_maintainer", True)
-    g_settings.lru_segmented = cfg.get("lru_segmented", True)
-    g_settings.hot_lru_pct = cfg.get("hot_lru_pct", 20)
-    g_settings.warm_lru_pct = cfg.get("warm_lru_pct", 40)
-    g_settings.hot_max_factor = cfg.get("hot_max_factor", 0.2)
-    g_settings.warm_max_factor = cfg.get("warm_max_factor", 2.0)
-    g_settings.temp_lru = cfg.get("temp_lru", False)
-    g_settings.temporary_ttl = cfg.get("temporary_ttl", 61)
+    g_settings.slab_automove = cfg["slab_automove"]
+    g_settings.slab_automove_ratio = cfg["slab_automove_ratio"]
+    g_settings.slab_automove_window = cfg["slab_automove_window"]
+    g_settings.lru_crawler = cfg["lru_crawler"]
+    g_settings.lru_crawler_sleep = cfg["lru_crawler_sleep"]
+    g_settings.lru_crawler_tocrawl = cfg["lru_crawler_tocrawl"]
+    g_settings.lru_maintainer = cfg["lru_maintainer"]
+    g_settings.lru_segmented = cfg["lru_segmented"]
+    g_settings.hot_lru_pct = cfg["hot_lru_pct"]
+    g_settings.warm_lru_pct = cfg["warm_lru_pct"]
+    g_settings.hot_max_factor = cfg["hot_max_factor"]
+    g_settings.warm_max_factor = cfg["warm_max_factor"]
+    g_settings.temp_lru = cfg["temp_lru"]
+    g_settings.temporary_ttl = cfg["temporary_ttl"]
     _reset_counters()
     pthread_mutex_init(&g_clock_lock, NULL)
     g_process_started = <time_t>int(_time.time()) - ITEM_UPDATE_INTERVAL - 2

@@ -68,7 +68,7 @@ cdef void crawler_crawl_lru(int id, int seg, uint32_t tocrawl, crawler_class_t* 
                 budget -= 1
             prev = it.prev
             s.lru[id].crawler_items_checked += 1
-            flushed = item_dead(it, now) == 2
+            flushed = item_dead(it, now) == ITEM_FLUSHED
             # the crawler takes an item once its exptime has passed (a lookup
             # already at the exptime second, as memcached)
             if (flushed or (it.exptime != 0 and it.exptime < now)) and \

@@ -63,24 +63,29 @@ cdef inline uint16_t flush_epoch(uint64_t oldest_cas) noexcept nogil:
         return 0
     return <uint16_t>(oldest_cas % 63 + 1)
 
-# 0 live, 1 expired, 2 flushed. Flush wins, as in memcached.
-cdef inline int item_dead(item_t* it, rel_time_t now) noexcept nogil:
+cdef enum item_state_t:
+    ITEM_LIVE = 0           # false: callers test `if item_dead(...)`
+    ITEM_EXPIRED = 1
+    ITEM_FLUSHED = 2
+
+# Flush wins over expiry, as in memcached.
+cdef inline item_state_t item_dead(item_t* it, rel_time_t now) noexcept nogil:
     cdef rel_time_t oldest_live = mc_load_u32(&g_settings.oldest_live)
     cdef uint64_t oldest_cas
     if oldest_live != 0 and oldest_live <= now:
         if it.time <= oldest_live:
-            return 2
+            return ITEM_FLUSHED
         oldest_cas = mc_load_u64(&g_settings.oldest_cas)
         if it.it_flags & ITEM_CAS_CLIENT:
             # a client-chosen CAS cannot be ordered against the flush; the
             # epoch recorded when it was set can (only the flush second matters)
             if it.time == oldest_live + 1 and ((it.it_flags & ITEM_EPOCH_MASK) >> 8) != flush_epoch(oldest_cas):
-                return 2
+                return ITEM_FLUSHED
         elif oldest_cas != 0 and it.cas != 0 and it.cas < oldest_cas:
-            return 2
+            return ITEM_FLUSHED
     if it.exptime != 0 and it.exptime <= now:
-        return 1
-    return 0
+        return ITEM_EXPIRED
+    return ITEM_LIVE
 
 # Allocate an unlinked item in `shard`'s name, evicting if the class is full.
 # Returns NULL when the item can never fit (check item_size_ok) or memory is

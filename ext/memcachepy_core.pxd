@@ -5,6 +5,52 @@
 # classes, shards, connections, workers, per-thread stats) and the system calls
 # the hot path makes. Nothing here touches Python objects, so every function that
 # uses these types can run with the GIL released.
+#
+# ---------------------------------------------------------------- locks
+# Every mutex of the core, what it guards, and every nesting (A -> B: B is
+# taken while A is held). Nothing else nests; no lock is held across a system
+# call that can block (recv/send/epoll_wait).
+#
+#   shard.lock (store.pxi)   one shard's hash table, LRU lists (heads/tails),
+#                            lru_stats_t, curr/total items, bytes, and every
+#                            field of the items linked in it. A request takes
+#                            exactly one; `do_` functions expect it held.
+#   g_slabs_lock (slabs.pxi) slab classes: free lists, pages, requested/used
+#                            counters, the memory limit, the page being moved.
+#   g_crawler_lock           that one crawl walks at a time (manual
+#     (crawler.pxi)          `lru_crawler crawl` or scheduled); the schedule
+#                            itself belongs to the acceptor thread.
+#   g_log_lock (logger.pxi)  watchers and their buffers.
+#   g_prefix_lock (stats.pxi) the `stats detail` prefix table.
+#   g_cluster_lock           the cluster node list and its version.
+#     (cluster.pxi)
+#   worker.lock (thread.pxi) a worker's new-connection queue and conn list.
+#   worker.hk.lock           one worker's hot-key summary (its sampled
+#     (hotkeys.pxi)          update and `stats hotkeys` readers only).
+#   g_ssl_lock (tls.pxi)     the current SSL_CTX pointer (swapped by
+#                            `refresh_certs`, read by a new TLS conn).
+#   g_clock_lock             clock_tick() against clock_advance() (the
+#     (settings.pxi)         test hook) and g_time_offset.
+#
+# Edges (the only ones):
+#   shard -> slabs        item allocation/free under the shard lock
+#                         (slabs_alloc, slabs_alloc_chunk, slabs_free).
+#   shard -> other shard  trylock only (eviction from another shard and the
+#                         LRU maintainer pass in lru.pxi), so never a deadlock.
+#   shard -> log          fetchers/evictions are logged under the shard lock.
+#   shard -> prefix       `get` records its prefix stats under the shard lock
+#                         (set/delete record before taking it).
+#   shard -> hotkeys      a sampled get (text and meta) is noted under the
+#                         shard lock (other commands note before taking it).
+#   crawler -> shard      a crawl walks each shard under that shard's lock
+#                         (and so -> slabs, -> log below it); the crawler
+#                         lock itself is only ever trylock'ed.
+# The page mover (slabs_rebalance.pxi) takes slabs and shard locks one after
+# the other, never nested the other way: a chunk is examined with only its
+# shard lock held, then slabs for the rescue allocation (shard -> slabs).
+# Leaf locks (nothing taken under them): slabs, log, prefix, cluster, worker,
+# hotkeys (a hot-key sample is logged after its lock is released), ssl, clock.
+# `stats` and the dumps take shard locks one at a time, then slabs, unnested.
 
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int16_t, int32_t, int64_t
 

@@ -41,7 +41,7 @@ cdef int process_slabs_command(conn_t* c, token_t* tokens, size_t ntokens) noexc
     cdef double ratio
     cdef int32_t src
     cdef int32_t dst
-    cdef int rv
+    cdef reassign_result_t rv
     if ntokens == 5 and tok_eq(&tokens[1], b"reassign", 8):
         if not g_settings.slab_reassign:
             out_string(c, b"CLIENT_ERROR slab reassignment disabled")
@@ -50,13 +50,13 @@ cdef int process_slabs_command(conn_t* c, token_t* tokens, size_t ntokens) noexc
             out_string(c, b"CLIENT_ERROR bad command line format")
             return 0
         rv = slabs_reassign(src, dst)
-        if rv == 0:
+        if rv == REASSIGN_OK:
             out_string(c, b"OK")
-        elif rv == 1:
+        elif rv == REASSIGN_RUNNING:
             out_string(c, b"BUSY currently processing reassign request")
-        elif rv == 2:
+        elif rv == REASSIGN_SRC_DST_SAME:
             out_string(c, b"SAME src and dst class are identical")
-        elif rv == 3:
+        elif rv == REASSIGN_BADCLASS:
             out_string(c, b"BADCLASS invalid src or dst class id")
         else:
             out_string(c, b"NOSPARE source class has no spare pages")

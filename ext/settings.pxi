@@ -1,6 +1,7 @@
 # settings.pxi -- the daemon's settings and clock, as C globals.
 #
-# Python fills g_settings once, before any worker starts (see api.pxi); after
+# Python fills g_settings once, before any worker starts (_core_init in
+# _core.pyx, from Settings.to_core()); after
 # that, workers only read it, except the few fields memcached lets clients change
 # at run time (verbosity, the flush horizon, the memory limit), which are written
 # with relaxed atomic stores. The clock (g_current_time) is seconds since
@@ -16,7 +17,6 @@ cdef struct settings_t:
     rel_time_t oldest_live
     uint64_t oldest_cas
     bint evict_to_free
-    double factor
     int chunk_size
     int num_threads
     int reqs_per_event
@@ -25,23 +25,20 @@ cdef struct settings_t:
     int backlog
     uint32_t item_size_max
     uint32_t slab_chunk_size_max
-    uint32_t slab_page_size
     bint flush_enabled
     bint dump_enabled
     bint shutdown_command
     bint watch_enabled
     int idle_timeout
-    int nshards
-    int umask
     int binding_protocol
     bint maxconns_fast
     char inter[256]
     char domain_socket[256]
     char version[64]          # what `version` and stats `version` answer
     char own_version[64]      # memcachepy's own version
-    # Tunables memcached's admin commands change at run time. memcachepy's
-    # allocator and LRU do not use them; they are kept so that `stats settings`
-    # reports what the operator set, as memcached does.
+    # Tunables memcached's admin commands change at run time (`slabs automove`,
+    # `lru_crawler ...`, `lru ...`); `stats settings` reports them. temp_lru
+    # and temporary_ttl are only reported (no TEMP LRU here).
     bint slab_reassign        # off (-o no_slab_reassign / no_modern): pages never move
     int slab_automove
     double slab_automove_ratio
@@ -57,8 +54,6 @@ cdef struct settings_t:
     uint32_t warm_lru_pct
     bint temp_lru
     int32_t temporary_ttl
-    int tail_repair_time
-    int hashpower_init
 
 cdef settings_t g_settings
 

@@ -1,9 +1,11 @@
 # slabs.pxi -- the slab allocator: size classes, 1 MiB pages, free chunks.
 #
-# Memory for items comes only from here. Pages are malloc'd one at a time; a
-# page is cut into chunks of its class's size lazily, so RSS grows with use.
-# The total of pages is capped by the memory limit (-m), except that a class may
-# always get its first page, exactly as memcached allows.
+# Memory for items comes only from here. Pages are malloc'd one at a time and
+# each belongs to one slab class until the page mover (slabs_rebalance.pxi)
+# empties it and hands it to another class; a page is cut
+# into chunks of its class's size lazily, so RSS grows with use. The total of
+# pages is capped by the memory limit (-m), except that a class may always get
+# its first page, exactly as memcached allows.
 #
 # The global page pool is class 0's page list, as in memcached: pages the page
 # mover empties for "class 0" (slabs reassign N 0, the automover's reclaim)
@@ -202,10 +204,12 @@ cdef inline void* realloc_ptrs(void** old, uint64_t n) noexcept nogil:
 
 # Take one chunk of class `id`; NULL if the class is empty and no page may be added.
 cdef void* slabs_alloc(size_t size, int id) noexcept nogil:
-    return do_slabs_alloc(size, id, True)
+    return slabs_alloc_chunk(size, id, True)
 
-# `newpage` false: only chunks the class already has (the page mover's rescues).
-cdef void* do_slabs_alloc(size_t size, int id, bint newpage) noexcept nogil:
+# Takes g_slabs_lock itself (not a do_ function: the caller holds no slabs
+# lock). `newpage` false: only chunks the class already has (the page mover's
+# rescues).
+cdef void* slabs_alloc_chunk(size_t size, int id, bint newpage) noexcept nogil:
     cdef slabclass_t* p = &g_slabclass[id]
     cdef void* ret = NULL
     pthread_mutex_lock(&g_slabs_lock)

@@ -38,15 +38,22 @@ cdef inline bint in_moving_page(void* p) noexcept nogil:
     return g_moving_page != NULL and <char*>p >= g_moving_page and \
         <char*>p < g_moving_page + SLAB_PAGE_SIZE
 
+cdef enum reassign_result_t:    # memcached's enum reassign_result_type
+    REASSIGN_OK = 0
+    REASSIGN_RUNNING            # BUSY: a page move is under way
+    REASSIGN_SRC_DST_SAME
+    REASSIGN_BADCLASS
+    REASSIGN_NOSPARE
+
 # Answer a reassign request as memcached's do_slabs_reassign does.
-cdef int slabs_reassign(int src, int dst) noexcept nogil:
+cdef reassign_result_t slabs_reassign(int src, int dst) noexcept nogil:
     global g_automove_next_src, g_rebal_src, g_rebal_dst
     cdef int i
     cdef int tries
     if mc_load_int(&g_rebal_signal) != 0:
-        return 1            # BUSY
+        return REASSIGN_RUNNING
     if src == dst:
-        return 2            # SAME
+        return REASSIGN_SRC_DST_SAME
     if src == -1:
         src = -1
         pthread_mutex_lock(&g_slabs_lock)
@@ -58,15 +65,15 @@ cdef int slabs_reassign(int src, int dst) noexcept nogil:
                 break
         pthread_mutex_unlock(&g_slabs_lock)
         if src == -1:
-            return 4
+            return REASSIGN_NOSPARE
     if src < 0 or src > g_power_largest or dst < 0 or dst > g_power_largest:
-        return 3            # BADCLASS
+        return REASSIGN_BADCLASS
     if src == 0 or g_slabclass[src].slabs < 2:
-        return 4            # NOSPARE
+        return REASSIGN_NOSPARE
     g_rebal_src = src
     g_rebal_dst = dst
     mc_store_int(&g_rebal_signal, 1)
-    return 0
+    return REASSIGN_OK
 
 # Step 1, under the slabs lock.
 cdef void rebal_start() noexcept nogil:
@@ -124,7 +131,7 @@ cdef bint rebal_clear_chunk(item_t* it, int id) noexcept nogil:
         pthread_mutex_unlock(&s.lock)
         return True
     ntotal = ITEM_ntotal(it)
-    nw = <item_t*>do_slabs_alloc(ntotal, id, False)
+    nw = <item_t*>slabs_alloc_chunk(ntotal, id, False)
     if nw != NULL:
         # rescue: same bytes, same place in the hash chain and the LRU
         memcpy(nw, it, ITEM_footprint(it))

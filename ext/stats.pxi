@@ -22,7 +22,6 @@ cdef uint64_t g_curr_conns = 0
 cdef uint64_t g_total_conns = 0
 cdef uint64_t g_rejected_conns = 0
 cdef uint64_t g_conn_structures = 0
-cdef uint64_t g_total_items_baseline = 0
 cdef int g_nlisteners = 0
 cdef char* g_settings_text_a = NULL     # maxconns .. inter
 cdef char* g_settings_text_b[4]         # evictions .. end, around the run-time tunables

@@ -120,19 +120,19 @@ cdef inline void do_item_replace(shard_t* s, item_t* old, item_t* it, uint64_t n
 cdef item_t* do_item_get(shard_t* s, const char* key, size_t nkey, uint32_t hv,
                          thread_stats_t* st, bint bump) noexcept nogil:
     cdef item_t* it = assoc_find(s, key, nkey, hv)
-    cdef int dead
+    cdef item_state_t dead
     if it == NULL:
         if MC_UNLIKELY(logger_wants(LOG_FETCHERS)):
             log_item_get(key, nkey, 0, NULL)
         return NULL
     dead = item_dead(it, current_time())
     if dead:
-        if dead == 2:
+        if dead == ITEM_FLUSHED:
             sinc(&st.get_flushed)
         else:
             sinc(&st.get_expired)
         if MC_UNLIKELY(logger_wants(LOG_FETCHERS)):
-            log_item_get(key, nkey, 2 if dead == 2 else 3, NULL)
+            log_item_get(key, nkey, 2 if dead == ITEM_FLUSHED else 3, NULL)
         do_item_unlink(s, it)
         return NULL
     if MC_UNLIKELY(logger_wants(LOG_FETCHERS)):

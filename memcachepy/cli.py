@@ -3,7 +3,9 @@
 # Owns: turning argv into a validated Settings object, with memcached 1.6's
 # option names, defaults, limits and error messages, so that a memcached
 # command line (or a /etc/memcached.conf) runs unchanged; then handing the
-# Settings to memcachepy.server. Nothing here runs per request.
+# Settings to memcachepy.server. Nothing here runs per request. The flags
+# themselves (names, arity, defaults, -h) are the table in options.py;
+# settings_from_args is the only validator (config.py runs it for files).
 #
 # Exit codes follow memcached: 64 (EX_USAGE) for bad option values, 1 for
 # unknown options / sub-options, 0 after -h / -V; server.py adds 67 (unknown
@@ -14,106 +16,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 from typing import List, Optional, Sequence
 
 from . import __version__
-from .settings import Settings, SettingsError, parse_size, parse_suboptions
+from .options import FLAGS, usage
+from .settings import Settings, SettingsError, atof, atoi, parse_size, parse_suboptions, strtol
 
 EX_USAGE = 64
-
-USAGE = """\
-memcachepy {version} (memcached {mcversion} compatible)
--p, --port=<num>          TCP port to listen on (default: 11211; 0 = no TCP, -1 = any free port)
--U, --udp-port=<num>      UDP port to listen on (default: 0, off; -1 = any free port)
--s, --unix-socket=<file>  UNIX socket to listen on (disables network support)
--A, --enable-shutdown     enable ascii "shutdown" command
--a, --unix-mask=<mask>    access mask for UNIX socket, in octal (default: 700)
--l, --listen=<addr>       interface to listen on (default: INADDR_ANY)
-                          a comma separated list, host or host:port
-                          under -Z, 'notls:' before an address opts it out of TLS
--d, --daemon              run as a daemon
--r, --enable-coredumps    maximize core file limit
--u, --user=<user>         assume identity of <username> (only when run as root)
--m, --memory-limit=<num>  item memory in megabytes (default: 64)
--M, --disable-evictions   return error on memory exhausted instead of evicting
--c, --conn-limit=<num>    max simultaneous connections (default: 1024)
--k, --lock-memory         accepted, ignored
--v, --verbose             verbose (print errors/warnings while in event loop)
--vv                       very verbose (also print client commands/responses)
--h, --help                print this help and exit
--i, --license             print memcachepy and memcached license and exit
--V, --version             print version and exit
--P, --pidfile=<file>      save PID in <file>, only used with -d option
--e, --memory-file=<file>  keep item memory in <file> (a tmpfs or DAX mount):
-                          restartable cache, stop with SIGUSR1 (or SIGTERM)
--f, --slab-growth-factor=<num> chunk size growth factor (default: 1.25)
--n, --slab-min-size=<bytes> min space used for key+value+flags (default: 48)
--L, --enable-largepages   accepted, ignored
--D <char>                 Use <char> as the delimiter between key prefixes and IDs
--t, --threads=<num>       number of worker threads to use (default: 4)
--R, --max-reqs-per-event  maximum number of requests per event (default: 20)
--C, --disable-cas         disable use of CAS
--b, --listen-backlog=<num> set the backlog queue limit (default: 1024)
--B, --protocol=<name>     protocol - one of ascii, binary, or auto (default: auto-negotiate)
--S, --enable-sasl         turn on Sasl authentication (PLAIN; implies -B binary)
--I, --max-item-size=<num> adjusts max item size (default: 1m, min: 1k, max: 1024m)
--F, --disable-flush-all   disable flush_all command
--X, --disable-dumping     disable stats cachedump and lru_crawler metadump
--W, --disable-watch       disable watch commands (live logging)
--Z, --enable-ssl          enable TLS/SSL (OpenSSL; see the ssl_* options)
--o, --extended            comma separated list of extended options
-                          most options have a 'no_' prefix to disable
-   - maxconns_fast:       immediately close new connections after limit (default: enabled)
-   - hashpower:           accepted for compatibility (tables size themselves)
-   - idle_timeout:        timeout for idle connections. (default: 0, no timeout)
-   - slab_chunk_max:      (bytes) largest chunk of a slab class (default: 524288)
-   - shards:              number of hash table shards, a power of two (default: 64)
-   - cluster_file:        answer ElastiCache auto discovery (`config get cluster`)
-                          with the hostname|ip|port lines of this file (SIGHUP re-reads it)
-   - hotkeys_sample:      sample 1 key request in N for `stats hotkeys` (default: 100;
-                          0 turns hot-key sampling off)
-   - ssl_chain_cert:      certificate chain file in PEM format
-   - ssl_key:             private key, if not part of the -ssl_chain_cert
-   - ssl_keyformat:       private key format (1 PEM, 2 DER) (default: 1)
-   - ssl_verify_mode:     peer certificate verification mode, default is 0(None).
-                          valid values are 0(None), 1(Request), 2(Require)
-                          or 3(Once)
-   - ssl_ciphers:         specify cipher list to be used (TLS 1.2 and older)
-   - ssl_ca_cert:         PEM format file of acceptable client CA's
-   - ssl_wbuf_size:       size in kilobytes of per-connection SSL output buffer
-                          (default: 16)
-   - ssl_session_cache:   enable server-side SSL session cache
-   - ssl_kernel_tls:      enable kernel TLS offload
-   - ssl_min_version:     minimum protocol version to accept (default: 2)
-                          valid values are 0(tlsv1.0), 1(tlsv1.1), 2(tlsv1.2), 3(tlsv1.3)
-   - lru_crawler, lru_maintainer, slab_reassign, slab_automove, hot_lru_pct,
-     warm_lru_pct, hot_max_factor, warm_max_factor, temporary_ttl, tail_repair_time,
-     hash_algorithm, track_sizes, modern, no_modern, watcher_logbuf_size,
-     worker_logbuf_size, read_buf_mem_limit: accepted as memcached does;
-     memcachepy's LRU and allocator do not need them
-   - drop_privileges:     seccomp system-call allowlist after start-up (default: on)
-   - no_drop_privileges:  turn it off
---config=<file>           read options from a memcached.conf-style file first
---check-config            validate the options (and config file) and exit
---metrics-listen=<[host:]port> serve Prometheus metrics (memcached_exporter names)
-                          on this address (default: off; host defaults to 127.0.0.1)
---metrics-hotkeys=<num>   export the <num> hottest keys with the metrics (default: 10; 0: none)
---metrics-hotkeys-hash    label them by a SHA-256 prefix of the key instead of the key
---sasl-pwdb=<file>        with -S: the SASL password file (`user:password` lines;
-                          default: $MEMCACHED_SASL_PWDB, as memcached)
---log-file=<file>         write the log (and -vv traffic) to <file> instead of
-                          stderr; SIGHUP reopens it (for logrotate)
---print-unit [<unit>] [--exec <path>]
-                          print a shipped systemd unit and exit
-                          (memcachepy.service, memcachepy.socket, memcachepy@.service)
-install-systemd [--dest <dir>] [--exec <path>] [--no-config]
-                          write the systemd units (default /etc/systemd/system) and exit
-cluster <N> [-p <port>] [--proxy <port>] [-- <daemon options>]
-                          run N local nodes sharing a cluster file (auto discovery)
-                          until Ctrl-C; `memcachepy cluster -h` for more
-"""
 
 LICENSE_TEXT = """memcachepy is distributed under the BSD 3-Clause license (see LICENSE).
 It is an independent implementation of the memcached protocol; memcached itself
@@ -122,51 +32,10 @@ is Copyright (c) 2003, Danga Interactive, Inc. and distributed under the BSD lic
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argparse parser, from the flag table (memcachepy/options.py)."""
     p = argparse.ArgumentParser(prog="memcachepy", add_help=False, allow_abbrev=False)
-    p.add_argument("-p", "--port", default=None)
-    p.add_argument("-U", "--udp-port", default="0")
-    p.add_argument("-s", "--unix-socket")
-    p.add_argument("-A", "--enable-shutdown", action="store_true")
-    p.add_argument("-a", "--unix-mask", default="0700")
-    p.add_argument("-l", "--listen", action="append")
-    p.add_argument("-d", "--daemon", action="store_true")
-    p.add_argument("-r", "--enable-coredumps", action="store_true")
-    p.add_argument("-u", "--user")
-    p.add_argument("-m", "--memory-limit", default="64")
-    p.add_argument("-M", "--disable-evictions", action="store_true")
-    p.add_argument("-c", "--conn-limit", default="1024")
-    p.add_argument("-k", "--lock-memory", action="store_true")
-    p.add_argument("-v", "--verbose", action="count", default=0)
-    p.add_argument("-h", "--help", action="store_true")
-    p.add_argument("-i", "--license", action="store_true")
-    p.add_argument("-V", "--version", action="store_true")
-    p.add_argument("-P", "--pidfile")
-    p.add_argument("-f", "--slab-growth-factor", default="1.25")
-    p.add_argument("-n", "--slab-min-size", default="48")
-    p.add_argument("-L", "--enable-largepages", action="store_true")
-    p.add_argument("-D", dest="prefix_delimiter")
-    p.add_argument("-t", "--threads", default="4")
-    p.add_argument("-R", "--max-reqs-per-event", default="20")
-    p.add_argument("-C", "--disable-cas", action="store_true")
-    p.add_argument("-b", "--listen-backlog", default="1024")
-    p.add_argument("-B", "--protocol", default=None)
-    p.add_argument("-I", "--max-item-size", default="1m")
-    p.add_argument("-F", "--disable-flush-all", action="store_true")
-    p.add_argument("-X", "--disable-dumping", action="store_true")
-    p.add_argument("-W", "--disable-watch", action="store_true")
-    p.add_argument("-Y", "--auth-file")
-    p.add_argument("-e", "--memory-file")
-    p.add_argument("-S", "--enable-sasl", action="store_true")
-    p.add_argument("-N", "--napi-ids")
-    p.add_argument("-Z", "--enable-ssl", action="store_true")
-    p.add_argument("-o", "--extended", action="append", default=[])
-    p.add_argument("--config")
-    p.add_argument("--check-config", action="store_true")
-    p.add_argument("--metrics-listen")
-    p.add_argument("--metrics-hotkeys", default="10")
-    p.add_argument("--metrics-hotkeys-hash", action="store_true")
-    p.add_argument("--log-file")
-    p.add_argument("--sasl-pwdb")
+    for f in FLAGS:
+        p.add_argument(*f.argparse_names(), **f.argparse_kwargs())
     return p
 
 
@@ -177,18 +46,6 @@ class _ArgError(Exception):
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         raise _ArgError(message)
-
-
-def atoi(value: str) -> int:
-    """C's atoi(), which memcached uses for its numeric flags: leading digits
-    (after blanks and a sign) or 0."""
-    m = re.match(r"\s*([+-]?\d+)", value or "")
-    return int(m.group(1)) if m else 0
-
-
-def atof(value: str) -> float:
-    m = re.match(r"\s*([+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?)", value or "")
-    return float(m.group(1)) if m else 0.0
 
 
 def read_auth_file(path: str) -> list:
@@ -212,9 +69,11 @@ def read_auth_file(path: str) -> list:
     return entries
 
 
-def settings_from_args(ns: argparse.Namespace) -> Settings:
+def settings_from_args(ns: argparse.Namespace, check: bool = True) -> Settings:
     """Validate parsed options exactly as memcached 1.6.18 does (same messages,
-    same exit codes); raise SettingsError."""
+    same exit codes); raise SettingsError.  This is the only validation: the
+    config file and --check-config run it too (config.validate).  check=False
+    skips the checks across options (one config-file line is checked alone)."""
     s = Settings()
     # memcached's ports: -1 any free port, 0 no listener of that kind; -U with
     # no -p moves TCP to the UDP port, as memcached does
@@ -226,10 +85,7 @@ def settings_from_args(ns: argparse.Namespace) -> Settings:
     if s.port < -1 or s.port > 65535 or s.udpport < -1 or s.udpport > 65535:
         raise SettingsError("Invalid port number")
     s.domain_socket = ns.unix_socket
-    try:
-        s.unix_mask = int(ns.unix_mask, 8)
-    except ValueError:
-        raise SettingsError(f"Invalid value for -a: {ns.unix_mask!r}") from None
+    s.unix_mask = strtol(ns.unix_mask, 8)   # memcached: strtol(optarg, NULL, 8)
     s.shutdown_command = ns.enable_shutdown
     if ns.listen:
         s.listen = [a.strip() for item in ns.listen for a in item.split(",") if a.strip()]
@@ -301,6 +157,14 @@ def settings_from_args(ns: argparse.Namespace) -> Settings:
             s.cluster_nodes = discovery.node_list(discovery.load(s.cluster_file))
         except discovery.ClusterFileError as e:
             raise SettingsError(str(e)) from None
+    if ns.metrics_listen is not None:
+        from .metrics import parse_listen
+        try:
+            port = parse_listen(ns.metrics_listen)[1]
+        except ValueError:
+            port = -1
+        if not 0 <= port <= 65535:
+            raise SettingsError(f"Invalid --metrics-listen address: {ns.metrics_listen}")
     s.metrics_listen = ns.metrics_listen
     s.metrics_hotkeys = atoi(ns.metrics_hotkeys)
     if s.metrics_hotkeys < 0:
@@ -309,7 +173,8 @@ def settings_from_args(ns: argparse.Namespace) -> Settings:
     if ns.log_file is not None and not ns.log_file:
         raise SettingsError("--log-file needs a file name")
     s.log_file = ns.log_file
-    s.check()
+    if check:
+        s.check()
     return s
 
 
@@ -379,7 +244,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         sys.stderr.write(f"memcachepy: {e}\n")
         return EX_USAGE
     if ns.help:
-        sys.stdout.write(USAGE.format(version=__version__, mcversion=Settings.memcached_version))
+        sys.stdout.write(usage(__version__, Settings.memcached_version))
         return 0
     if ns.version:
         sys.stdout.write(f"memcachepy {__version__} (memcached {Settings.memcached_version} compatible)\n")

@@ -2,29 +2,27 @@
 #
 # Owns: reading a Debian-/etc/memcached.conf-style file (one command-line
 # option per line, `#` comments) into argv tokens, merging those tokens with
-# the real command line so that command-line flags win, and validating
-# option values the way memcached 1.6 does (plus a few stricter checks: a
-# number must be a number, not whatever atoi() makes of it).
+# the real command line so that command-line flags win, and `--check-config`.
 #
-# Why a table of options here as well as the argparse parser in cli.py: the
-# config file needs (a) to know which options take an argument so it can
-# tokenise `-m64`, `--memory-limit=64` and `-vv` without the real parser,
-# (b) canonical names so "-p on the command line" overrides
-# "--port in the file", and (c) errors that point at file:line.  cli.py
-# stays the final authority on what the daemon accepts.
+# Which options exist and take a value comes from the flag table
+# (memcachepy/options.py); whether a value is valid is decided by the one
+# validator, cli.settings_from_args (memcached's messages and exit statuses),
+# run over each file line alone (so an error names file:line) and then over
+# the merged set (the checks across options). A file therefore accepts exactly
+# what the command line accepts.
 from __future__ import annotations
 
-import ipaddress
 import shlex
-import socket
 import sys
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Optional, Sequence, TextIO
+from typing import Iterable, Optional, Sequence, TextIO
+
+from .options import BY_LONG, BY_SHORT, OPTIONAL, Flag
+from .settings import SettingsError
 
 __all__ = [
     "ConfigError",
-    "Option",
-    "OPTIONS",
+    "check_tokens",
     "Entry",
     "ConfigFile",
     "parse_config_text",
@@ -54,231 +52,22 @@ class ConfigError(ValueError):
         super().__init__(where + message)
 
 
-# --------------------------------------------------------------------------
-# Value checkers.  Each returns None when the value is fine, or the reason.
-
-Checker = Callable[[str], Optional[str]]
-
-
-def _int(lo: Optional[int] = None, hi: Optional[int] = None, what: str = "a whole number") -> Checker:
-    def check(v: str) -> Optional[str]:
-        try:
-            n = int(v.strip(), 10)
-        except ValueError:
-            return f"{v!r} is not {what}"
-        if lo is not None and n < lo:
-            return f"{n} is too small (minimum {lo})"
-        if hi is not None and n > hi:
-            return f"{n} is too large (maximum {hi})"
-        return None
-    return check
-
-
-def _float_gt(lo: float, hi: Optional[float] = None) -> Checker:
-    def check(v: str) -> Optional[str]:
-        try:
-            x = float(v)
-        except ValueError:
-            return f"{v!r} is not a number"
-        if not x > lo:
-            return f"{v} must be greater than {lo:g}"
-        if hi is not None and x > hi:
-            return f"{v} must be at most {hi:g}"
-        return None
-    return check
-
-
-def _choice(*names: str) -> Checker:
-    def check(v: str) -> Optional[str]:
-        if v not in names:
-            return f"{v!r} is not one of {', '.join(names)}"
-        return None
-    return check
-
-
-def _nonempty(v: str) -> Optional[str]:
-    return None if v.strip() else "an empty value is not allowed"
-
-
-def _octal(v: str) -> Optional[str]:
-    try:
-        n = int(v, 8)
-    except ValueError:
-        return f"{v!r} is not an octal mask such as 0700"
-    return None if 0 <= n <= 0o777 else f"{v} is not a permission mask (0 to 0777)"
-
-
-def _one_char(v: str) -> Optional[str]:
-    return None if len(v) == 1 else f"{v!r} must be a single character"
-
-
-def parse_size(v: str) -> int:
-    """-I style size: bytes, or with a k/m suffix (either case)."""
-    s = v.strip()
-    mult = 1
-    if s and s[-1] in "kK":
-        mult, s = 1024, s[:-1]
-    elif s and s[-1] in "mM":
-        mult, s = 1024 * 1024, s[:-1]
-    n = int(s, 10)  # ValueError for junk
-    return n * mult
-
-
-def _size(v: str) -> Optional[str]:
-    try:
-        n = parse_size(v)
-    except ValueError:
-        return f"{v!r} is not a size (bytes, or a number with a k or m suffix)"
-    if n < 1024:
-        return "Item max size cannot be less than 1024 bytes."
-    if n > 1024 * 1024 * 1024:
-        return "Cannot set item size limit higher than a gigabyte."
-    return None
-
-
-def _host_ok(host: str) -> Optional[str]:
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    try:
-        ipaddress.ip_address(host)
-        return None
-    except ValueError:
-        pass
-    try:
-        socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError):
-        return f"cannot resolve listen address {host!r}"
-    return None
-
-
-def split_listen(item: str) -> tuple[str, Optional[str]]:
-    """'127.0.0.1' / '127.0.0.1:11211' / '[::1]:11211' / '::1' -> (host, port|None)."""
-    if item.startswith("["):
-        host, _, rest = item[1:].partition("]")
-        return host, (rest[1:] if rest.startswith(":") else None)
-    if item.count(":") == 1:
-        host, port = item.split(":")
-        return host, port
-    return item, None
-
-
-def _listen(v: str) -> Optional[str]:
-    for item in v.split(","):
-        item = item.strip()
-        if not item:
-            return f"{v!r} has an empty address"
-        host, port = split_listen(item)
-        if port is not None:
-            err = _int(0, 65535, "a port number")(port)
-            if err:
-                return f"in {item!r}: {err}"
-        err = _host_ok(host)
-        if err:
-            return err
-    return None
-
-
-def _hostport(v: str) -> Optional[str]:
-    # [HOST:]PORT for --metrics-listen; host defaults to loopback.
-    host, port = split_listen(v) if ":" in v else ("127.0.0.1", v)
-    if port is None:
-        return f"{v!r} needs a port, e.g. 127.0.0.1:9150"
-    err = _int(0, 65535, "a port number")(port)
-    return err or _host_ok(host)
-
-
-def _extended(v: str) -> Optional[str]:
-    """-o in a config file: the command line's own parser and messages (settings.py)."""
-    from .settings import Settings, SettingsError, parse_suboptions
-    try:
-        parse_suboptions(Settings(), v)
-    except SettingsError as e:
-        return str(e).split("\n")[0]
-    return None
-
-
 def split_suboptions(v: str) -> list[tuple[str, str]]:
     """'a=1,b,c=2' -> [('a', 'a=1'), ('b', 'b'), ('c', 'c=2')]."""
     return [(p.partition("=")[0], p) for p in v.split(",") if p]
 
 
-# --------------------------------------------------------------------------
-# The option table (memcached 1.6.18's getopt table + memcachepy's own).
-
-
-@dataclass(frozen=True)
-class Option:
-    long: str
-    short: Optional[str] = None
-    arg: str = "none"  # "none" | "required" | "optional"
-    check: Optional[Checker] = None
-    in_config: bool = True  # False: meaningless in a config file
-    ignore_in_config: bool = False  # accepted in a file but dropped (Debian habit)
-    help: str = ""
-
-    @property
-    def key(self) -> str:
-        return self.short or self.long
-
-
-OPTIONS: tuple[Option, ...] = (
-    Option("port", "p", "required", _int(-1, 65535, "a port number"), help="TCP port"),
-    Option("udp-port", "U", "required", _int(-1, 65535, "a port number"), help="UDP port"),
-    Option("unix-socket", "s", "required", _nonempty, help="unix socket path"),
-    Option("unix-mask", "a", "required", _octal, help="unix socket permission mask"),
-    Option("listen", "l", "required", _listen, help="interfaces to listen on"),
-    Option("enable-shutdown", "A"),
-    Option("enable-ssl", "Z"),
-    Option("memory-limit", "m", "required", _int(1, None, "a whole number of megabytes"),
-           help="item memory in megabytes"),
-    Option("disable-evictions", "M"),
-    Option("conn-limit", "c", "required", _int(1, None), help="max simultaneous connections"),
-    Option("lock-memory", "k"),
-    Option("help", "h", in_config=False, ignore_in_config=True),
-    Option("license", "i", in_config=False, ignore_in_config=True),
-    Option("version", "V", in_config=False, ignore_in_config=True),
-    Option("enable-coredumps", "r"),
-    Option("verbose", "v", "optional"),
-    # Debian's /etc/memcached.conf has -d; its systemd wrapper drops it and
-    # so do we: the daemon is supervised, not forked, when run from a file.
-    Option("daemon", "d", ignore_in_config=True),
-    Option("user", "u", "required", _nonempty),
-    Option("pidfile", "P", "required", _nonempty),
-    Option("slab-growth-factor", "f", "required", _float_gt(1.0)),
-    Option("slab-min-size", "n", "required", _int(1)),
-    Option("threads", "t", "required", _int(1, 1024)),
-    Option("prefix-delimiter", "D", "required", _one_char),  # short-only in memcached
-    Option("enable-largepages", "L"),
-    Option("max-reqs-per-event", "R", "required", _int(1)),
-    Option("disable-cas", "C"),
-    Option("listen-backlog", "b", "required", _int(1)),
-    Option("protocol", "B", "required", _choice("auto", "ascii", "binary")),
-    Option("max-item-size", "I", "required", _size),
-    Option("enable-sasl", "S"),
-    Option("disable-flush-all", "F"),
-    Option("disable-dumping", "X"),
-    Option("disable-watch", "W"),
-    Option("auth-file", "Y", "required", _nonempty),
-    Option("memory-file", "e", "required", _nonempty),
-    Option("extended", "o", "required", _extended),
-    Option("napi-ids", "N", "required", _int(1)),
-    # memcachepy's own
-    Option("metrics-listen", None, "required", _hostport,
-           help="serve Prometheus metrics on [HOST:]PORT (loopback by default)"),
-    Option("metrics-hotkeys", None, "required", _int(0, None),
-           help="export the N hottest keys with the metrics (default 10; 0: none)"),
-    Option("metrics-hotkeys-hash", None,
-           help="export hot keys as SHA-256 prefixes instead of the keys"),
-    Option("sasl-pwdb", None, "required", _nonempty,
-           help="SASL password file (user:password lines), as MEMCACHED_SASL_PWDB"),
-    Option("log-file", None, "required", _nonempty,
-           help="log to FILE instead of stderr; SIGHUP reopens it"),
-    Option("config", None, "required", _nonempty, in_config=False),
-    Option("check-config", None, in_config=False),
-)
-
-_BY_SHORT = {o.short: o for o in OPTIONS if o.short}
-_BY_LONG = {o.long: o for o in OPTIONS}
+def check_tokens(tokens: Sequence[str], whole: bool = True) -> Optional[SettingsError]:
+    """What the daemon would say about this command line (None: it accepts it).
+    whole=False leaves out the checks across options."""
+    from . import cli
+    try:
+        cli.settings_from_args(cli.parse_args(list(tokens)), check=whole)
+    except SettingsError as e:
+        return e
+    except cli._ArgError as e:
+        return SettingsError(str(e), 1)
+    return None
 
 
 # --------------------------------------------------------------------------
@@ -288,7 +77,7 @@ _BY_LONG = {o.long: o for o in OPTIONS}
 @dataclass
 class Entry:
     """One option occurrence: where it came from and its value (None for flags)."""
-    option: Option
+    option: Flag
     value: Optional[str]
     source: str = "<command line>"
     lineno: Optional[int] = None
@@ -362,7 +151,7 @@ def _getopt(tokens: Sequence[str], source: str, lineno: Optional[int],
             break
         if tok.startswith("--") and len(tok) > 2:
             name, eq, val = tok[2:].partition("=")
-            opt = _BY_LONG.get(name)
+            opt = BY_LONG.get(name)
             if opt is None:
                 if strict:
                     raise err(f"unknown option '--{name}'")
@@ -388,7 +177,7 @@ def _getopt(tokens: Sequence[str], source: str, lineno: Optional[int],
             j = 1
             while j < len(tok):
                 ch = tok[j]
-                opt = _BY_SHORT.get(ch)
+                opt = BY_SHORT.get(ch)
                 if opt is None:
                     if strict:
                         raise err(f"unknown option '-{ch}'")
@@ -435,13 +224,13 @@ def parse_config_text(text: str, source: str = "<config>") -> ConfigFile:
             if tokens[0] == "logfile":
                 if len(tokens) != 2:
                     raise ConfigError("logfile: expected one file name", source, lineno)
-                cfg.entries.append(Entry(_BY_LONG["log-file"], tokens[1], source, lineno))
+                cfg.entries.append(Entry(BY_LONG["log-file"], tokens[1], source, lineno))
                 continue
             # `cluster_file PATH`: the same as -o cluster_file=PATH (auto discovery).
             if tokens[0] == "cluster_file":
                 if len(tokens) != 2:
                     raise ConfigError("cluster_file: expected one file name", source, lineno)
-                cfg.entries.append(Entry(_BY_LONG["extended"], f"cluster_file={tokens[1]}",
+                cfg.entries.append(Entry(BY_LONG["extended"], f"cluster_file={tokens[1]}",
                                          source, lineno))
                 continue
             raise ConfigError(f"expected an option such as '-m 64', got {tokens[0]!r}",
@@ -454,18 +243,17 @@ def parse_config_text(text: str, source: str = "<config>") -> ConfigFile:
             if not e.option.in_config:
                 raise ConfigError(f"'--{e.option.long}' is only allowed on the command line",
                                   source, lineno)
-            if e.value is not None and e.option.arg == "required" and e.option.check:
-                why = e.option.check(e.value)
-                if why:
-                    raise ConfigError(f"{_optname(e.option)}: {why}", source, lineno)
-            if e.option.arg == "optional" and e.value is not None and e.option.short == "v":
+            if e.option.arg == OPTIONAL and e.value is not None and e.option.short == "v":
                 if e.value.strip("v"):
                     raise ConfigError(f"-v: unexpected {e.value!r}", source, lineno)
+            why = check_tokens(e.tokens(), whole=False)
+            if why:
+                raise ConfigError(f"{_optname(e.option)}: {why}", source, lineno)
             cfg.entries.append(e)
     return cfg
 
 
-def _optname(o: Option) -> str:
+def _optname(o: Flag) -> str:
     return f"-{o.short}/--{o.long}" if o.short else f"--{o.long}"
 
 
@@ -525,82 +313,32 @@ def merge_argv(config_tokens: Sequence[str], argv: Sequence[str]) -> list[str]:
 # Whole-configuration checks (what memcached checks after getopt).
 
 
-@dataclass
-class Settings:
-    """The handful of merged values the cross-option checks need."""
-    memory_mb: int = 64
-    item_size_max: int = 1024 * 1024
-    slab_chunk_max: Optional[int] = None
-    hot_lru_pct: int = 20
-    warm_lru_pct: int = 40
-    temporary_ttl: bool = False
-    lru_maintainer: bool = True
-    values: dict = field(default_factory=dict)
-
-
 def validate(entries: Iterable[Entry]) -> list[ConfigError]:
-    """Check every value and the cross-option rules; [] when the set is valid."""
+    """Each entry alone, then the whole set, through the daemon's own validator;
+    [] when the daemon would start with these options."""
+    entries = list(entries)
     errors: list[ConfigError] = []
-    s = Settings()
     for e in entries:
-        o = e.option
-        if e.value is not None and o.arg == "required" and o.check:
-            why = o.check(e.value)
-            if why:
-                errors.append(ConfigError(f"{_optname(o)}: {why}", e.source, e.lineno))
-                continue
-        if o.short == "m" and e.value is not None:
-            s.memory_mb = int(e.value)
-        elif o.short == "I" and e.value is not None:
-            s.item_size_max = parse_size(e.value)
-        elif o.short == "o":
-            for name, part in split_suboptions(e.value or ""):
-                value = part.partition("=")[2]
-                if name == "slab_chunk_max":
-                    s.slab_chunk_max = int(value)
-                elif name == "hot_lru_pct":
-                    s.hot_lru_pct = int(value)
-                elif name == "warm_lru_pct":
-                    s.warm_lru_pct = int(value)
-                elif name == "temporary_ttl":
-                    s.temporary_ttl = True
-                elif name == "no_lru_maintainer":
-                    s.lru_maintainer = False
-                elif name == "lru_maintainer":
-                    s.lru_maintainer = True
-        s.values[o.key] = e.value
-
-    def fail(msg: str) -> None:
-        errors.append(ConfigError(msg))
-
-    if s.item_size_max > s.memory_mb * 1024 * 1024 // 2:
-        fail("Cannot set item size limit higher than 1/2 of memory max. "
-             f"(-I {s.item_size_max} bytes, -m {s.memory_mb} MB)")
-    # memcached 1.6.18: slab_chunk_max defaults to half a 1 MB page, in bytes.
-    chunk_max = s.slab_chunk_max if s.slab_chunk_max is not None else 512 * 1024
-    if chunk_max > s.item_size_max:
-        fail(f"slab_chunk_max ({chunk_max} bytes) cannot be larger than -I "
-             f"({s.item_size_max} bytes)")
-    elif s.item_size_max % chunk_max:
-        fail(f"-I ({s.item_size_max} bytes) must be evenly divisible by slab_chunk_max "
-             f"({chunk_max} bytes)")
-    if (1024 * 1024) % chunk_max:
-        fail(f"slab_chunk_max ({chunk_max} bytes) must divide the 1 MB slab page evenly")
-    if s.hot_lru_pct + s.warm_lru_pct > 80:
-        fail("hot_lru_pct + warm_lru_pct cannot be more than 80% combined")
-    if s.temporary_ttl and not s.lru_maintainer:
-        fail("temporary_ttl requires lru_maintainer to be enabled")
+        why = check_tokens(e.tokens(), whole=False)
+        if why:
+            errors.append(ConfigError(f"{_optname(e.option)}: {why}", e.source, e.lineno))
+    if not errors:
+        why = check_tokens([t for e in entries for t in e.tokens()])
+        if why:
+            errors.append(ConfigError(str(why)))
     return errors
 
 
-def check_config(path: str, argv: Sequence[str] = (), out: TextIO = sys.stdout,
-                 err: TextIO = sys.stderr) -> int:
+def check_config(path: str, argv: Sequence[str] = (), out: Optional[TextIO] = None,
+                 err: Optional[TextIO] = None) -> int:
     """`--check-config`: validate the file (and the command line on top of it).
 
     Prints warnings and every error, then "<path>: OK" on success.  Returns
     the process exit status: 0 valid, 1 invalid (memcached exits 64,
     EX_USAGE, for value errors; 1 keeps "non-zero" simple for scripts).
     """
+    out = out or sys.stdout
+    err = err or sys.stderr
     try:
         cfg = load_config(path)
     except ConfigError as exc:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
 from . import __version__
+from .options import SUB, SUBOPTIONS, sub_default
 
 EX_USAGE = 64
 
@@ -59,18 +60,26 @@ def parse_size(text: str) -> int:
     return (int(m.group(1)) if m else 0) * mult
 
 
-def _atoi(text: str) -> int:
-    """C's atoi(): leading blanks, a sign, digits; anything else ends it (0 if none)."""
+def atoi(text: str) -> int:
+    """C's atoi(), which memcached uses for its numeric flags: leading blanks, a sign,
+    digits; anything else ends it (0 if none)."""
     import re
-    m = re.match(r"[ \t\n\v\f\r]*([+-]?\d+)", text)
+    m = re.match(r"[ \t\n\v\f\r]*([+-]?\d+)", text or "")
     return int(m.group(1)) if m else 0
 
 
-def _atof(text: str) -> float:
+def atof(text: str) -> float:
     """C's atof(), for the shapes a command line holds."""
     import re
-    m = re.match(r"\s*([+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)", text)
+    m = re.match(r"\s*([+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)", text or "")
     return float(m.group(1)) if m else 0.0
+
+
+def strtol(text: str, base: int) -> int:
+    """C's strtol(text, NULL, base) for bases up to 10: the leading digits, else 0."""
+    import re
+    m = re.match(r"\s*([+-]?[0-%d]+)" % (base - 1), text or "")
+    return int(m.group(1), base) if m else 0
 
 
 def _strtoul32(text: str) -> Optional[int]:
@@ -82,42 +91,10 @@ def _strtoul32(text: str) -> Optional[int]:
     return n if n < 2**32 else None
 
 
-# Sub-options whose value memcached 1.6.18 needs, with its message when it is missing.
-_MISSING = {
-    "hashpower": "Missing numeric argument for hashpower",
-    "slab_automove_ratio": "Missing slab_automove_ratio argument",
-    "slab_automove_window": "Missing slab_automove_window argument",
-    "tail_repair_time": "Missing numeric argument for tail_repair_time",
-    "hash_algorithm": "Missing hash_algorithm argument",
-    "lru_crawler_sleep": "Missing lru_crawler_sleep value",
-    "lru_crawler_tocrawl": "Missing lru_crawler_tocrawl value",
-    "hot_lru_pct": "Missing hot_lru_pct argument",
-    "warm_lru_pct": "Missing warm_lru_pct argument",
-    "hot_max_factor": "Missing hot_max_factor argument",
-    "warm_max_factor": "Missing warm_max_factor argument",
-    "temporary_ttl": "Missing temporary_ttl argument",
-    "idle_timeout": "Missing numeric argument for idle_timeout",
-    "watcher_logbuf_size": "Missing watcher_logbuf_size argument",
-    "worker_logbuf_size": "Missing worker_logbuf_size argument",
-    "read_buf_mem_limit": "Missing read_buf_mem_limit argument",
-    "slab_chunk_max": "Missing slab_chunk_max argument",
-    "slab_sizes": "Missing slab_sizes argument",
-    "shards": "Missing shards argument",
-    "cluster_file": "Missing cluster_file argument",
-    "hotkeys_sample": "Missing hotkeys_sample argument",
-}
-# memcachepy's own: sample one key request in N for `stats hotkeys` (0: off).
-# The default is the measured cost/accuracy trade-off (README, "Hot keys").
-HOTKEYS_SAMPLE_DEFAULT = 100
-
-# Bare switches (memcached ignores a value given to one).
-_SWITCHES = {
-    "maxconns_fast", "no_maxconns_fast", "no_hashexpand", "slab_reassign", "no_slab_reassign",
-    "no_slab_automove", "lru_crawler", "no_lru_crawler", "lru_maintainer", "no_lru_maintainer",
-    "track_sizes", "inline_ascii_resp", "no_inline_ascii_resp", "no_chunked_items", "modern",
-    "no_modern", "drop_privileges", "no_drop_privileges", "resp_obj_mem_limit",
-    "sock_cookie_id",
-}
+# From the sub-option table (options.py): memcached's message for a missing value,
+# and the bare switches (memcached ignores a value given to one).
+_MISSING = {o.name: o.missing for o in SUBOPTIONS if o.missing}
+_SWITCHES = {o.name for o in SUBOPTIONS if o.switch}
 # Families memcachepy does not implement (extstore, proxy): cli.py refuses them.
 _UNSUPPORTED_PREFIXES = ("ext_", "proxy_")
 
@@ -188,7 +165,7 @@ def parse_suboptions(s: "Settings", text: str) -> None:
         if name in _MISSING and v is None:
             raise SettingsError(_MISSING[name], 1)
         if name == "hashpower":
-            n = _atoi(v)
+            n = atoi(v)
             if n < 12:
                 raise SettingsError(f"Initial hashtable multiplier of {n} is too low", 1)
             if n > 32:
@@ -198,22 +175,22 @@ def parse_suboptions(s: "Settings", text: str) -> None:
             s.hashpower_init = n
             ext[name] = str(n)
         elif name == "slab_automove":
-            n = 1 if v is None else _atoi(v)
+            n = 1 if v is None else atoi(v)
             if n < 0 or n > 2:
                 raise SettingsError("slab_automove must be between 0 and 2", 1)
             ext[name] = str(n)
         elif name == "slab_automove_ratio":
-            f = _atof(v)
+            f = atof(v)
             if f <= 0 or f > 1:
                 raise SettingsError("slab_automove_ratio must be > 0 and < 1", 1)
             ext[name] = v
         elif name == "slab_automove_window":
-            n = _atoi(v)
+            n = atoi(v)
             if n < 3:
                 raise SettingsError("slab_automove_window must be > 2", 1)
             ext[name] = str(n)
         elif name == "tail_repair_time":
-            n = _atoi(v)
+            n = atoi(v)
             if n < 10:
                 raise SettingsError("Cannot set tail_repair_time to less than 10 seconds", 1)
             ext[name] = str(n)
@@ -222,7 +199,7 @@ def parse_suboptions(s: "Settings", text: str) -> None:
                 raise SettingsError("Unknown hash_algorithm option (jenkins, murmur3, xxh3)", 1)
             ext[name] = v
         elif name == "lru_crawler_sleep":
-            n = _atoi(v)
+            n = atoi(v)
             if n < 0 or n > 1_000_000:
                 raise SettingsError("LRU crawler sleep must be between 0 and 1 second", 1)
             s.lru_crawler_sleep = n
@@ -233,18 +210,18 @@ def parse_suboptions(s: "Settings", text: str) -> None:
                 raise SettingsError("lru_crawler_tocrawl takes a numeric 32bit value", 1)
             ext[name] = str(n)
         elif name in ("hot_lru_pct", "warm_lru_pct"):
-            n = _atoi(v)
+            n = atoi(v)
             if n < 1 or n >= 80:
                 raise SettingsError(f"{name} must be > 1 and < 80", 1)
             ext[name] = str(n)
         elif name in ("hot_max_factor", "warm_max_factor"):
-            if _atof(v) <= 0:
+            if atof(v) <= 0:
                 raise SettingsError(f"{name} must be > 0", 1)
-            ext[name] = repr(_atof(v))
+            ext[name] = repr(atof(v))
         elif name == "temporary_ttl":
-            ext[name] = str(_atoi(v))
+            ext[name] = str(atoi(v))
         elif name == "idle_timeout":
-            s.idle_timeout = _atoi(v)
+            s.idle_timeout = atoi(v)
             ext[name] = str(s.idle_timeout)
         elif name in ("watcher_logbuf_size", "worker_logbuf_size", "read_buf_mem_limit"):
             n = _strtoul32(v)
@@ -271,7 +248,7 @@ def parse_suboptions(s: "Settings", text: str) -> None:
                 raise SettingsError("hotkeys_sample takes a numeric 32bit value (0 turns it off)", 1)
             ext[name] = str(n)
         elif name == "shards":            # memcachepy's own: how many lock shards
-            n = _atoi(v)
+            n = atoi(v)
             s.nshards = n
             ext[name] = str(n)
         elif name in _SWITCHES:
@@ -353,14 +330,14 @@ class Settings:
     backlog: int = 1024
     binding_protocol: str = "auto-negotiate"
     item_size_max: int = 1024 * 1024
-    slab_chunk_size_max: int = 512 * 1024
+    slab_chunk_size_max: int = int(SUB["slab_chunk_max"].default)
     flush_enabled: bool = True
     dump_enabled: bool = True
     watch_enabled: bool = True
-    idle_timeout: int = 0
-    nshards: int = 64
-    hashpower_init: int = 0
-    lru_crawler_sleep: int = 100
+    idle_timeout: int = int(SUB["idle_timeout"].default)
+    nshards: int = int(SUB["shards"].default)
+    hashpower_init: int = int(SUB["hashpower"].default)
+    lru_crawler_sleep: int = int(SUB["lru_crawler_sleep"].default)
     metrics_listen: Optional[str] = None
     metrics_hotkeys: int = 10          # hot keys exported by the metrics endpoint (0: none)
     metrics_hotkeys_hash: bool = False # export them as SHA-256 prefixes, not keys
@@ -403,6 +380,11 @@ class Settings:
         if (1024 * 1024) % self.slab_chunk_size_max:
             raise SettingsError(f"slab_chunk_max (bytes: {self.slab_chunk_size_max}) must divide "
                                 f"evenly into {1024 * 1024} (slab_page_size)")
+        ext = self.extended
+        if int(sub_default(ext, "hot_lru_pct")) + int(sub_default(ext, "warm_lru_pct")) > 80:
+            raise SettingsError("hot_lru_pct + warm_lru_pct cannot be more than 80% combined")
+        if "temporary_ttl" in ext and "no_lru_maintainer" in ext:
+            raise SettingsError("temporary_ttl requires lru_maintainer to be enabled")
         if self.nshards < 1 or self.nshards > 256 or self.nshards & (self.nshards - 1):
             raise SettingsError("shards must be a power of two between 1 and 256", 1)
         if self.domain_socket and self.listen:
@@ -452,21 +434,21 @@ class Settings:
             line("slab_reassign", "no" if "no_slab_reassign" in ext else "yes"),
         ])
         b2 = "".join([
-            line("slab_automove_window", ext.get("slab_automove_window", "30")),
+            line("slab_automove_window", sub_default(ext, "slab_automove_window")),
             line("slab_chunk_max", self.slab_chunk_size_max),
         ])
         b3 = "".join([
-            line("tail_repair_time", ext.get("tail_repair_time", "0")),
+            line("tail_repair_time", sub_default(ext, "tail_repair_time")),
             line("flush_enabled", yn(self.flush_enabled)),
             line("dump_enabled", yn(self.dump_enabled)),
-            line("hash_algorithm", ext.get("hash_algorithm", "murmur3")),
+            line("hash_algorithm", sub_default(ext, "hash_algorithm")),
             line("lru_maintainer_thread", "no" if "no_lru_maintainer" in ext else "yes"),
         ])
         b4 = "".join([
             line("idle_timeout", self.idle_timeout),
-            line("watcher_logbuf_size", ext.get("watcher_logbuf_size", "262144")),
-            line("worker_logbuf_size", ext.get("worker_logbuf_size", "65536")),
-            line("read_buf_mem_limit", ext.get("read_buf_mem_limit", "0")),
+            line("watcher_logbuf_size", sub_default(ext, "watcher_logbuf_size")),
+            line("worker_logbuf_size", sub_default(ext, "worker_logbuf_size")),
+            line("read_buf_mem_limit", sub_default(ext, "read_buf_mem_limit")),
             line("track_sizes", "yes" if "track_sizes" in ext else "no"),
             line("inline_ascii_response", "no"),
             line("ext_item_size", 512),
@@ -546,22 +528,22 @@ class Settings:
             "domain_socket": self.domain_socket,
             "settings_text_a": a,
             "settings_text_b": b,
-            "slab_automove": int(ext.get("slab_automove", 1)),
-            "slab_automove_ratio": float(ext.get("slab_automove_ratio", 0.8)),
-            "slab_automove_window": int(ext.get("slab_automove_window", 30)),
-            "read_buf_mem_limit": int(ext.get("read_buf_mem_limit", 0)),
+            "slab_automove": int(sub_default(ext, "slab_automove")),
+            "slab_automove_ratio": float(sub_default(ext, "slab_automove_ratio")),
+            "slab_automove_window": int(sub_default(ext, "slab_automove_window")),
+            "read_buf_mem_limit": int(sub_default(ext, "read_buf_mem_limit")),
             "slab_reassign": "no_slab_reassign" not in ext,
             "lru_crawler": "no_lru_crawler" not in ext,
             "lru_crawler_sleep": self.lru_crawler_sleep,
-            "lru_crawler_tocrawl": int(ext.get("lru_crawler_tocrawl", 0)),
+            "lru_crawler_tocrawl": int(sub_default(ext, "lru_crawler_tocrawl")),
             "lru_maintainer": "no_lru_maintainer" not in ext,
             "lru_segmented": "no_lru_segmented" not in ext and "no_lru_maintainer" not in ext,
             "track_sizes": "track_sizes" in ext,
-            "hot_lru_pct": int(ext.get("hot_lru_pct", 20)),
-            "warm_lru_pct": int(ext.get("warm_lru_pct", 40)),
-            "hot_max_factor": float(ext.get("hot_max_factor", 0.2)),
-            "warm_max_factor": float(ext.get("warm_max_factor", 2.0)),
+            "hot_lru_pct": int(sub_default(ext, "hot_lru_pct")),
+            "warm_lru_pct": int(sub_default(ext, "warm_lru_pct")),
+            "hot_max_factor": float(sub_default(ext, "hot_max_factor")),
+            "warm_max_factor": float(sub_default(ext, "warm_max_factor")),
             "temp_lru": "temp_lru" in ext or "temporary_ttl" in ext,
-            "temporary_ttl": int(ext.get("temporary_ttl", 61)),
-            "hotkeys_sample": int(ext.get("hotkeys_sample", HOTKEYS_SAMPLE_DEFAULT)),
+            "temporary_ttl": int(sub_default(ext, "temporary_ttl")),
+            "hotkeys_sample": int(sub_default(ext, "hotkeys_sample")),
         }

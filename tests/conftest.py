@@ -11,6 +11,8 @@
 # Fixtures:  start_daemon(kind, *flags) -> Daemon      (any test; stopped at teardown)
 #            start_many([(kind, flags), ...]) -> [Daemon]  (concurrent start, no checks)
 #            daemon_pair(sut_kind, flags) -> (memcached, sut)   (differential tests)
+#            module_daemons(kind, *flags) -> Daemon  (one per kind+flags per module,
+#                      shared by the module's tests; stopped after the module)
 #            kind      parametrises a test over memcached and memcachepy
 #            sut_kind  parametrises the side compared with memcached ("sanity-memcached"
 #                      runs memcached against itself, proving a comparison is deterministic)
@@ -122,6 +124,23 @@ def daemon_pair() -> Iterator[PairFn]:
 
     yield pair
     for d in started:
+        d.stop(block=False)
+
+
+@pytest.fixture(scope="module")
+def module_daemons() -> Iterator[StartFn]:
+    """Factory: module_daemons(kind, *flags) -> Daemon, started on first use and shared by
+    every test of the module that asks for the same kind and flags."""
+    started: dict[tuple[str, tuple[str, ...]], Daemon] = {}
+
+    def get(kind: str, *flags: str) -> Daemon:
+        require(kind)
+        if (kind, flags) not in started:
+            started[kind, flags] = start_daemons([(kind, flags)])[0]
+        return started[kind, flags]
+
+    yield get
+    for d in started.values():
         d.stop(block=False)
 
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from support.daemons import KIND_MEMCACHEPY, Daemon, start_daemon  # noqa: E402
+from support.rawclient import Conn  # noqa: E402
 
 CRLF = b"\r\n"
 
@@ -49,34 +50,6 @@ def check_value(key: bytes, value: bytes) -> str | None:
     if int(crc, 16) != zlib.crc32(payload):
         return "checksum mismatch"
     return None
-
-
-class Reader:
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.buf = bytearray()
-
-    def _fill(self) -> None:
-        chunk = self.sock.recv(1 << 20)
-        if not chunk:
-            raise ConnectionError("daemon closed the connection")
-        self.buf += chunk
-
-    def line(self) -> bytes:
-        while True:
-            i = self.buf.find(CRLF)
-            if i >= 0:
-                out = bytes(self.buf[:i])
-                del self.buf[:i + 2]
-                return out
-            self._fill()
-
-    def exact(self, n: int) -> bytes:
-        while len(self.buf) < n:
-            self._fill()
-        out = bytes(self.buf[:n])
-        del self.buf[:n]
-        return out
 
 
 @dataclass
@@ -105,9 +78,9 @@ def client(d: Daemon, tid: int, stop: threading.Event, totals: Totals, item_max:
     rng = random.Random(tid * 7919 + 1)
     local = Totals()
     try:
-        sock = socket.create_connection(d.addr, timeout=60)
+        r = Conn(d.addr, timeout=60)
+        sock = r.sock
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        r = Reader(sock)
         keys = [b"t%d:k%d" % (tid, i) for i in range(400)]
         counters = [b"t%d:ctr%d" % (tid, i) for i in range(4)]
         counts = [0] * 4
@@ -237,16 +210,7 @@ def run(seconds: float, threads: int = 8, kind: str = KIND_MEMCACHEPY, mem_mb: i
     alive = d.alive()
     stats = {}
     if alive:
-        s = socket.create_connection(d.addr, timeout=10)
-        s.sendall(b"stats\r\n")
-        r = Reader(s)
-        while True:
-            line = r.line()
-            if line == b"END":
-                break
-            _, k, v = line.decode().split(" ", 2)
-            stats[k] = v
-        s.close()
+        stats = d.stats()
     rc = d.stop()
     third = samples[len(samples) // 3] if samples else 0.0
     result = {

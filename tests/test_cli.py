@@ -7,16 +7,14 @@
 # against both binaries; the table itself is what memcached 1.6.18 does.
 from __future__ import annotations
 
-import os
 import re
 import socket
 import subprocess
-import sys
-import tempfile
 import time
 
 import pytest
-from support.daemons import KIND_MEMCACHED, MEMCACHED_BIN, run_cli
+from support.daemons import KIND_MEMCACHED, MEMCACHED_BIN, Proc, binary, run_cli
+from support.rawclient import Conn
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -140,74 +138,42 @@ def test_port_zero_and_port_file(kind: str, ports) -> None:
     """`-p 0` opens no TCP listener (a UDP-only or unix-only server), `-p -1`/`-U -1` ask for
     any free port, and -U without -p moves TCP to the UDP port: the port file lists exactly
     the listeners memcached's lists, in its format."""
-    with tempfile.TemporaryDirectory() as tmp:
-        port_file = os.path.join(tmp, "port")
-        env = dict(os.environ, MEMCACHED_PORT_FILENAME=port_file)
-        argv = ["-u", "root", "-l", "127.0.0.1", *ports]
-        cmd = [MEMCACHED_BIN, *argv] if kind == KIND_MEMCACHED else \
-            [sys.executable, "-m", "memcachepy", *argv]
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        try:
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline and not os.path.exists(port_file):
-                assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
-                time.sleep(0.02)
-            text = open(port_file).read()
+    with Proc([*binary(kind), "-u", "root", "-l", "127.0.0.1", *ports]) as p:
+        p.wait_path(str(p.port_file), 10)
+        deadline = time.monotonic() + 10
+        want = [k for k, flag in (("TCP", "-p"), ("UDP", "-U"))
+                if flag in ports and ports[ports.index(flag) + 1] != "0"]
+        if "-p" not in ports:
+            want = ["TCP", "UDP"]
+        while True:     # the port file is written line by line
+            text = p.port_file.read_text()
             kinds = re.findall(r"^(TCP|UDP) INET: (\d+)$", text, re.M)
-            want = [k for k, flag in (("TCP", "-p"), ("UDP", "-U"))
-                    if flag in ports and ports[ports.index(flag) + 1] != "0"]
-            if "-p" not in ports:
-                want = ["TCP", "UDP"]
-            assert [k for k, _ in kinds] == want, text
-            for k, port in kinds:
-                assert int(port) not in (0, 11211)
-                if k == "TCP":
-                    with socket.create_connection(("127.0.0.1", int(port)), timeout=5) as s:
-                        s.sendall(b"version\r\n")
-                        assert s.recv(100).startswith(b"VERSION 1.6")
-                else:
-                    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-                        s.settimeout(5)
-                        s.sendto(b"\0\1\0\0\0\1\0\0version\r\n", ("127.0.0.1", int(port)))
-                        assert s.recv(100) == b"\0\1\0\0\0\1\0\0VERSION 1.6.18\r\n"
-        finally:
-            proc.terminate()
-            proc.wait(timeout=10)
+            if len(kinds) >= len(want) or time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
+        assert [k for k, _ in kinds] == want, text
+        for k, port in kinds:
+            assert int(port) not in (0, 11211)
+            if k == "TCP":
+                with Conn(int(port)) as c:
+                    assert c.request(b"").startswith(b"VERSION 1.6")
+            else:
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                    s.settimeout(5)
+                    s.sendto(b"\0\1\0\0\0\1\0\0version\r\n", ("127.0.0.1", int(port)))
+                    assert s.recv(100) == b"\0\1\0\0\0\1\0\0VERSION 1.6.18\r\n"
 
 
 def test_ephemeral_port_via_listen_spec(kind: str) -> None:
     """`-l 127.0.0.1:0` with a non-zero -p binds an ephemeral port (how the harness starts
     memcached); the port file must name it and no UDP line may appear with -U 0."""
-    with tempfile.TemporaryDirectory() as tmp:
-        port_file = os.path.join(tmp, "port")
-        env = dict(os.environ, MEMCACHED_PORT_FILENAME=port_file)
-        argv = ["-u", "root", "-U", "0", "-l", "127.0.0.1:0", "-p", "11211"]
-        if kind == KIND_MEMCACHED:
-            cmd = [MEMCACHED_BIN, *argv]
-        else:
-            cmd = [sys.executable, "-m", "memcachepy", *argv]
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE)
-        try:
-            deadline = time.monotonic() + 10
-            text = ""
-            while time.monotonic() < deadline and "TCP INET:" not in text:
-                try:
-                    with open(port_file) as fh:
-                        text = fh.read()
-                except OSError:
-                    pass
-                assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
-                time.sleep(0.02)
-            m = re.fullmatch(r"TCP INET: (\d+)\n", text)
-            assert m, repr(text)
-            assert int(m.group(1)) not in (0, 11211)
-            with socket.create_connection(("127.0.0.1", int(m.group(1))), timeout=5) as s:
-                s.sendall(b"version\r\n")
-                assert s.recv(100).startswith(b"VERSION ")
-        finally:
-            proc.kill()
-            proc.wait()
+    argv = ["-u", "root", "-U", "0", "-l", "127.0.0.1:0", "-p", "11211"]
+    with Proc([*binary(kind), *argv]) as p:
+        port = p.wait_port(10)
+        assert re.fullmatch(r"TCP INET: (\d+)\n", p.port_file.read_text())
+        assert port not in (0, 11211)
+        with Conn(port) as c:
+            assert c.request(b"").startswith(b"VERSION ")
 
 
 def test_sigterm_exits_cleanly(kind: str, start_daemon) -> None:

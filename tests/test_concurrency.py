@@ -15,6 +15,7 @@ import time
 
 import pytest
 from support.daemons import Daemon
+from support.rawclient import Conn
 
 THREADS = 16
 INCRS_PER_THREAD = 10_000
@@ -22,39 +23,9 @@ INCR_KEYS = [b"ctr0", b"ctr1", b"ctr2", b"ctr3"]
 PIPELINE = 200
 
 
-class LineReader:
-    """Buffered reader for text-protocol replies on a blocking socket."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.buf = bytearray()
-
-    def _fill(self) -> None:
-        chunk = self.sock.recv(1 << 16)
-        if not chunk:
-            raise ConnectionError("daemon closed the connection")
-        self.buf += chunk
-
-    def line(self) -> bytes:
-        while True:
-            i = self.buf.find(b"\r\n")
-            if i >= 0:
-                out = bytes(self.buf[:i])
-                del self.buf[:i + 2]
-                return out
-            self._fill()
-
-    def exact(self, n: int) -> bytes:
-        while len(self.buf) < n:
-            self._fill()
-        out = bytes(self.buf[:n])
-        del self.buf[:n]
-        return out
-
-
-def connect(d: Daemon) -> tuple[socket.socket, LineReader]:
-    s = d.connect(timeout=20)
-    return s, LineReader(s)
+def connect(d: Daemon) -> tuple[socket.socket, Conn]:
+    c = Conn(d.addr, timeout=20)
+    return c.sock, c
 
 
 @pytest.mark.timeout(120)

@@ -6,23 +6,22 @@
 from __future__ import annotations
 
 import os
-import re
 import shutil
-import socket
 import subprocess
 import sys
-import time
 
 import pytest
 
 from memcachepy import config
 from memcachepy.config import ConfigError
+from support.daemons import KIND_MEMCACHEPY, Proc, binary, memcachepy_status
+from support.rawclient import stats
 
 pytestmark = pytest.mark.timeout(60)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MEMCACHED = shutil.which("memcached")
-need_memcached = pytest.mark.skipif(MEMCACHED is None, reason="memcached not installed")
+MEMCACHED = shutil.which("memcached") or ""
+need_memcached = pytest.mark.skipif(not MEMCACHED, reason="memcached not installed")
 
 # Written in the shape of Debian's /etc/memcached.conf (not a copy of it):
 # -d, a logfile directive, comments, short options with separate values.
@@ -96,30 +95,24 @@ def test_line_forms(line, argv):
 
 
 @pytest.mark.parametrize("text, lineno, message", [
-    ("-m 64x\n", 1, "-m/--memory-limit: '64x' is not a whole number of megabytes"),
-    ("\n\n-c 0\n", 3, "-c/--conn-limit: 0 is too small (minimum 1)"),
-    ("-t abc\n", 1, "-t/--threads: 'abc' is not a whole number"),
-    ("-p 70000\n", 1, "-p/--port: 70000 is too large (maximum 65535)"),
+    ("\n\n-c 0\n", 3, "-c/--conn-limit: Maximum connections must be greater than 0"),
+    ("-t abc\n", 1, "-t/--threads: Number of threads must be greater than 0"),
+    ("-p 70000\n", 1, "-p/--port: Invalid port number"),
     ("-q\n", 1, "unknown option '-q'"),
     ("--no-such-thing\n", 1, "unknown option '--no-such-thing'"),
     ("memory 64\n", 1, "expected an option such as '-m 64', got 'memory'"),
     ("-m 64 extra\n", 1, "expected an option such as '-m 64', got 'extra'"),
     ("-m\n", 1, "option '-m' requires an argument"),
     ("--config /etc/other.conf\n", 1, "'--config' is only allowed on the command line"),
-    ("-B ascii2\n", 1, "-B/--protocol: 'ascii2' is not one of auto, ascii, binary"),
-    ("-f 1.0\n", 1, "-f/--slab-growth-factor: 1.0 must be greater than 1"),
-    ("-I 512\n", 1, "-I/--max-item-size: Item max size cannot be less than 1024 bytes."),
-    ("-I 2g\n", 1, "-I/--max-item-size: '2g' is not a size"),
+    ("-B ascii2\n", 1, "-B/--protocol: Invalid value for binding protocol: ascii2"),
+    ("-f 1.0\n", 1, "-f/--slab-growth-factor: Factor must be greater than 1"),
     ("-o bogus\n", 1, '-o/--extended: Illegal suboption "bogus"'),
     ("-o hashpower=5\n", 1, "-o/--extended: Initial hashtable multiplier of 5 is too low"),
     ("-o hashpower\n", 1, "-o/--extended: Missing numeric argument for hashpower"),
     ("-o hash_algorithm=md5\n", 1, "Unknown hash_algorithm option (jenkins, murmur3, xxh3)"),
     ("-o hot_lru_pct=90\n", 1, "-o/--extended: hot_lru_pct must be > 1 and < 80"),
-    ("-l fooble.invalid\n", 1, "cannot resolve listen address 'fooble.invalid'"),
-    ("-l 127.0.0.1:99999\n", 1, "is too large (maximum 65535)"),
-    ("-a 0999\n", 1, "is not an octal mask"),
     ("-m '64\n", 1, "cannot split line"),
-    ("--metrics-listen 127.0.0.1:\n", 1, "is not a port number"),
+    ("--metrics-listen 127.0.0.1:\n", 1, "Invalid --metrics-listen address: 127.0.0.1:"),
 ])
 def test_errors_name_file_and_line(tmp_path, text, lineno, message):
     path = write(tmp_path, "# header\n" + text)
@@ -177,12 +170,13 @@ def test_check_config_ok(tmp_path):
 
 
 @pytest.mark.parametrize("text, cli, message", [
-    ("-m 64x\n", [], ":1: -m/--memory-limit: '64x' is not a whole number of megabytes"),
+    ("-t 0\n", [], ":1: -t/--threads: Number of threads must be greater than 0"),
+    ("-I 512\n", [], "Item max size cannot be less than 1024 bytes."),
     ("-m 1\n-I 1m\n", [], "Cannot set item size limit higher than 1/2 of memory max."),
     ("-m 64\n", ["-m", "1"], "Cannot set item size limit higher than 1/2 of memory max."),
     ("-I 600k\n", [], "must be evenly divisible by slab_chunk_max"),
     ("-o hot_lru_pct=50,warm_lru_pct=40\n", [], "cannot be more than 80% combined"),
-    ("-m 64\n", ["-c", "zero"], "-c/--conn-limit: 'zero' is not a whole number"),
+    ("-m 64\n", ["-c", "zero"], "-c/--conn-limit: Maximum connections must be greater than 0"),
 ])
 def test_check_config_rejects(tmp_path, text, cli, message):
     r = run_check(write(tmp_path, text), *cli)
@@ -202,19 +196,7 @@ def test_check_config_cli_can_fix_the_file(tmp_path):
 
 
 def _stats_settings(port: int) -> dict[str, str]:
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-        s.sendall(b"stats settings\r\n")
-        buf = b""
-        while not buf.endswith(b"END\r\n"):
-            chunk = s.recv(65536)
-            assert chunk
-            buf += chunk
-    out = {}
-    for line in buf.decode().splitlines():
-        parts = line.split(" ", 2)
-        if parts[0] == "STAT":
-            out[parts[1]] = parts[2]
-    return out
+    return stats(port, b"settings")
 
 
 @need_memcached
@@ -228,23 +210,10 @@ def test_file_argv_means_the_same_to_real_memcached(tmp_path):
 -C
 -vv
 """)
-    portfile = tmp_path / "port"
     argv = config.merge_argv(config.read_config_file(path),
                              ["-u", "root", "-l", "127.0.0.1", "-U", "0", "-p", "-1", "-v"])
-    proc = subprocess.Popen([MEMCACHED, *argv], stderr=subprocess.DEVNULL,
-                            env={**os.environ, "MEMCACHED_PORT_FILENAME": str(portfile)})
-    try:
-        deadline = time.monotonic() + 10
-        port = None
-        while port is None and time.monotonic() < deadline:
-            m = re.search(r"TCP INET: (\d+)", portfile.read_text()) if portfile.exists() else None
-            port = int(m.group(1)) if m else None
-            time.sleep(0.02)
-        assert port, "memcached did not start with our argv"
-        st = _stats_settings(port)
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    with Proc([MEMCACHED, *argv], tmp_path) as p:
+        st = _stats_settings(p.wait_port(10))  # fails if memcached refuses our argv
     assert st["maxbytes"] == str(32 * 1024 * 1024)
     assert st["maxconns"] == "77"
     assert st["idle_timeout"] == "9"
@@ -259,21 +228,8 @@ def test_file_argv_means_the_same_to_real_memcached(tmp_path):
 def test_shipped_example_starts_real_memcached(tmp_path):
     path = os.path.join(REPO, "memcachepy", "data", "memcachepy.conf")
     argv = config.merge_argv(config.read_config_file(path), ["-u", "root", "-p", "-1"])
-    portfile = tmp_path / "port"
-    proc = subprocess.Popen([MEMCACHED, *argv], stderr=subprocess.DEVNULL,
-                            env={**os.environ, "MEMCACHED_PORT_FILENAME": str(portfile)})
-    try:
-        deadline = time.monotonic() + 10
-        port = None
-        while port is None and time.monotonic() < deadline:
-            m = re.search(r"TCP INET: (\d+)", portfile.read_text()) if portfile.exists() else None
-            port = int(m.group(1)) if m else None
-            time.sleep(0.02)
-        assert port, "memcached refused the shipped example's options"
-        st = _stats_settings(port)
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    with Proc([MEMCACHED, *argv], tmp_path) as p:
+        st = _stats_settings(p.wait_port(10))  # fails if memcached refuses the example
     assert st["maxbytes"] == str(64 * 1024 * 1024)
     assert st["inter"] == "127.0.0.1" and st["udpport"] == "0"
 
@@ -319,19 +275,13 @@ def test_refuses_what_memcached_refuses(tmp_path, bad):
 
 # ------------------------------------------- the daemon itself (integration)
 #
-# `memcachepy --config FILE [--check-config]`: these turn on by themselves once
-# the daemon runs and its -h lists --config (until then they skip and say why).
+# `memcachepy --config FILE [--check-config]`.
 
 
 def _daemon_with_config_or_skip() -> None:
-    from support.daemons import memcachepy_status
     ok, reason = memcachepy_status()
     if not ok:
         pytest.skip(reason)
-    r = subprocess.run([sys.executable, "-m", "memcachepy", "-h"], cwd=REPO,
-                       capture_output=True, text=True, timeout=30)
-    if "--config" not in r.stdout + r.stderr:
-        pytest.skip("memcachepy's CLI has no --config yet")
 
 
 def _root() -> list[str]:
@@ -341,23 +291,9 @@ def _root() -> list[str]:
 def test_daemon_reads_config_and_cli_overrides(tmp_path):
     _daemon_with_config_or_skip()
     path = write(tmp_path, "-m 32\n-c 77\n-p 11211\n-l 127.0.0.1\n-U 0\n-o idle_timeout=9\n")
-    portfile = tmp_path / "port"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "memcachepy", "--config", path, *_root(), "-p", "-1",
-         "-c", "55"], cwd=REPO, stderr=subprocess.DEVNULL,
-        env={**os.environ, "MEMCACHED_PORT_FILENAME": str(portfile)})
-    try:
-        deadline = time.monotonic() + 30
-        port = None
-        while port is None and time.monotonic() < deadline and proc.poll() is None:
-            m = re.search(r"TCP INET: (\d+)", portfile.read_text()) if portfile.exists() else None
-            port = int(m.group(1)) if m else None
-            time.sleep(0.05)
-        assert port, "daemon did not start with --config"
-        st = _stats_settings(port)
-    finally:
-        proc.terminate()
-        proc.wait(15)
+    with Proc([*binary(KIND_MEMCACHEPY), "--config", path, *_root(), "-p", "-1", "-c", "55"],
+              tmp_path) as p:
+        st = _stats_settings(p.wait_port(30))
     assert st["maxbytes"] == str(32 * 1024 * 1024)  # from the file
     assert st["maxconns"] == "55"                  # the command line won over 77
     assert st["idle_timeout"] == "9"
@@ -375,7 +311,7 @@ def test_daemon_check_config(tmp_path):
     r = subprocess.run([sys.executable, "-m", "memcachepy", "--config", bad, "--check-config"],
                        cwd=REPO, capture_output=True, text=True, timeout=30)
     assert r.returncode != 0
-    assert f"{bad}:2:" in r.stderr and "'many' is not a whole number" in r.stderr
+    assert f"{bad}:2:" in r.stderr and "Number of threads must be greater than 0" in r.stderr
     # Starting for real with the bad file fails the same way, before listening.
     r = subprocess.run([sys.executable, "-m", "memcachepy", "--config", bad, *_root(),
                         "-p", "-1", "-U", "0"], cwd=REPO, capture_output=True, text=True,

@@ -4,33 +4,25 @@
 from __future__ import annotations
 
 import re
-import socket
 import time
 
 import pytest
+from support.rawclient import Conn
 
 pytestmark = pytest.mark.timeout(120)
 
 N = 120000
 
 
-def fill(s: socket.socket, n: int) -> None:
+def fill(s: Conn, n: int) -> None:
     for start in range(0, n, 2000):
-        s.sendall(b"".join(b"set key:%d 0 0 4 noreply\r\nabcd\r\n" % i
-                           for i in range(start, min(n, start + 2000))))
-    s.sendall(b"version\r\n")
-    buf = b""
-    while not buf.endswith(b"\r\n"):
-        buf += s.recv(4096)
+        s.send(b"".join(b"set key:%d 0 0 4 noreply\r\nabcd\r\n" % i
+                        for i in range(start, min(n, start + 2000))))
+    s.request(b"")
 
 
-def read_dump(s: socket.socket) -> bytes:
-    buf = bytearray()
-    while not buf.endswith(b"END\r\n"):
-        chunk = s.recv(1 << 20)
-        assert chunk
-        buf += chunk
-    return bytes(buf)
+def read_dump(s: Conn) -> bytes:
+    return s.read_until(b"END\r\n")
 
 
 @pytest.mark.parametrize("cmd,pattern", [
@@ -40,9 +32,9 @@ def read_dump(s: socket.socket) -> bytes:
 ])
 def test_large_dump_is_complete(start_daemon, cmd, pattern):
     d = start_daemon("memcachepy", "-m", "256")
-    s = d.connect()
+    s = Conn(d.addr)
     fill(s, N)
-    s.sendall(cmd)
+    s.send(cmd)
     out = read_dump(s)
     lines = out.split(b"\n" if b"metadump" in cmd else b"\r\n")
     body = [ln for ln in lines if ln and ln not in (b"END\r", b"END")]
@@ -51,19 +43,19 @@ def test_large_dump_is_complete(start_daemon, cmd, pattern):
     keys = {ln.split()[0].split(b"=")[-1] if b"metadump" in cmd else ln.split()[1] for ln in body}
     assert len(keys) == N
     # the connection is usable afterwards
-    s.sendall(b"get key:7\r\n")
-    assert s.recv(100) == b"VALUE key:7 0 4\r\nabcd\r\nEND\r\n"
+    s.send(b"get key:7\r\n")
+    assert s.read_until(b"END\r\n") == b"VALUE key:7 0 4\r\nabcd\r\nEND\r\n"
 
 
 def test_dump_streams_while_client_reads_slowly(start_daemon):
     d = start_daemon("memcachepy", "-m", "256")
-    s = d.connect()
+    s = Conn(d.addr)
     fill(s, N)
-    s.sendall(b"lru_crawler metadump all\r\n")
+    s.send(b"lru_crawler metadump all\r\n")
     time.sleep(0.5)          # the client reads nothing yet: ~10 MB cannot all be in flight
-    other = d.connect()
-    other.sendall(b"get key:1\r\n")                     # served while the dump waits
-    assert other.recv(100) == b"VALUE key:1 0 4\r\nabcd\r\nEND\r\n"
+    other = Conn(d.addr)
+    other.send(b"get key:1\r\n")                     # served while the dump waits
+    assert other.read_until(b"END\r\n") == b"VALUE key:1 0 4\r\nabcd\r\nEND\r\n"
     out = read_dump(s)
     assert out.count(b"\n") == N + 1
 

@@ -28,7 +28,7 @@ import pytest
 from pymemcache.client.base import Client
 
 from memcachepy import metrics
-from memcachepy.settings import HOTKEYS_SAMPLE_DEFAULT
+from memcachepy.options import SUB
 from memcachepy.tool import AdminClient, HotKeys, ToolError
 from support.daemons import KIND_MEMCACHED, KIND_MEMCACHEPY, REPO_ROOT, run_cli
 from support.rawclient import Conn
@@ -93,6 +93,7 @@ def test_zipf_top10_recall_at_the_default_rate(start_daemon) -> None:
     n = 4_000_000
     r = bench(d.port, *ZIPF, "-n", str(n))
     hk = hot(d, 10)
+    HOTKEYS_SAMPLE_DEFAULT = int(SUB["hotkeys_sample"].default)
     assert hk.sample == HOTKEYS_SAMPLE_DEFAULT
     # each worker samples every N-th of its own key requests
     assert n // HOTKEYS_SAMPLE_DEFAULT - 2 <= hk.sampled <= n // HOTKEYS_SAMPLE_DEFAULT

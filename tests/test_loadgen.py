@@ -15,117 +15,41 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
-from typing import Iterator
 
 import pytest
+from support.daemons import (
+    KIND_MEMCACHED, KIND_MEMCACHEPY, MEMCACHED_BIN as MEMCACHED, REPO_ROOT, Daemon,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-MEMCACHED = os.environ.get("MEMCACHED_BIN", "/usr/bin/memcached")
 
 # a missing build must fail loudly, not skip: `pip install -e .` builds bench/_loadgen.pyx
 from memcachepy import _loadgen as lg
 
 
-def _memcachepy_built() -> bool:
-    # the daemon needs both the compiled core and `python -m memcachepy`
-    probe = ("import importlib.util, sys, memcachepy._core; "
-             "sys.exit(importlib.util.find_spec('memcachepy.__main__') is None)")
-    proc = subprocess.run([sys.executable, "-c", probe], cwd=REPO_ROOT,
-                          capture_output=True, timeout=60)
-    return proc.returncode == 0
-
-
-class Server:
-    """One daemon on 127.0.0.1 with an OS-chosen port, learnt from its port file."""
-
-    def __init__(self, kind: str, flags: list[str]) -> None:
-        self.workdir = tempfile.mkdtemp(prefix=f"lgtest-{kind}-")
-        port_file = os.path.join(self.workdir, "port")
-        root = ["-u", "root"] if os.geteuid() == 0 else []
-        if kind == "memcached":
-            # memcached binds no TCP port for `-p 0`; an interface port of 0 asks for any port
-            argv = [MEMCACHED, *root, "-l", "127.0.0.1:0", "-U", "0", "-p", "11211", *flags]
-        else:
-            argv = [sys.executable, "-m", "memcachepy", *root, "-l", "127.0.0.1", "-U", "0",
-                    "-p", "-1", *flags]
-        self.proc = subprocess.Popen(argv, cwd=REPO_ROOT, stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                     env=dict(os.environ, MEMCACHED_PORT_FILENAME=port_file))
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                text = Path(port_file).read_text()
-                if "TCP INET: " in text:
-                    self.port = int(text.split("TCP INET: ")[1].split()[0])
-                    break
-            except OSError:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"{kind} did not start")
-            time.sleep(0.02)
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def stats(self) -> dict[str, int]:
-        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
-            s.sendall(b"stats\r\n")
-            buf = b""
-            while not buf.endswith(b"END\r\n"):
-                chunk = s.recv(65536)
-                assert chunk, "server closed the conn during stats"
-                buf += chunk
-        out = {}
-        for line in buf.decode().splitlines():
-            parts = line.split()
-            if len(parts) == 3 and parts[0] == "STAT" and parts[2].isdigit():
-                out[parts[1]] = int(parts[2])
-        return out
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        shutil.rmtree(self.workdir, ignore_errors=True)
-
-
 @pytest.fixture
-def memcached() -> Iterator[Server]:
-    if not os.access(MEMCACHED, os.X_OK):
-        pytest.skip("memcached is not installed")
-    s = Server("memcached", ["-t", "1", "-m", "64"])
-    yield s
-    s.stop()
+def memcached(start_daemon) -> Daemon:
+    return start_daemon(KIND_MEMCACHED, "-t", "1", "-m", "64")
 
 
-@pytest.fixture(params=["memcached", "memcachepy"])
-def any_server(request: pytest.FixtureRequest) -> Iterator[Server]:
-    if request.param == "memcachepy" and not _memcachepy_built():
-        pytest.skip("memcachepy._core is not built yet")
-    if request.param == "memcached" and not os.access(MEMCACHED, os.X_OK):
-        pytest.skip("memcached is not installed")
-    s = Server(request.param, ["-t", "1", "-m", "64"])
-    yield s
-    s.stop()
+@pytest.fixture(params=[KIND_MEMCACHED, KIND_MEMCACHEPY])
+def any_server(request: pytest.FixtureRequest, start_daemon) -> Daemon:
+    return start_daemon(request.param, "-t", "1", "-m", "64")
 
 
-def test_counts_match_server_stats(any_server: Server) -> None:
-    before = any_server.stats()
+def stats(d: Daemon) -> dict[str, int]:
+    return {k: int(v) for k, v in d.stats().items() if v.isdigit()}
+
+
+def test_counts_match_server_stats(any_server: Daemon) -> None:
+    before = stats(any_server)
     r = lg.run(port=any_server.port, connections=7, threads=2, depth=4, keyspace=3000,
                value_size=100, get_ratio=3, set_ratio=1, multiget=3, requests=12001,
                prefill=True)
-    after = any_server.stats()
+    after = stats(any_server)
     t = r["totals"]
     # request-count mode measures every request and issues exactly the number asked for
     assert r["requests"] == 12001 == t["gets"] + t["sets"]
@@ -142,28 +66,28 @@ def test_counts_match_server_stats(any_server: Server) -> None:
     assert after["get_misses"] - before["get_misses"] == t["get_keys"] - t["hits"]
 
 
-def test_hit_ratio_after_prefill_is_one(memcached: Server) -> None:
+def test_hit_ratio_after_prefill_is_one(memcached: Daemon) -> None:
     r = lg.run(port=memcached.port, connections=4, depth=8, keyspace=5000, value_size=64,
                get_ratio=1, set_ratio=0, requests=20000, prefill=True)
     assert r["hit_ratio"] == 1.0
     assert r["hits"] == r["get_keys"] == 20000
-    assert memcached.stats()["curr_items"] == 5000
+    assert stats(memcached)["curr_items"] == 5000
 
 
-def test_hit_ratio_without_prefill_is_zero(memcached: Server) -> None:
+def test_hit_ratio_without_prefill_is_zero(memcached: Daemon) -> None:
     r = lg.run(port=memcached.port, connections=4, keyspace=1000, get_ratio=1, set_ratio=0,
                multiget=5, requests=2000, key_prefix="never-stored:")
     assert r["hit_ratio"] == 0.0
     assert r["misses"] == r["get_keys"] == 10000
 
 
-def test_sequential_keys_visit_whole_key_space(memcached: Server) -> None:
+def test_sequential_keys_visit_whole_key_space(memcached: Daemon) -> None:
     lg.run(port=memcached.port, connections=1, keyspace=500, get_ratio=0, set_ratio=1,
            requests=500, key_pattern="sequential", key_prefix="seq:")
-    assert memcached.stats()["curr_items"] == 500
+    assert stats(memcached)["curr_items"] == 500
 
 
-def test_large_values_split_across_reads(memcached: Server) -> None:
+def test_large_values_split_across_reads(memcached: Daemon) -> None:
     # 300 KB values never fit one recv, so the reply parser must skip data across reads
     r = lg.run(port=memcached.port, connections=3, depth=3, keyspace=20, value_size=300_000,
                get_ratio=2, set_ratio=1, multiget=2, requests=300, prefill=True)
@@ -174,7 +98,7 @@ def test_large_values_split_across_reads(memcached: Server) -> None:
 
 
 @pytest.mark.parametrize("lazy", [True, False], ids=["lazy", "eager"])
-def test_fixed_rate_is_honoured(memcached: Server, lazy: bool) -> None:
+def test_fixed_rate_is_honoured(memcached: Daemon, lazy: bool) -> None:
     r = lg.run(port=memcached.port, connections=10, keyspace=1000, rate=4000.0, duration=1.5,
                warmup=0.3, prefill=True, server_pid=memcached.pid, lazy=lazy)
     assert r["elapsed_s"] == pytest.approx(1.5)
@@ -190,7 +114,7 @@ def test_fixed_rate_is_honoured(memcached: Server, lazy: bool) -> None:
     assert 0 < lat["p50"] <= lat["p99"] < 100_000
 
 
-def test_fixed_rate_with_request_count(memcached: Server) -> None:
+def test_fixed_rate_with_request_count(memcached: Daemon) -> None:
     start = time.monotonic()
     r = lg.run(port=memcached.port, connections=5, keyspace=100, rate=2000.0, requests=1000)
     took = time.monotonic() - start
@@ -199,7 +123,7 @@ def test_fixed_rate_with_request_count(memcached: Server) -> None:
     assert r["elapsed_s"] == pytest.approx(0.5, rel=0.2)
 
 
-def test_latency_percentiles_ordered(memcached: Server) -> None:
+def test_latency_percentiles_ordered(memcached: Daemon) -> None:
     r = lg.run(port=memcached.port, connections=20, depth=2, keyspace=2000, duration=1.0,
                warmup=0.2, prefill=True, server_pid=memcached.pid)
     lat = r["latency_us"]
@@ -216,12 +140,12 @@ def test_latency_percentiles_ordered(memcached: Server) -> None:
     assert r["client_cpu"]["us_per_request"] > 0
 
 
-def test_prefill_only(memcached: Server) -> None:
+def test_prefill_only(memcached: Daemon) -> None:
     r = lg.run(port=memcached.port, connections=4, keyspace=2000, value_size=10,
                duration=0.0, prefill=True)
     assert r["requests"] == 0
     assert r["totals"]["prefill_sets"] == 2000
-    assert memcached.stats()["curr_items"] == 2000
+    assert stats(memcached)["curr_items"] == 2000
 
 
 def test_refused_connection_raises() -> None:
@@ -241,7 +165,7 @@ def test_bad_arguments() -> None:
         lg.run(port=1, host="localhost", requests=1)
 
 
-def test_cli_json(memcached: Server) -> None:
+def test_cli_json(memcached: Daemon) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "memcachepy.bench", "-p", str(memcached.port), "-n", "3000",
          "-c", "5", "-d", "2", "--ratio", "1:1", "--prefill", "-k", "500", "--json",
@@ -256,7 +180,7 @@ def test_cli_json(memcached: Server) -> None:
     assert r["server_cpu"]["us_per_request"] >= 0
 
 
-def test_cli_text_report(memcached: Server) -> None:
+def test_cli_text_report(memcached: Daemon) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "memcachepy.bench", "-p", str(memcached.port), "-n", "500",
          "-c", "2", "-g", "10", "-r", "1:0"],
@@ -373,7 +297,7 @@ def test_latency_matches_a_known_delay(mode: str) -> None:
     assert lat["p50"] <= lat["max"] < 200_000, lat
 
 
-def test_values_not_as_stored_are_counted(memcached: Server) -> None:
+def test_values_not_as_stored_are_counted(memcached: Daemon) -> None:
     # the generator compares every hit with the value it stores: a wrong length or a wrong
     # byte (here written behind its back) is counted, not silently taken as a hit
     lg.run(port=memcached.port, connections=2, keyspace=50, value_size=100, duration=0.0,

@@ -50,26 +50,14 @@ def rss_mb(pid: int) -> float:
 
 
 def stats(d: Daemon, sub: bytes = b"") -> dict[str, str]:
-    with Conn(d.addr, timeout=10) as c:
-        c.send(b"stats" + sub + CRLF)
-        buf = b""
-        while not buf.endswith(b"END\r\n"):
-            chunk = c._recv(5.0)
-            if not chunk:
-                break
-            buf += chunk
-    out = {}
-    for line in buf.decode().split("\r\n"):
-        p = line.split(" ")
-        if len(p) == 3 and p[0] == "STAT":
-            out[p[1]] = p[2]
-    return out
+    return d.stats(sub.strip())
 
 
 def fill(d: Daemon, total: int, seed: int, ttl: tuple[int, int] = (0, 0),
          max_size: int = 1_000_000) -> int:
     rng = random.Random(seed)
-    s = socket.create_connection(d.addr, timeout=30)
+    c = Conn(d.addr, timeout=30)
+    s = c.sock
     sent = 0
     i = 0
     while sent < total:
@@ -79,13 +67,8 @@ def fill(d: Daemon, total: int, seed: int, ttl: tuple[int, int] = (0, 0),
         sent += n
         i += 1
     s.sendall(b"version\r\n")
-    buf = b""
-    while not buf.endswith(CRLF):
-        chunk = s.recv(65536)
-        if not chunk:
-            break
-        buf += chunk
-    s.close()
+    c.line()  # the version reply: every noreply set was read before it
+    c.close()
     return i
 
 

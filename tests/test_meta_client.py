@@ -14,7 +14,8 @@ import threading
 
 import pytest
 
-from test_meta_diff import SERVER_NAMES, Conn, Daemon, start_meta_daemon
+from support.daemons import KIND_MEMCACHED, KIND_MEMCACHEPY, Daemon
+from support.rawclient import Conn
 
 pytest.importorskip("meta_memcache")
 from meta_memcache import (  # noqa: E402
@@ -25,11 +26,9 @@ from meta_memcache import (  # noqa: E402
 pytestmark = pytest.mark.timeout(60)
 
 
-@pytest.fixture(scope="module", params=SERVER_NAMES)
-def server(request: pytest.FixtureRequest):
-    d = start_meta_daemon(request.param)
-    yield d
-    d.stop()
+@pytest.fixture(scope="module", params=[KIND_MEMCACHED, KIND_MEMCACHEPY])
+def server(request: pytest.FixtureRequest, module_daemons) -> Daemon:
+    return module_daemons(request.param)
 
 
 @pytest.fixture

@@ -3,306 +3,59 @@
 # Owns: hand-written raw-socket transcripts covering every meta command, every
 # request flag and every error path that memcached 1.6.18 has, quiet-mode
 # pipelines ending in `mn`, and meta/classic interleavings.  Each transcript is
-# replayed against real memcached and against memcachepy; the replies must
-# equal the recorded golden replies (taken from memcached 1.6.18) byte for
-# byte after normalisation:
+# replayed against live memcached 1.6.18 and memcachepy at the same time (the
+# tests/support runner, `mn` sentinel); the replies must be equal byte for byte
+# after normalisation (tests/support/normalise.py):
 #   * CAS values are renamed <c0>, <c1>, ... in order of first appearance, so
 #     "same CAS" / "different CAS" relations are still checked, and requests
 #     may refer to an earlier CAS as {c0}, {c1}, ...;
 #   * second-granular clocks (`t<n>`, `l<n>`, `exp=`, `la=`) may be off by 2.
-# Post-1.6.18 features (E, md x, mg C, ms s, ms N-append) are not here: real
-# memcached 1.6.18 rejects or ignores them, see test_meta_post1618.* below.
-#
-# Daemons come from the shared tests/support launcher when it is importable,
-# else from a small private fallback; the other test_meta_* files import
-# start_daemon/Conn/SERVER_NAMES from here.
+# A step with a written reply must also get exactly that from memcached (the
+# transcript documents the protocol).  Recorded replies are used ONLY for
+# behaviour memcached 1.6.18 does not have (POST1618_STEPS, and the
+# test_post1618_* tests at the end, which are not differential).
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import socket
-import subprocess
-import sys
-import tempfile
+import ssl
 import time
-from dataclasses import dataclass
-from typing import Callable, Iterator
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-MEMCACHED_BIN = shutil.which("memcached") or "/usr/bin/memcached"
-HOST = "127.0.0.1"
+from support.daemons import KIND_MEMCACHED, KIND_MEMCACHEPY, Daemon
+from support.normalise import CasMapper, same_reply
+from support.rawclient import Conn, run_steps
+
 pytestmark = pytest.mark.timeout(60)
 
 
-# ---------------------------------------------------------------- launcher --
-
-try:  # the shared launcher (tests/support) when it exists
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from support import daemons as _shared
-except ImportError:  # pragma: no cover - early in the project
-    _shared = None
+@pytest.fixture(scope="module")
+def pair(module_daemons) -> tuple[Daemon, Daemon]:
+    """(memcached, memcachepy), shared by the module's tests."""
+    return module_daemons(KIND_MEMCACHED), module_daemons(KIND_MEMCACHEPY)
 
 
-def memcachepy_available() -> bool:
-    if _shared is not None:
-        return _shared.memcachepy_status()[0]
-    try:
-        import memcachepy._core  # noqa: F401
-    except Exception:
-        return False
-    return True
+@pytest.fixture(scope="module", params=[KIND_MEMCACHED, KIND_MEMCACHEPY])
+def server(request: pytest.FixtureRequest, module_daemons) -> Daemon:
+    """Each daemon in turn, for checks both must pass with the same fixed replies."""
+    return module_daemons(request.param)
 
 
-@dataclass
-class Daemon:
-    name: str
-    port: int
-    _stop: Callable[[], object]
-
-    def stop(self) -> None:
-        self._stop()
+def _fresh(port: int, ssl_context: ssl.SSLContext | None = None) -> Conn:
+    c = Conn(port, ssl_context=ssl_context)
+    c.send(b"flush_all\r\n")
+    assert c.read_until(b"\r\n") == b"OK\r\n"
+    return c
 
 
-def _private_start(name: str, extra: tuple[str, ...]) -> Daemon:
-    """Fallback launcher.  memcached 1.6.18 treats `-p 0` as "TCP disabled";
-    its ephemeral port is `-p -1` (t/issue_67.t)."""
-    fd, portfile = tempfile.mkstemp(prefix=f"meta-{name}-")
-    os.close(fd)
-    os.unlink(portfile)
-    env = dict(os.environ, MEMCACHED_PORT_FILENAME=portfile)
-    common = ["-u", "root", "-l", HOST, "-U", "0", *extra]
-    if name == "memcached":
-        argv = [MEMCACHED_BIN, *common, "-p", "-1"]
-    else:
-        argv = [sys.executable, "-m", "memcachepy", *common, "-p", "-1"]
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL)
-
-    def stop() -> None:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-        for p in (portfile, portfile + ".lck"):
-            try:
-                os.unlink(p)
-            except FileNotFoundError:
-                pass
-
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{name} exited with {proc.returncode}")
-        try:
-            with open(portfile) as f:
-                m = re.search(r"TCP INET: (\d+)", f.read())
-            if m:
-                return Daemon(name, int(m.group(1)), stop)
-        except FileNotFoundError:
-            pass
-        time.sleep(0.02)
-    stop()
-    raise RuntimeError(f"{name} did not report a port")
-
-
-def start_daemon(name: str, extra: tuple[str, ...] = ()) -> Daemon:
-    """Start memcached or memcachepy on an ephemeral loopback port."""
-    if _shared is not None:
-        d = _shared.start_daemon(name, extra)
-        return Daemon(name, d.port, d.stop)
-    return _private_start(name, extra)
-
-
-SERVER_NAMES = [
-    "memcached",
-    pytest.param("memcachepy", marks=pytest.mark.skipif(
-        not memcachepy_available(), reason="memcachepy._core not built")),
-]
-
-
-def meta_supported(d: Daemon) -> bool:
-    """False while memcachepy still answers `mg` with ERROR (meta commands not
-    implemented yet); then the memcachepy parametrisations skip instead of
-    failing by the hundred.  Set MEMCACHEPY_META=1 to run them regardless."""
-    if d.name == "memcached" or os.environ.get("MEMCACHEPY_META") == "1":
-        return True
-    s = socket.create_connection((HOST, d.port), timeout=5)
-    try:
-        s.sendall(b"mg __meta_probe__\r\n")
-        return s.recv(64) != b"ERROR\r\n"
-    finally:
-        s.close()
-
-
-def start_meta_daemon(name: str) -> Daemon:
-    """start_daemon + skip when the daemon has no meta protocol yet."""
-    d = start_daemon(name)
-    if not meta_supported(d):
-        d.stop()
-        pytest.skip(f"{name} has no meta commands yet (mg -> ERROR)")
-    return d
-
-
-@pytest.fixture(scope="module", params=SERVER_NAMES)
-def server(request: pytest.FixtureRequest) -> Iterator[Daemon]:
-    d = start_meta_daemon(request.param)
-    yield d
-    d.stop()
-
-
-# ------------------------------------------------------------ conversation --
-
-class Conn:
-    """One raw client connection; reads replies up to an `mn` sentinel."""
-
-    def __init__(self, port: int, timeout: float = 5.0) -> None:
-        self.sock = socket.create_connection((HOST, port), timeout=timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.buf = b""
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def __enter__(self) -> "Conn":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def read_until(self, suffix: bytes) -> bytes:
-        while not self.buf.endswith(suffix):
-            chunk = self.sock.recv(1 << 16)
-            if not chunk:
-                raise ConnectionError(f"closed; have {self.buf!r}")
-            self.buf += chunk
-        out, self.buf = self.buf, b""
-        return out
-
-    def call(self, data: bytes) -> bytes:
-        """Send `data` + `mn`, return everything before the final MN.
-
-        `mn` flushes, so a request that itself contains `mn` lines gets its
-        reply in pieces: wait for as many MN lines as were asked for."""
-        want = len(re.findall(rb"(?m)^mn(?: [^\r\n]*)?\r?$", data)) + 1
-        self.send(data + b"mn\r\n")
-        out = b""
-        while True:
-            out += self.read_until(b"MN\r\n")
-            if (out.startswith(b"MN\r\n") + out.count(b"\r\nMN\r\n")) >= want:
-                return out[:-4]
-
-    def read_for(self, seconds: float) -> bytes:
-        self.sock.settimeout(seconds)
-        try:
-            while True:
-                chunk = self.sock.recv(1 << 16)
-                if not chunk:
-                    break
-                self.buf += chunk
-        except socket.timeout:
-            pass
-        out, self.buf = self.buf, b""
-        return out
-
-
-STATUS = (b"VA", b"HD", b"EN", b"NS", b"EX", b"NF", b"ME", b"VALUE")
-_CAS_TOKEN = re.compile(rb"^(c|cas=)(\d+)$")
-
-
-class Normaliser:
-    """Renames CAS values per conversation; maps {cN} in requests back."""
-
-    def __init__(self) -> None:
-        self.cas: list[bytes] = []
-
-    def _name(self, v: bytes) -> bytes:
-        if v not in self.cas:
-            self.cas.append(v)
-        return b"<c%d>" % self.cas.index(v)
-
-    def request(self, data: bytes) -> bytes:
-        return re.sub(rb"\{c(\d+)\}", lambda m: self.cas[int(m.group(1))], data)
-
-    def reply(self, data: bytes) -> bytes:
-        lines = data.split(b"\r\n")
-        out = []
-        skip_data = False
-        for line in lines:
-            toks = line.split(b" ")
-            if skip_data:
-                skip_data = False
-                out.append(line)
-                continue
-            if toks[0] in STATUS:
-                if toks[0] == b"VA" or toks[0] == b"VALUE":
-                    skip_data = True
-                if toks[0] == b"VALUE" and len(toks) == 5:
-                    toks[4] = self._name(toks[4])
-                else:
-                    for i, t in enumerate(toks[1:], 1):
-                        m = _CAS_TOKEN.match(t)
-                        if m and m.group(2) != b"0":
-                            toks[i] = m.group(1) + self._name(m.group(2))
-            out.append(b" ".join(toks))
-        return b"\r\n".join(out)
-
-
-_CLOCK = re.compile(rb"^(t|l|exp=|la=)(-?\d+)$")
-
-
-def same_reply(expected: bytes, actual: bytes, slack: int = 2) -> bool:
-    """Byte equality except clock tokens, which may differ by `slack`."""
-    if expected == actual:
-        return True
-    e_t = re.split(rb"( |\r\n)", expected)
-    a_t = re.split(rb"( |\r\n)", actual)
-    if len(e_t) != len(a_t):
-        return False
-    for e, a in zip(e_t, a_t):
-        if e == a:
-            continue
-        me, ma = _CLOCK.match(e), _CLOCK.match(a)
-        if not (me and ma and me.group(1) == ma.group(1)):
-            return False
-        ev, av = int(me.group(2)), int(ma.group(2))
-        if (ev < 0) != (av < 0) and e.startswith(b"t"):
-            return False
-        if abs(ev - av) > slack:
-            return False
-    return True
-
-
-Step = tuple  # (request bytes, expected normalised reply) or with "raw" mode
-
-
-def run_transcript(port: int, steps: list) -> list[bytes]:
-    """Replay steps on a fresh connection after flush_all; return replies."""
-    norm = Normaliser()
-    got: list[bytes] = []
-    with Conn(port) as c:
-        c.send(b"flush_all\r\n")
-        assert c.read_until(b"\r\n") == b"OK\r\n"
-        for step in steps:
-            req = norm.request(step[0])
-            mode = step[2] if len(step) > 2 else "mn"
-            if mode == "mn":
-                got.append(norm.reply(c.call(req)))
-            elif mode == "raw":
-                c.send(req)
-                got.append(norm.reply(c.read_for(0.4)))
-            elif mode.startswith("sleep"):
-                time.sleep(float(mode[5:]))
-                got.append(norm.reply(c.call(req)))
-            else:
-                raise ValueError(mode)
-    return got
+def run_transcript(d: Daemon, requests: list,
+                   ssl_context: ssl.SSLContext | None = None) -> list[bytes]:
+    """Replay on a fresh connection after flush_all; normalised reply per step
+    (over TLS with ssl_context: test_tls.py runs these transcripts that way)."""
+    _fresh(d.port, ssl_context).close()
+    return run_steps(d.port, requests, meta=CasMapper(), ssl_context=ssl_context)
 
 
 # ------------------------------------------------------------- transcripts --
@@ -364,7 +117,8 @@ TRANSCRIPTS: dict[str, list] = {
     "mg_l_last_access": [
         (b"ms k 1\r\nx\r\n", None),
         (b"mg k l\r\n", None),
-        (b"mg k l v\r\n", None, "sleep1.1"),
+        1.1,  # sleep: l counts seconds since the last access
+        (b"mg k l v\r\n", None),
     ],
     "mg_touch_T_and_t_order": [
         (b"ms k 1 T0\r\nx\r\n", None),
@@ -710,8 +464,8 @@ TRANSCRIPTS: dict[str, list] = {
     ],
     # --------------------------------------------------------------- mn --
     "mn_cmd": [
-        (b"mn\r\n", b"MN\r\n", "raw"),
-        (b"mn foo bar\r\n", b"MN\r\n", "raw"),
+        (b"mn\r\n", b"MN\r\n"),
+        (b"mn foo bar\r\n", b"MN\r\n"),
         (b"mx\r\nm\r\nmgg k\r\n", None),
     ],
     # -------------------------------------------------- pipelines / mixing --
@@ -741,10 +495,11 @@ TRANSCRIPTS: dict[str, list] = {
 
 
 # Steps whose input carries a post-1.6.18 flag (E on any command, x on md).
-# memcached 1.6.18 rejects them (GOLDEN; test_post1618_flags_on_memcached_1618
-# pins that), memcachepy implements them with current memcached's meaning
+# memcached 1.6.18 rejects them (test_post1618_flags_on_memcached_1618 pins
+# that), memcachepy implements them with current memcached's meaning
 # (notes/meta-spec.md sec. 9), so for memcachepy exactly these steps expect
-# the current-memcached reply; every other step still compares with GOLDEN.
+# this RECORDED current-memcached reply; every other step compares with live
+# memcached.
 POST1618_STEPS: dict[tuple[str, int], bytes] = {
     ("mg_flag_errors", 7): b"EN\r\n",                       # mg k E5: a miss
     ("ms_errors_swallow_data", 9): b"HD\r\n",               # ms k 1 E5: stored
@@ -754,28 +509,22 @@ POST1618_STEPS: dict[tuple[str, int], bytes] = {
 }
 
 
-def _ids() -> list[str]:
-    return list(TRANSCRIPTS)
-
-
-@pytest.mark.parametrize("name", _ids())
-def test_transcript(server: Daemon, name: str) -> None:
+@pytest.mark.parametrize("name", list(TRANSCRIPTS))
+def test_transcript(pair: tuple[Daemon, Daemon], name: str) -> None:
     steps = TRANSCRIPTS[name]
-    got = run_transcript(server.port, steps)
-    for i, (step, reply) in enumerate(zip(steps, got)):
-        expected = GOLDEN[name][i] if step[1] is None else step[1]
-        if server.name == "memcachepy":
-            expected = POST1618_STEPS.get((name, i), expected)
-        assert same_reply(expected, reply), (
-            f"{server.name} step {i}: {step[0][:200]!r}\n"
-            f" expected {expected[:400]!r}\n got      {reply[:400]!r}")
-
-
-def test_transcripts_all_have_golden() -> None:
-    for name, steps in TRANSCRIPTS.items():
-        for i, step in enumerate(steps):
-            if step[1] is None:
-                assert name in GOLDEN and len(GOLDEN[name]) > i, name
+    requests = [s if isinstance(s, float) else s[0] for s in steps]
+    with ThreadPoolExecutor(2) as ex:
+        want, got = ex.map(lambda d: run_transcript(d, requests), pair)
+    for i, step in enumerate(steps):
+        if isinstance(step, float):
+            continue
+        if step[1] is not None:
+            assert want[i] == step[1], f"memcached step {i}: {step[0][:200]!r}"
+        expected = POST1618_STEPS.get((name, i), want[i])
+        assert same_reply(expected, got[i]), (
+            f"step {i}: {step[0][:200]!r}\n"
+            f" memcached  {expected[:400]!r}\n memcachepy {got[i][:400]!r}")
+    assert got[-1] == want[-1]
 
 
 # ------------------------------------------------------------------- stats --
@@ -790,59 +539,57 @@ STAT_NAMES = (
 
 
 def stats(c: Conn) -> dict[str, int]:
-    c.send(b"stats\r\n")
-    raw = c.read_until(b"END\r\n").decode()
-    out = {}
-    for line in raw.splitlines():
-        parts = line.split(" ")
-        if len(parts) == 3 and parts[1] in STAT_NAMES:
-            out[parts[1]] = int(parts[2])
-    return out
+    return {k: int(v) for k, v in c.stats().items() if k in STAT_NAMES}
 
 
-# (setup, measured requests, expected non-zero deltas).  Deltas are recorded
-# from memcached 1.6.18; every counter in STAT_NAMES not listed must stay 0.
-STATS_CASES: dict[str, tuple[bytes, bytes, dict[str, int]]] = {
-    "mg_hit": (b"ms k 1\r\nx\r\n", b"mg k v\r\n", {}),
-    "mg_miss": (b"", b"mg k v\r\n", {}),
-    "mg_miss_quiet": (b"", b"mg k v q\r\n", {}),
-    "mg_touch_hit": (b"ms k 1\r\nx\r\n", b"mg k T30\r\n", {}),
-    "mg_touch_miss": (b"", b"mg k T30\r\n", {}),
-    "mg_vivify": (b"", b"mg k N30\r\n", {}),
-    "mg_error": (b"ms k 1\r\nx\r\n", b"mg k z\r\n", {}),
-    "mg_expired": (b"ms k 1 T-1\r\nx\r\n", b"mg k v\r\n", {}),
-    "ms_set": (b"", b"ms k 1\r\nx\r\n", {}),
-    "ms_bad_chunk": (b"", b"ms k 1\r\nxx\r\n", {}),
-    "ms_flag_error": (b"", b"ms k 1 z\r\nx\r\n", {}),
-    "ms_add_exists": (b"ms k 1\r\nx\r\n", b"ms k 1 ME\r\nx\r\n", {}),
-    "ms_cas_hit": (b"ms k 1\r\nx\r\n", b"ms k 1 C{cas}\r\nx\r\n", {}),
-    "ms_cas_bad": (b"ms k 1\r\nx\r\n", b"ms k 1 C99999\r\nx\r\n", {}),
-    "ms_cas_miss": (b"", b"ms k 1 C5\r\nx\r\n", {}),
-    "ms_stale_cas": (b"ms k 1\r\nx\r\n", b"ms k 1 I C1\r\nx\r\n", {}),
-    "md_hit": (b"ms k 1\r\nx\r\n", b"md k\r\n", {}),
-    "md_miss": (b"", b"md k\r\n", {}),
-    "md_cas_bad": (b"ms k 1\r\nx\r\n", b"md k C99999\r\n", {}),
-    "md_invalidate": (b"ms k 1\r\nx\r\n", b"md k I\r\n", {}),
-    "ma_hit": (b"ms k 1\r\n1\r\n", b"ma k\r\n", {}),
-    "ma_decr_hit": (b"ms k 1\r\n1\r\n", b"ma k MD\r\n", {}),
-    "ma_miss": (b"", b"ma k\r\n", {}),
-    "ma_decr_miss": (b"", b"ma k MD\r\n", {}),
-    "ma_vivify": (b"", b"ma k N0\r\n", {}),
-    "ma_cas_bad": (b"ms k 1\r\n1\r\n", b"ma k C99999\r\n", {}),
-    "ma_nonnumeric": (b"ms k 1\r\nx\r\n", b"ma k\r\n", {}),
-    "me_hit": (b"ms k 1\r\nx\r\n", b"me k\r\n", {}),
-    "me_miss": (b"", b"me k\r\n", {}),
-    "mn": (b"", b"mn\r\n", {}),
+# (setup, measured requests): the counters' deltas must be memcached's.
+STATS_CASES: dict[str, tuple[bytes, bytes]] = {
+    "mg_hit": (b"ms k 1\r\nx\r\n", b"mg k v\r\n"),
+    "mg_miss": (b"", b"mg k v\r\n"),
+    "mg_miss_quiet": (b"", b"mg k v q\r\n"),
+    "mg_touch_hit": (b"ms k 1\r\nx\r\n", b"mg k T30\r\n"),
+    "mg_touch_miss": (b"", b"mg k T30\r\n"),
+    "mg_vivify": (b"", b"mg k N30\r\n"),
+    "mg_error": (b"ms k 1\r\nx\r\n", b"mg k z\r\n"),
+    "mg_expired": (b"ms k 1 T-1\r\nx\r\n", b"mg k v\r\n"),
+    "ms_set": (b"", b"ms k 1\r\nx\r\n"),
+    "ms_bad_chunk": (b"", b"ms k 1\r\nxx\r\n"),
+    "ms_flag_error": (b"", b"ms k 1 z\r\nx\r\n"),
+    "ms_add_exists": (b"ms k 1\r\nx\r\n", b"ms k 1 ME\r\nx\r\n"),
+    "ms_cas_hit": (b"ms k 1\r\nx\r\n", b"ms k 1 C{cas}\r\nx\r\n"),
+    "ms_cas_bad": (b"ms k 1\r\nx\r\n", b"ms k 1 C99999\r\nx\r\n"),
+    "ms_cas_miss": (b"", b"ms k 1 C5\r\nx\r\n"),
+    "ms_stale_cas": (b"ms k 1\r\nx\r\n", b"ms k 1 I C1\r\nx\r\n"),
+    "md_hit": (b"ms k 1\r\nx\r\n", b"md k\r\n"),
+    "md_miss": (b"", b"md k\r\n"),
+    "md_cas_bad": (b"ms k 1\r\nx\r\n", b"md k C99999\r\n"),
+    "md_invalidate": (b"ms k 1\r\nx\r\n", b"md k I\r\n"),
+    "ma_hit": (b"ms k 1\r\n1\r\n", b"ma k\r\n"),
+    "ma_decr_hit": (b"ms k 1\r\n1\r\n", b"ma k MD\r\n"),
+    "ma_miss": (b"", b"ma k\r\n"),
+    "ma_decr_miss": (b"", b"ma k MD\r\n"),
+    "ma_vivify": (b"", b"ma k N0\r\n"),
+    "ma_cas_bad": (b"ms k 1\r\n1\r\n", b"ma k C99999\r\n"),
+    "ma_nonnumeric": (b"ms k 1\r\nx\r\n", b"ma k\r\n"),
+    "me_hit": (b"ms k 1\r\nx\r\n", b"me k\r\n"),
+    "me_miss": (b"", b"me k\r\n"),
+    "mn": (b"", b"mn\r\n"),
 }
 
 
 def run_stats_case(port: int, setup: bytes, measured: bytes) -> dict[str, int]:
-    with Conn(port) as c:
-        c.send(b"flush_all\r\n")
-        assert c.read_until(b"\r\n") == b"OK\r\n"
+    with _fresh(port) as c:
         c.call(b"md k\r\n")
+        base = stats(c).get("curr_items", 0)
         if setup:
             c.call(setup)
+        if b"T-1" in setup:
+            # an item stored already expired is reclaimed by the daemon's background
+            # LRU work (memcached's, memcachepy's) or by the measured lookup, whichever
+            # comes first; under load that is a race, so wait for the background one
+            deadline = time.monotonic() + 5
+            while stats(c).get("curr_items", 0) > base and time.monotonic() < deadline:
+                time.sleep(0.02)
         if b"{cas}" in measured:
             cas = re.search(rb"c(\d+)", c.call(b"mg k c\r\n"))
             assert cas
@@ -855,10 +602,16 @@ def run_stats_case(port: int, setup: bytes, measured: bytes) -> dict[str, int]:
 
 
 @pytest.mark.parametrize("name", list(STATS_CASES))
-def test_stats_deltas(server: Daemon, name: str) -> None:
-    setup, measured, _ = STATS_CASES[name]
-    got = run_stats_case(server.port, setup, measured)
-    assert got == GOLDEN_STATS[name], f"{server.name} {name}"
+def test_stats_deltas(pair: tuple[Daemon, Daemon], name: str) -> None:
+    setup, measured = STATS_CASES[name]
+    want, got = (run_stats_case(d.port, setup, measured) for d in pair)
+    assert got == want, name
+
+
+def test_stats_cases_move_counters(pair: tuple[Daemon, Daemon]) -> None:
+    # the comparison above is not vacuous: memcached's counters do move
+    assert run_stats_case(pair[0].port, b"ms k 1\r\nx\r\n", b"md k\r\n") == {
+        "delete_hits": 1, "curr_items": -1}
 
 
 # ------------------------------------------------------------ misc checks --
@@ -918,521 +671,27 @@ def test_line_without_newline_over_2048_closes(server: Daemon) -> None:
         assert c.sock.recv(100) == b""
 
 
-# ------------------------------------------------------- golden recording --
-# `python tests/test_meta_diff.py --record` prints GOLDEN/GOLDEN_STATS from a
-# real memcached; review the diff by hand before pasting it below.
-
-def _record() -> None:
-    d = start_daemon("memcached")
-    try:
-        print("GOLDEN: dict[str, list[bytes]] = {")
-        for name, steps in TRANSCRIPTS.items():
-            got = run_transcript(d.port, steps)
-            print(f"    {name!r}: [")
-            for g in got:
-                print(f"        {g!r},")
-            print("    ],")
-        print("}\n")
-        print("GOLDEN_STATS: dict[str, dict[str, int]] = {")
-        for name, (setup, measured, _) in STATS_CASES.items():
-            print(f"    {name!r}: {run_stats_case(d.port, setup, measured)!r},")
-        print("}")
-    finally:
-        d.stop()
-
-
-GOLDEN: dict[str, list[bytes]] = {
-    'mg_no_key': [
-        b'ERROR\r\n',
-        b'ERROR\r\n',
-    ],
-    'mg_miss_plain': [
-        b'EN\r\n',
-    ],
-    'mg_miss_echo_k_O': [
-        b'EN knope O42\r\n',
-        b'EN O42 knope\r\n',
-    ],
-    'mg_miss_quiet': [
-        b'',
-    ],
-    'mg_hit_quiet_still_replies': [
-        b'HD\r\n',
-        b'VA 2\r\nhi\r\nHD\r\n',
-    ],
-    'mg_hit_no_flags': [
-        b'HD\r\n',
-        b'HD\r\n',
-    ],
-    'mg_all_return_flags_in_request_order': [
-        b'HD\r\n',
-        b'VA 3 s3 f77 t-1 c<c0> kk O9 h0 l0\r\nabc\r\n',
-        b'VA 3 O9 l0 h1 kk c<c0> t-1 f77 s3\r\nabc\r\n',
-        b'HD s3\r\n',
-    ],
-    'mg_flags_zero_and_max': [
-        b'HD\r\nHD\r\n',
-        b'HD f0\r\nVA 1 f4294967295\r\ny\r\n',
-        b'HD\r\n',
-    ],
-    'mg_hit_flag_h_fetched_bit': [
-        b'HD\r\n',
-        b'HD h0\r\n',
-        b'HD h1\r\n',
-        b'HD\r\n',
-        b'VA 1 h0\r\ny\r\n',
-    ],
-    'mg_u_does_not_set_fetched': [
-        b'HD\r\n',
-        b'HD h0\r\nHD h0\r\nHD h0\r\nHD h1\r\n',
-        b'HD\r\nHD\r\nHD h0\r\n',
-    ],
-    'mg_l_last_access': [
-        b'HD\r\n',
-        b'HD l0\r\n',
-        b'VA 1 l1\r\nx\r\n',
-    ],
-    'mg_touch_T_and_t_order': [
-        b'HD\r\n',
-        b'HD t-1\r\n',
-        b'HD t30\r\n',
-        b'HD t100\r\n',
-        b'HD t-1\r\n',
-        b'HD\r\n',
-        b'EN\r\n',
-    ],
-    'mg_touch_miss': [
-        b'EN\r\n',
-    ],
-    'mg_vivify_N': [
-        b'VA 0 t30 s0 c<c0> W\r\n\r\n',
-        b'VA 0 t30 c<c0> Z\r\n\r\n',
-        b'VA 0 Z\r\n\r\n',
-        b'HD\r\n',
-        b'VA 3 t-1\r\nnew\r\n',
-    ],
-    'mg_vivify_N_t_before_N': [
-        b'HD t-1 W\r\n',
-        b'HD t30 Z\r\n',
-    ],
-    'mg_vivify_N_quiet': [
-        b'VA 0 W\r\n\r\n',
-    ],
-    'mg_recache_R': [
-        b'HD\r\n',
-        b'VA 1\r\nx\r\n',
-        b'VA 1 W\r\nx\r\n',
-        b'VA 1 Z\r\nx\r\n',
-        b'VA 1 Z\r\nx\r\n',
-        b'HD\r\n',
-        b'VA 1\r\ny\r\n',
-    ],
-    'mg_recache_R_no_ttl': [
-        b'HD\r\n',
-        b'VA 1\r\nx\r\n',
-    ],
-    'mg_accepts_ms_flags_ignored': [
-        b'HD\r\n',
-        b'VA 1 f0\r\nx\r\n',
-        b'VA 1\r\nx\r\n',
-        b'VA 1 kk\r\nx\r\n',
-    ],
-    'mg_flag_errors': [
-        b'CLIENT_ERROR duplicate flag\r\n',
-        b'CLIENT_ERROR bad command line format\r\n',
-        b'CLIENT_ERROR bad command line format\r\n',
-        b'CLIENT_ERROR incorrect length for M token\r\n',
-        b'CLIENT_ERROR incorrect length for M token\r\n',
-        b'CLIENT_ERROR invalid numeric initial value\r\n',
-        b'CLIENT_ERROR invalid numeric delta value\r\n',
-        b'CLIENT_ERROR invalid flag\r\n',
-        b'CLIENT_ERROR invalid flag\r\n',
-        b'CLIENT_ERROR invalid flag\r\n',
-        b'CLIENT_ERROR invalid flag\r\n',
-        b'CLIENT_ERROR invalid flag\r\n',
-        b'CLIENT_ERROR invalid flag\r\n',
-        b'CLIENT_ERROR bad token in command line format\r\n',
-        b'CLIENT_ERROR bad token in command line format\r\n',
-        b'CLIENT_ERROR bad token in command line format\r\n',
-        b'CLIENT_ERROR bad token in command line format\r\n',
-        b'CLIENT_ERROR bad token in command line format\r\n',
-        b'CLIENT_ERROR bad token in command line format\r\n',
-        b'CLIENT_ERROR bad token in command line format\r\n',
-        b'CLIENT_ERROR bad token in command line format\r\n',
-        b'CLIENT_ERROR invalid flag\r\n',
-        b'CLIENT_ERROR duplicate flag\r\n',
-        b'CLIENT_ERROR duplicate flag\r\n',
-        b'CLIENT_ERROR duplicate flag\r\n',
-        b'CLIENT_ERROR duplicate flag\r\n',
-    ],
-    'mg_errors_do_not_count_or_bump': [
-        b'HD\r\n',
-        b'CLIENT_ERROR invalid flag\r\nHD h0\r\n',
-    ],
-    'mg_key_length': [
-        b'EN\r\n',
-        b'CLIENT_ERROR bad command line format\r\n',
-        b'HD\r\nHD s1 kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk\r\n',
-    ],
-    'mg_token_count': [
-        b'EN kk O1\r\n',
-        b'CLIENT_ERROR options flags are too long\r\n',
-        b'CLIENT_ERROR options flags are too long\r\n',
-    ],
-    'mg_opaque_length': [
-        b'EN Oooooooooooooooooooooooooooooooo\r\n',
-        b'CLIENT_ERROR opaque token too long\r\n',
-        b'CLIENT_ERROR opaque token too long\r\n',
-        b'HD\r\n',
-        b'VA 1 Oooooooooooooooooooooooooooooooo\r\nx\r\n',
-        b'CLIENT_ERROR opaque token too long\r\n',
-        b'HD h1\r\n',
-        b'CLIENT_ERROR opaque token too long\r\nHD t30\r\n',
-    ],
-    'mg_opaque_error_after_vivify': [
-        b'CLIENT_ERROR opaque token too long\r\n',
-        b'VA 0 c<c0>\r\n\r\n',
-    ],
-    'mg_binary_key': [
-        b'HD\r\n',
-        b'VALUE foo 0 3\r\nbar\r\nEND\r\n',
-        b'VA 3 kZm9v b\r\nbar\r\nVA 3 kZm9v b\r\nbar\r\n',
-        b'ME Zm9v exp=-1 la=0 cas=<c0> fetch=yes cls=1 size=65\r\nME Zm9v exp=-1 la=0 cas=<c0> fetch=yes cls=1 size=65\r\n',
-        b'HD\r\nHD kfoo\r\n',
-        b'EN kbm9wZQ== b O1\r\nEN kbm9wZQ== b\r\n',
-        b'HD kfoo\r\nHD kfoo\r\n',
-        b'CLIENT_ERROR error decoding key\r\nCLIENT_ERROR error decoding key\r\nCLIENT_ERROR error decoding key\r\nEN kABA= b\r\n',
-        b'EN kAAAA b\r\nEN kAA== b\r\nEN kAAA= b\r\n',
-    ],
-    'mg_binary_key_length_is_encoded_length': [
-        b'CLIENT_ERROR bad command line format\r\n',
-        b'EN kAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA b\r\n',
-    ],
-    'mg_multiple_spaces_and_tabs': [
-        b'HD\r\n',
-        b'VA 1 s1\r\nx\r\n',
-        b'EN\r\n',
-        b'VA 1\r\nx\r\n',
-    ],
-    'ms_basic_and_return_flags': [
-        b'HD\r\n',
-        b'HD c<c0> kk O123\r\n',
-        b'HD O1 c<c1> kk\r\n',
-        b'VALUE k 0 3\r\nxyz\r\nEND\r\nVALUE k 0 3 <c1>\r\nxyz\r\nEND\r\n',
-        b'VA 3 c<c1> f0\r\nxyz\r\n',
-    ],
-    'ms_zero_length': [
-        b'HD\r\n',
-        b'VA 0 s0\r\n\r\n',
-    ],
-    'ms_quiet': [
-        b'NS\r\nNS\r\n',
-        b'EX\r\nNF\r\n',
-        b'VA 1\r\nx\r\n',
-    ],
-    'ms_modes': [
-        b'HD\r\nNS\r\nVA 1\r\na\r\n',
-        b'HD\r\nHD\r\nVA 3\r\nzac\r\n',
-        b'NS\r\nNS\r\nNS\r\n',
-        b'HD\r\nHD\r\nVA 1\r\ns\r\n',
-        b'CLIENT_ERROR invalid mode for ms M token\r\nVA 1\r\ns\r\n',
-        b'CLIENT_ERROR invalid mode for ms M token\r\nVA 1\r\ns\r\n',
-        b'CLIENT_ERROR incorrect length for M token\r\nVA 1\r\ns\r\n',
-        b'CLIENT_ERROR incorrect length for M token\r\nVA 1\r\ns\r\n',
-    ],
-    'ms_append_keeps_flags_and_ttl': [
-        b'HD\r\n',
-        b'HD\r\nVA 2 f9 t100\r\nab\r\n',
-    ],
-    'ms_cas': [
-        b'HD c<c0>\r\n',
-        b'HD c<c1>\r\n',
-        b'EX c0\r\n',
-        b'NF c0 knope\r\n',
-        b'EX\r\nVA 1 c<c1>\r\nb\r\n',
-    ],
-    'ms_cas_modes': [
-        b'HD c<c0>\r\n',
-        b'EX\r\nHD c<c1>\r\n',
-        b'EX\r\nNS\r\n',
-        b'HD\r\nNF\r\n',
-        b'HD c<c2>\r\nNS\r\n',
-        b'VA 1\r\nr\r\n',
-    ],
-    'ms_invalidate_I': [
-        b'HD c<c0>\r\n',
-        b'HD c<c1>\r\n',
-        b'HD c<c2>\r\n',
-        b'VA 1 c<c2> t-1 X W\r\nc\r\n',
-        b'VA 1 c<c2> Z X\r\nc\r\n',
-        b'EX c0\r\n',
-        b'HD\r\nVA 1\r\ne\r\n',
-        b'HD\r\nVA 1\r\nf\r\n',
-    ],
-    'ms_plain_set_clears_stale': [
-        b'HD c<c0>\r\nHD\r\nVA 1 X W\r\na\r\n',
-        b'HD\r\nVA 1\r\nb\r\nVA 1\r\nb\r\n',
-    ],
-    'ms_negative_and_absolute_ttl': [
-        b'HD\r\nEN\r\n',
-        b'HD\r\nVA 1\r\nx\r\n',
-        b'HD\r\nHD t2592000\r\n',
-        b'HD\r\nEN\r\n',
-    ],
-    'ms_errors_swallow_data': [
-        b'CLIENT_ERROR invalid flag\r\n',
-        b'CLIENT_ERROR duplicate flag\r\n',
-        b'CLIENT_ERROR bad command line format\r\n',
-        b'CLIENT_ERROR bad token in command line format\r\n',
-        b'CLIENT_ERROR bad token in command line format\r\n',
-        b'CLIENT_ERROR invalid mode for ms M token\r\n',
-        b'CLIENT_ERROR incorrect length for M token\r\n',
-        b'CLIENT_ERROR opaque token too long\r\n',
-        b'CLIENT_ERROR opaque token too long\r\n',
-        b'CLIENT_ERROR invalid flag\r\n',
-        b'CLIENT_ERROR invalid flag\r\n',
-        b'CLIENT_ERROR error decoding key\r\n',
-        b'CLIENT_ERROR bad token in command line format\r\n',
-        b'CLIENT_ERROR bad token in command line format\r\n',
-        b'EN\r\n',
-    ],
-    'ms_errors_no_swallow': [
-        b'ERROR\r\n',
-        b'CLIENT_ERROR bad command line format\r\n',
-        b'CLIENT_ERROR bad command line format\r\nERROR\r\n',
-        b'CLIENT_ERROR bad command line format\r\nERROR\r\n',
-        b'CLIENT_ERROR bad command line format\r\nERROR\r\n',
-        b'CLIENT_ERROR bad command line format\r\nERROR\r\n',
-        b'CLIENT_ERROR options flags too long\r\nERROR\r\n',
-        b'EN\r\n',
-    ],
-    'ms_token_count': [
-        b'CLIENT_ERROR options flags too long\r\nERROR\r\n',
-        b'NF c0 kk O1\r\n',
-    ],
-    'ms_bad_data_chunk': [
-        b'CLIENT_ERROR bad data chunk\r\nERROR\r\n',
-        b'CLIENT_ERROR bad data chunk\r\nERROR\r\n',
-        b'EN\r\n',
-        b'HD\r\nVA 3\r\nabc\r\n',
-    ],
-    'ms_bad_data_chunk_keeps_old_item': [
-        b'HD\r\nCLIENT_ERROR bad data chunk\r\nERROR\r\nVA 1\r\nx\r\n',
-    ],
-    'ms_too_large': [
-        b'HD\r\n',
-        b'SERVER_ERROR object too large for cache\r\n',
-        b'EN\r\n',
-    ],
-    'ms_binary_key_return': [
-        b'HD c<c0> kbWtleQ== b O123\r\n',
-        b'VALUE mkey 77 3\r\nabc\r\nEND\r\n',
-        b'HD kmkey\r\nHD kmkey\r\n',
-    ],
-    'ms_flags_f_default_and_prior': [
-        b'HD\r\nHD\r\nHD f0\r\n',
-    ],
-    'md_basic': [
-        b'NF\r\nNF\r\nNF knope O5\r\n',
-        b'HD\r\nHD\r\nEN\r\n',
-        b'HD\r\nEN\r\n',
-        b'HD\r\nHD kk O1\r\n',
-        b'ERROR\r\nERROR\r\n',
-    ],
-    'md_cas': [
-        b'HD c<c0>\r\n',
-        b'EX kk\r\nEX\r\nVA 1\r\nx\r\n',
-        b'EN\r\n',
-        b'NF\r\n',
-        b'HD\r\nEX\r\nHD\r\n',
-    ],
-    'md_invalidate': [
-        b'HD c<c0>\r\n',
-        b'HD\r\n',
-        b'VA 1 c<c1> t30 X W\r\nx\r\nVA 1 c<c1> t30 Z X\r\nx\r\n',
-        b'VA 1 c<c2> X W\r\nx\r\nVA 1 c<c2> Z X\r\nx\r\n',
-        b'EX\r\n',
-        b'HD\r\nEN\r\n',
-    ],
-    'md_T_without_I_ignored': [
-        b'HD\r\nHD\r\nEN\r\n',
-    ],
-    'md_binary_key': [
-        b'HD\r\n',
-        b'HD kZm9v b\r\nNF kZm9v b\r\nNF kZm9v b\r\nCLIENT_ERROR invalid or duplicate flag\r\n',
-    ],
-    'md_errors': [
-        b'CLIENT_ERROR invalid or duplicate flag\r\nCLIENT_ERROR invalid or duplicate flag\r\nCLIENT_ERROR invalid or duplicate flag\r\nCLIENT_ERROR invalid or duplicate flag\r\nCLIENT_ERROR invalid or duplicate flag\r\n',
-        b'CLIENT_ERROR invalid or duplicate flag\r\nCLIENT_ERROR invalid or duplicate flag\r\nCLIENT_ERROR invalid or duplicate flag\r\nCLIENT_ERROR invalid or duplicate flag\r\n',
-        b'CLIENT_ERROR opaque token too long\r\nCLIENT_ERROR opaque token too long\r\n',
-        b'CLIENT_ERROR bad command line format\r\nNF\r\n',
-        b'NF kk O1\r\n',
-        b'CLIENT_ERROR options flags too long\r\n',
-        b'CLIENT_ERROR invalid or duplicate flag\r\nNF\r\n',
-    ],
-    'ma_basic': [
-        b'NF\r\nNF\r\nNF knope O1\r\n',
-        b'HD\r\nHD\r\nVA 1\r\n6\r\n',
-        b'VA 1\r\n7\r\nVA 2\r\n17\r\nVA 2\r\n14\r\nVA 2\r\n13\r\nVA 2\r\n14\r\n',
-        b'VA 2\r\n17\r\nVA 2\r\n17\r\n',
-        b'CLIENT_ERROR invalid mode for ma M token\r\nCLIENT_ERROR invalid mode for ma M token\r\nCLIENT_ERROR invalid or duplicate flag\r\n',
-    ],
-    'ma_vivify': [
-        b'VA 2\r\n10\r\nVA 2\r\n11\r\n',
-        b'VA 1\r\n0\r\nHD\r\nVA 1\r\n0\r\n',
-        b'VA 1 t100\r\n0\r\nHD t100\r\n',
-        b'VA 1 t-1\r\n0\r\nHD t100\r\n',
-        b'VA 1\r\n1\r\n',
-        b'NF\r\n',
-    ],
-    'ma_vivify_quiet_1618': [
-        b'HD\r\nVA 1\r\n3\r\n',
-    ],
-    'ma_return_flags': [
-        b'HD\r\n',
-        b'VA 2 t100 c<c0> kn O7\r\n11\r\nVA 2 O7 kn c<c1> t100\r\n12\r\n',
-        b'HD t100\r\nHD t-1\r\nHD t50\r\n',
-        b'HD\r\n',
-    ],
-    'ma_cas': [
-        b'HD c<c0>\r\n',
-        b'EX\r\nVA 1 c<c1>\r\n2\r\nEX\r\nVA 1\r\n3\r\n',
-        b'NF\r\n',
-    ],
-    'ma_wrap_clamp_nonnumeric': [
-        b'HD\r\nVA 1\r\n0\r\n',
-        b'HD\r\nVA 1\r\n5\r\nVA 3 s3\r\n5  \r\nVA 1\r\n0\r\n',
-        b'HD\r\nCLIENT_ERROR cannot increment or decrement non-numeric value\r\nHD\r\nCLIENT_ERROR cannot increment or decrement non-numeric value\r\n',
-        b'HD\r\nCLIENT_ERROR cannot increment or decrement non-numeric value\r\n',
-        b'HD\r\nCLIENT_ERROR cannot increment or decrement non-numeric value\r\n',
-        b'HD\r\nVA 2\r\n13\r\n',
-        b'CLIENT_ERROR invalid or duplicate flag\r\nCLIENT_ERROR invalid or duplicate flag\r\nCLIENT_ERROR invalid or duplicate flag\r\n',
-    ],
-    'ma_incr_interop': [
-        b'STORED\r\n',
-        b'VA 1\r\n8\r\n10\r\nVA 1\r\n9\r\n0\r\nVA 2\r\n0 \r\n',
-    ],
-    'ma_binary_key': [
-        b'HD\r\nVA 1 kZm9v b\r\n2\r\nVA 1 kZm9v b\r\n3\r\nNF kbm9wZQ== b\r\n',
-    ],
-    'ma_errors': [
-        b'CLIENT_ERROR invalid or duplicate flag\r\nCLIENT_ERROR invalid or duplicate flag\r\nCLIENT_ERROR invalid or duplicate flag\r\nCLIENT_ERROR invalid or duplicate flag\r\nCLIENT_ERROR invalid or duplicate flag\r\nCLIENT_ERROR invalid or duplicate flag\r\n',
-        b'CLIENT_ERROR opaque token too long\r\nCLIENT_ERROR opaque token too long\r\nVA 1\r\n0\r\n',
-        b'CLIENT_ERROR bad command line format\r\nERROR\r\n',
-        b'EX kk O1\r\n',
-        b'CLIENT_ERROR options flags too long\r\n',
-        b'CLIENT_ERROR invalid or duplicate flag\r\n',
-    ],
-    'me_cmd': [
-        b'EN\r\nCLIENT_ERROR bad command line format\r\n',
-        b'HD\r\nME k exp=-100 la=0 cas=<c0> fetch=no cls=1 size=63\r\n',
-        b'VA 3\r\nabc\r\nME k exp=-100 la=0 cas=<c0> fetch=yes cls=1 size=63\r\n',
-        b'HD\r\nME k2 exp=-1 la=0 cas=<c1> fetch=no cls=1 size=64\r\nCLIENT_ERROR bad command line format\r\nME k2 exp=-1 la=0 cas=<c1> fetch=no cls=1 size=64\r\n',
-        b'CLIENT_ERROR bad command line format\r\n',
-        b'HD\r\nME Zm9v exp=-1 la=0 cas=<c2> fetch=no cls=1 size=65\r\nME Zm9v exp=-1 la=0 cas=<c2> fetch=no cls=1 size=65\r\nCLIENT_ERROR bad command line format\r\n',
-        b'HD\r\nME big exp=-1 la=0 cas=<c3> fetch=no cls=19 size=5062\r\n',
-    ],
-    'mn_cmd': [
-        b'MN\r\n',
-        b'MN\r\n',
-        b'ERROR\r\nERROR\r\nERROR\r\n',
-    ],
-    'quiet_pipeline': [
-        b'NS\r\n',
-        b'VA 1 ka\r\n1\r\nVA 1 kb\r\n2\r\nNF\r\nNF\r\nVA 1\r\n2\r\n',
-    ],
-    'quiet_pipeline_with_errors': [
-        b'CLIENT_ERROR invalid flag\r\nCLIENT_ERROR invalid flag\r\nCLIENT_ERROR invalid or duplicate flag\r\nNF\r\n',
-    ],
-    'classic_and_meta_mix': [
-        b'STORED\r\nVA 2 f5 c<c0>\r\nhi\r\n',
-        b'VALUE k 5 2 <c0>\r\nhi\r\nEND\r\n',
-        b'STORED\r\nVA 2 f6 c<c1>\r\nyo\r\n',
-        b'TOUCHED\r\nHD t100\r\n',
-        b'STORED\r\nVA 3 t100 f6\r\nyo!\r\n',
-        b'DELETED\r\nEN\r\nNF\r\n',
-        b'HD\r\nVALUE k 3 2\r\nab\r\nEND\r\n',
-        b'HD\r\nHD\r\nVALUE k 0 2\r\nab\r\nEND\r\nVALUE k 0 2 <c2>\r\nab\r\nEND\r\n',
-        b'VA 2 c<c2> X W\r\nab\r\nVA 2 c<c2> Z X\r\nab\r\n',
-    ],
-    'pipeline_one_write': [
-        b'HD\r\nVA 1\r\n1\r\nVA 1\r\n2\r\nHD\r\nEN ka\r\nMN\r\nEN\r\n',
-    ],
-}
-
-GOLDEN_STATS: dict[str, dict[str, int]] = {
-    'mg_hit': {'cmd_get': 1, 'get_hits': 1},
-    'mg_miss': {'cmd_get': 1, 'get_misses': 1},
-    'mg_miss_quiet': {'cmd_get': 1, 'get_misses': 1},
-    'mg_touch_hit': {'cmd_touch': 1, 'touch_hits': 1},
-    'mg_touch_miss': {'cmd_get': 1, 'get_misses': 1},
-    'mg_vivify': {'cmd_get': 1, 'get_hits': 1, 'curr_items': 1, 'total_items': 1},
-    'mg_error': {},
-    'mg_expired': {'cmd_get': 1, 'get_misses': 1, 'get_expired': 1, 'curr_items': -1},
-    'ms_set': {'cmd_set': 1, 'curr_items': 1, 'total_items': 1},
-    'ms_bad_chunk': {'cmd_set': 1},
-    'ms_flag_error': {},
-    'ms_add_exists': {'cmd_set': 1},
-    'ms_cas_hit': {'cmd_set': 1, 'cas_hits': 1, 'total_items': 1},
-    'ms_cas_bad': {'cmd_set': 1, 'cas_badval': 1},
-    'ms_cas_miss': {'cmd_set': 1, 'cas_misses': 1},
-    'ms_stale_cas': {'cmd_set': 1, 'cas_hits': 1, 'total_items': 1},
-    'md_hit': {'delete_hits': 1, 'curr_items': -1},
-    'md_miss': {'delete_misses': 1},
-    'md_cas_bad': {'delete_misses': 1},
-    'md_invalidate': {},
-    'ma_hit': {'incr_hits': 1},
-    'ma_decr_hit': {'decr_hits': 1},
-    'ma_miss': {'incr_misses': 1},
-    'ma_decr_miss': {'decr_misses': 1},
-    'ma_vivify': {'curr_items': 1, 'total_items': 1},
-    'ma_cas_bad': {},
-    'ma_nonnumeric': {},
-    'me_hit': {'cmd_meta': 1},
-    'me_miss': {'cmd_meta': 1},
-    'mn': {},
-}
-
-if __name__ == "__main__" and "--record" in sys.argv:
-    _record()
-
-
 # ------------------------------------------------------ post-1.6.18 flags --
 # Not differential: memcached 1.6.18 rejects or ignores these, so the first
 # test pins exactly that, and the memcachepy tests assert the semantics of
 # current memcached (1.6.45 proto_parser.c), see notes/meta-spec.md sec. 9.
 
-def test_post1618_flags_on_memcached_1618() -> None:
-    d = start_daemon("memcached")
-    try:
-        with Conn(d.port) as c:
-            assert c.call(b"mg k E5\r\nms k 1 E5\r\nx\r\nmd k E5\r\nma k E5\r\n") == (
-                b"CLIENT_ERROR invalid flag\r\n" * 2
-                + b"CLIENT_ERROR invalid or duplicate flag\r\n" * 2)
-            assert c.call(b"md k x\r\n") == b"CLIENT_ERROR invalid or duplicate flag\r\n"
-            assert c.call(b"ms k 3 s\r\nabc\r\nms k 1 MA s\r\nd\r\n") == b"HD\r\nHD\r\n"
-            assert c.call(b"ms nope 1 MA N30\r\nx\r\n") == b"NS\r\n"
-            r = c.call(b"mg k c\r\n")
-            cas = r.split(b" c")[1].strip()
-            assert c.call(b"mg k v C" + cas + b"\r\n") == b"VA 4\r\nabcd\r\n"
-    finally:
-        d.stop()
+def test_post1618_flags_on_memcached_1618(pair: tuple[Daemon, Daemon]) -> None:
+    with _fresh(pair[0].port) as c:
+        assert c.call(b"mg k E5\r\nms k 1 E5\r\nx\r\nmd k E5\r\nma k E5\r\n") == (
+            b"CLIENT_ERROR invalid flag\r\n" * 2
+            + b"CLIENT_ERROR invalid or duplicate flag\r\n" * 2)
+        assert c.call(b"md k x\r\n") == b"CLIENT_ERROR invalid or duplicate flag\r\n"
+        assert c.call(b"ms k 3 s\r\nabc\r\nms k 1 MA s\r\nd\r\n") == b"HD\r\nHD\r\n"
+        assert c.call(b"ms nope 1 MA N30\r\nx\r\n") == b"NS\r\n"
+        r = c.call(b"mg k c\r\n")
+        cas = r.split(b" c")[1].strip()
+        assert c.call(b"mg k v C" + cas + b"\r\n") == b"VA 4\r\nabcd\r\n"
 
 
 @pytest.fixture(scope="module")
-def mcpy() -> Iterator[Daemon]:
-    if not memcachepy_available():
-        pytest.skip("memcachepy._core not built")
-    d = start_meta_daemon("memcachepy")
-    yield d
-    d.stop()
-
-
-def _fresh(port: int) -> Conn:
-    c = Conn(port)
-    c.send(b"flush_all\r\n")
-    assert c.read_until(b"\r\n") == b"OK\r\n"
-    return c
+def mcpy(module_daemons) -> Daemon:
+    return module_daemons(KIND_MEMCACHEPY)
 
 
 def _cas(reply: bytes) -> int:

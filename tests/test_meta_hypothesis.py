@@ -13,16 +13,13 @@
 from __future__ import annotations
 
 import base64
-import socket
-import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from test_meta_diff import (
-    Conn, Daemon, Normaliser, memcachepy_available, same_reply, start_daemon,
-    start_meta_daemon,
-)
+from support.daemons import KIND_MEMCACHED, KIND_MEMCACHEPY, Daemon
+from support.normalise import CasMapper, normalise, same_reply
+from support.rawclient import Conn
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -30,17 +27,11 @@ KEYS = [b"a", b"b", b"num", b"k" * 250]
 BIN_KEYS = [base64.b64encode(b"a"), base64.b64encode(b"\x00\xff bin"), b"!!!!"]
 
 
-@pytest.fixture(scope="module", params=[
-    "memcached",
-    pytest.param("memcachepy", marks=pytest.mark.skipif(
-        not memcachepy_available(), reason="memcachepy._core not built")),
-])
-def pair(request: pytest.FixtureRequest):
-    sut = start_meta_daemon(request.param)
-    ref = start_daemon("memcached")
-    yield ref, sut
-    sut.stop()
-    ref.stop()
+@pytest.fixture(scope="module", params=[KIND_MEMCACHED, KIND_MEMCACHEPY])
+def pair(request: pytest.FixtureRequest, module_daemons):
+    """(memcached, system under test); memcached against a second memcached proves the
+    generator and the normaliser deterministic."""
+    return module_daemons(KIND_MEMCACHED), module_daemons(request.param, "-c", "1024")
 
 
 def _tok(draw, letter: str) -> bytes:
@@ -130,7 +121,7 @@ def command(draw) -> bytes:
 
 
 def replay(port: int, cmds: list[bytes]) -> list[bytes]:
-    norm = Normaliser()
+    norm = CasMapper()
     out: list[bytes] = []
     with Conn(port) as c:
         c.send(b"flush_all\r\n")
@@ -138,35 +129,15 @@ def replay(port: int, cmds: list[bytes]) -> list[bytes]:
         for cmd in cmds:
             req = norm.request(cmd) if b"{c" not in cmd or _have(norm, cmd) else \
                 cmd.replace(b"{c0}", b"1").replace(b"{c1}", b"2")
-            c.send(req + b"mn\r\n")
-            out.append(norm.reply(_read_reply(c, req)))
+            # a data block may swallow the sentinel: a short idle wait ends the read
+            # (both daemons get the same treatment)
+            out.append(normalise(c.call(req, idle=0.3, total=2.0), norm))
     return out
 
 
-def _have(norm: Normaliser, cmd: bytes) -> bool:
+def _have(norm: CasMapper, cmd: bytes) -> bool:
     return (b"{c1}" not in cmd or len(norm.cas) > 1) and \
         (b"{c0}" not in cmd or len(norm.cas) > 0)
-
-
-def _read_reply(c: Conn, req: bytes) -> bytes:
-    """Read up to the trailing MN; fall back to a short idle wait when a data
-    block swallowed the sentinel (both daemons get the same treatment)."""
-    want = req.count(b"mn\r\n") + 1
-    buf = b""
-    deadline = time.monotonic() + 2.0
-    c.sock.settimeout(0.3)
-    while time.monotonic() < deadline:
-        if buf.endswith(b"MN\r\n") and (buf.startswith(b"MN\r\n")
-                                        + buf.count(b"\r\nMN\r\n")) >= want:
-            break
-        try:
-            chunk = c.sock.recv(1 << 16)
-        except socket.timeout:
-            break
-        if not chunk:
-            break
-        buf += chunk
-    return buf
 
 
 @settings(max_examples=60, deadline=None, derandomize=True,

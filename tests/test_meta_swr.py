@@ -15,7 +15,8 @@ import threading
 
 import pytest
 
-from test_meta_diff import SERVER_NAMES, Conn, Daemon, start_meta_daemon
+from support.daemons import KIND_MEMCACHED, KIND_MEMCACHEPY, Daemon
+from support.rawclient import Conn
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -23,11 +24,9 @@ CLIENTS = 24
 ROUNDS = 4
 
 
-@pytest.fixture(scope="module", params=SERVER_NAMES)
-def server(request: pytest.FixtureRequest):
-    d = start_meta_daemon(request.param)
-    yield d
-    d.stop()
+@pytest.fixture(scope="module", params=[KIND_MEMCACHED, KIND_MEMCACHEPY])
+def server(request: pytest.FixtureRequest, module_daemons) -> Daemon:
+    return module_daemons(request.param)
 
 
 def parse_mg(reply: bytes) -> tuple[set[str], bytes | None, dict[str, str]]:

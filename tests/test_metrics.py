@@ -15,6 +15,7 @@ import urllib.request
 import pytest
 
 from memcachepy import metrics
+from support.rawclient import Conn
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -114,24 +115,13 @@ def value(fams, name, **labels) -> float:
 
 
 def send(daemon, payload: bytes) -> bytes:
-    with daemon.connect() as s:
-        s.sendall(payload + b"mn\r\n")
-        buf = b""
-        while not buf.endswith(b"MN\r\n"):
-            chunk = s.recv(65536)
-            assert chunk
-            buf += chunk
-    return buf
+    """`payload` + an `mn` sentinel on a fresh connection; every reply, MN included."""
+    with Conn(daemon.addr) as c:
+        return c.call(payload) + b"MN\r\n"
 
 
 def stats_of(daemon, group: str = "") -> dict[str, str]:
-    with daemon.connect() as s:
-        s.sendall((f"stats {group}".strip() + "\r\n").encode())
-        buf = b""
-        while not buf.endswith(b"END\r\n"):
-            buf += s.recv(65536)
-    return {l.split(" ", 2)[1]: l.split(" ", 2)[2] for l in buf.decode().splitlines()
-            if l.startswith("STAT ")}
+    return daemon.stats(group.encode())
 
 
 @pytest.fixture
@@ -365,40 +355,25 @@ def test_parse_listen(spec, expect):
 
 
 def test_daemon_metrics_listen(tmp_path):
-    import subprocess
-    import sys
     import time
-    from support.daemons import memcachepy_status
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    from support.daemons import KIND_MEMCACHEPY, Proc, command_line, memcachepy_status
     ok, reason = memcachepy_status()
     if not ok:
         pytest.skip(reason)
-    h = subprocess.run([sys.executable, "-m", "memcachepy", "-h"], cwd=repo,
-                       capture_output=True, text=True, timeout=30)
-    if "--metrics-listen" not in h.stdout + h.stderr:
-        pytest.skip("memcachepy's CLI has no --metrics-listen yet")
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     mport = s.getsockname()[1]
     s.close()
-    portfile = tmp_path / "port"
-    root = ["-u", "root"] if os.geteuid() == 0 else []
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "memcachepy", *root, "-l", "127.0.0.1", "-U", "0", "-p", "-1",
-         "-m", "16", "--metrics-listen", str(mport)], cwd=repo, stderr=subprocess.DEVNULL,
-        env={**os.environ, "MEMCACHED_PORT_FILENAME": str(portfile)})
-    try:
+    with Proc(command_line(KIND_MEMCACHEPY, ["-m", "16", "--metrics-listen", str(mport)]),
+              tmp_path) as p:
         deadline = time.monotonic() + 30
         body = None
-        while body is None and time.monotonic() < deadline and proc.poll() is None:
+        while body is None and time.monotonic() < deadline and p.proc.poll() is None:
             try:
                 body = fetch(f"http://127.0.0.1:{mport}/metrics")[2]
             except OSError:
                 time.sleep(0.1)
         assert body is not None, "no metrics endpoint on the requested port"
         fams = parse_exposition(body)
-    finally:
-        proc.terminate()
-        proc.wait(15)
     assert value(fams, "memcached_up") == 1
     assert value(fams, "memcached_limit_bytes") == 16 * 1024 * 1024

@@ -16,6 +16,7 @@ import time
 import pytest
 from conftest import require_memcachepy
 from support.daemons import KIND_MEMCACHEPY
+from support.rawclient import Conn
 
 pytest.importorskip("pymemcache")
 from pymemcache.client.base import Client  # noqa: E402
@@ -87,31 +88,17 @@ def pool(start_many, tmp_path, request):
 
 def one_reply(port: int, data: bytes) -> bytes:
     """The first reply line (b"" if the proxy closed the connection first)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-        s.sendall(data)
-        out = b""
-        while not out.endswith(b"\r\n"):
-            chunk = s.recv(4096)
-            if not chunk:
-                return out
-            out += chunk
-        return out
+    with Conn(port) as c:
+        c.send(data)
+        return c.read_until(b"\r\n", eof_ok=True)
 
 
 def exchange(port: int, data: bytes, idle: float = 0.5) -> bytes:
     """Send, then read until the proxy closes or stays quiet for `idle` s; '<EOF>' marks a close."""
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-        s.sendall(data)
-        s.settimeout(idle)
-        out = b""
-        try:
-            while True:
-                chunk = s.recv(65536)
-                if not chunk:
-                    return out + b"<EOF>"
-                out += chunk
-        except socket.timeout:
-            return out
+    with Conn(port) as c:
+        c.send(data)
+        out = c.read_idle(idle=idle, total=30.0)
+        return out + (b"<EOF>" if c.closed_by_peer else b"")
 
 
 def owner(nodes, key: str) -> int:

@@ -25,8 +25,11 @@ from support.daemons import (
     KIND_MEMCACHEPY,
     MEMCACHED_BIN,
     REPO_ROOT,
+    Proc,
+    command_line,
     memcachepy_status,
 )
+from support.rawclient import Conn
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -52,48 +55,7 @@ def world_dir():
 
 
 def argv_for(kind: str, flags: list[str], user: bool = True) -> list[str]:
-    root = ["-u", "root"] if IS_ROOT and user else []
-    if kind == KIND_MEMCACHED:
-        return [MEMCACHED_BIN, *root, "-l", "127.0.0.1:0", "-U", "0", "-p", "11211", *flags]
-    return [sys.executable, "-m", "memcachepy", *root, "-l", "127.0.0.1", "-U", "0", "-p", "-1",
-            *flags]
-
-
-class Proc:
-    """A foreground daemon with stderr in a file and its port from the port file."""
-
-    def __init__(self, argv: list[str], workdir: Path, env: dict | None = None) -> None:
-        self.workdir = workdir
-        self.port_file = workdir / "port"
-        self.err_path = workdir / "stderr"
-        e = dict(os.environ, MEMCACHED_PORT_FILENAME=str(self.port_file))
-        e.pop("JOURNAL_STREAM", None)
-        e.pop("NOTIFY_SOCKET", None)
-        e.update(env or {})
-        with open(self.err_path, "wb") as err:
-            self.proc = subprocess.Popen(argv, cwd=str(REPO_ROOT), env=e, stdin=subprocess.DEVNULL,
-                                         stdout=subprocess.DEVNULL, stderr=err)
-
-    def wait_port(self, timeout: float = 15) -> int:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            m = re.search(r"TCP INET: (\d+)", self.port_file.read_text() if self.port_file.exists() else "")
-            if m:
-                return int(m.group(1))
-            assert self.proc.poll() is None, f"exited {self.proc.returncode}: {self.stderr()}"
-            time.sleep(0.02)
-        raise AssertionError("no port file")
-
-    def stderr(self) -> str:
-        return self.err_path.read_text(errors="replace")
-
-    def wait(self, timeout: float = 10) -> int:
-        return self.proc.wait(timeout)
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+    return command_line(kind, flags, user)
 
 
 @pytest.fixture
@@ -107,22 +69,14 @@ def spawn(tmp_path):
 
     yield start
     for p in procs:
-        p.close()
+        p.kill()
 
 
 def request(addr, data: bytes, until: bytes = b"\r\n") -> bytes:
-    fam = socket.AF_UNIX if isinstance(addr, str) else socket.AF_INET
-    with socket.socket(fam, socket.SOCK_STREAM) as s:
-        s.settimeout(5)
-        s.connect(addr)
-        s.sendall(data)
-        buf = b""
-        while not buf.endswith(until):
-            chunk = s.recv(4096)
-            if not chunk:
-                break
-            buf += chunk
-        return buf
+    """Send on a fresh connection; the reply up to `until` (or what came before EOF)."""
+    with Conn(addr) as c:
+        c.send(data)
+        return c.read_until(until, eof_ok=True)
 
 
 def proc_status(pid: int) -> dict[str, str]:

@@ -19,7 +19,7 @@ from typing import Iterator
 import pytest
 
 from memcachepy.tool import AdminClient
-from tests.support.daemons import Daemon
+from support.daemons import Daemon
 
 pytestmark = pytest.mark.timeout(180)
 

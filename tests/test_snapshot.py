@@ -17,7 +17,7 @@ import pytest
 
 from memcachepy import snapshot as snap
 from memcachepy.tool import AdminClient
-from tests.support.daemons import REPO_ROOT
+from support.daemons import REPO_ROOT
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -6,16 +6,14 @@
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
 
 import pytest
+from support.daemons import KIND_MEMCACHED, Proc, command_line, memcached_available
 
 from memcachepy.settings import Settings
 
 core = pytest.importorskip("memcachepy._core")
 
-MEMCACHED = shutil.which("memcached") or "/usr/bin/memcached"
 
 
 def make_store(**kw):
@@ -40,22 +38,12 @@ def store_factory():
 
 
 def memcached_slab_classes(args):
-    """Class table printed by `memcached -vv` (it prints it, then we stop it)."""
-    proc = subprocess.Popen([MEMCACHED, "-u", "root", "-vv", "-U", "0", "-p", "0", "-l", "127.0.0.1"] + args,
-                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
-    lines = []
-    try:
-        for raw in proc.stderr:
-            line = raw.decode()
-            m = re.match(r"slab class\s+(\d+): chunk size\s+(\d+) perslab\s+(\d+)", line)
-            if m:
-                lines.append(tuple(int(x) for x in m.groups()))
-                if lines[-1][1] == 524288:      # slab_chunk_max: always the last class
-                    break
-    finally:
-        proc.kill()
-        proc.wait()
-    return lines
+    """Class table printed by `memcached -vv` at start-up, before it listens."""
+    with Proc(command_line(KIND_MEMCACHED, ["-vv", *args])) as p:
+        p.wait_port()
+        err = p.stderr()
+    return [tuple(int(x) for x in m.groups()) for m in re.finditer(
+        r"slab class\s+(\d+): chunk size\s+(\d+) perslab\s+(\d+)", err)]
 
 
 @pytest.mark.timeout(30)
@@ -66,7 +54,7 @@ def memcached_slab_classes(args):
     (["-f", "1.05", "-n", "16"], {"factor": 1.05, "chunk_size": 16}),
 ])
 def test_slab_classes_match_memcached(store_factory, args, kw):
-    if not shutil.which("memcached"):
+    if not memcached_available():
         pytest.skip("memcached not installed")
     want = memcached_slab_classes(args)
     assert want, "memcached printed no slab classes"

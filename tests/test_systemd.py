@@ -15,6 +15,11 @@ import sys
 import time
 
 import pytest
+from support.daemons import (
+    KIND_MEMCACHED, KIND_MEMCACHEPY, Proc, binary, command_line, memcached_available,
+    memcachepy_status, start_unix,
+)
+from support.rawclient import Conn, connect_when_up
 
 from memcachepy import systemd
 
@@ -179,34 +184,11 @@ def test_watchdog_health_check_exception_counts_as_unhealthy(notify_sock):
     assert _drain(s) == [] and n.watchdog_failures >= 2
 
 
-def _start_memcached(tmp_path):
-    mc = shutil.which("memcached")
-    if not mc:
-        pytest.skip("memcached not installed")
-    portfile = tmp_path / "port"
-    proc = subprocess.Popen(
-        # memcached 1.6.18 treats -p 0 as "no TCP"; -p -1 asks for any free port.
-        [mc, "-u", "root", "-l", "127.0.0.1", "-U", "0", "-p", "-1"],
-        env={**os.environ, "MEMCACHED_PORT_FILENAME": str(portfile)})
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if portfile.exists():
-            m = re.search(r"TCP INET: (\d+)", portfile.read_text())
-            if m:
-                return proc, int(m.group(1))
-        time.sleep(0.02)
-    proc.kill()
-    pytest.fail("memcached did not report its port")
-
-
-def test_version_probe_against_real_memcached(tmp_path):
-    proc, port = _start_memcached(tmp_path)
-    try:
-        assert systemd.version_probe("127.0.0.1", port)() is True
-    finally:
-        proc.terminate()
-        proc.wait(10)
-    assert systemd.version_probe("127.0.0.1", port, timeout=1)() is False
+def test_version_probe_against_real_memcached(start_daemon):
+    d = start_daemon(KIND_MEMCACHED)
+    assert systemd.version_probe("127.0.0.1", d.port)() is True
+    d.stop()
+    assert systemd.version_probe("127.0.0.1", d.port, timeout=1)() is False
 
 
 # ------------------------------------------------------- socket activation
@@ -236,6 +218,19 @@ conn.close()
 """
 
 
+def _check_activated_child(child: subprocess.Popen, port: int) -> None:
+    """The activated child answers one connection with the fd it got, then exits 0
+    (systemd-socket-activate binds only once it runs: retry a refused connection)."""
+    try:
+        with connect_when_up(port) as c:
+            assert c.read_until(b"\n") == b"memcachepy.socket:AF_INET/SOCK_STREAM\n"
+        assert child.wait(10) == 0
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+
+
 def test_socket_activation_end_to_end(tmp_path):
     # A real hand-off: the parent binds a listener, the child gets it as fd 3
     # with LISTEN_PID set to the child's own pid (the shell's $$ survives exec).
@@ -252,21 +247,7 @@ def test_socket_activation_end_to_end(tmp_path):
     env = {**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")}
     child = subprocess.Popen(cmd, pass_fds=[fd], env=env)
     listener.close()
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
-            c.settimeout(10)
-            data = b""
-            while not data.endswith(b"\n"):
-                chunk = c.recv(100)
-                if not chunk:
-                    break
-                data += chunk
-        assert data == b"memcachepy.socket:AF_INET/SOCK_STREAM\n"
-        assert child.wait(10) == 0
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
+    _check_activated_child(child, port)
 
 
 # -------------------------------------------------------------- unit files
@@ -368,30 +349,7 @@ def test_socket_activation_via_systemd_socket_activate(tmp_path):
     child = subprocess.Popen([tool, "-l", f"127.0.0.1:{port}", "--fdname=memcachepy.socket",
                               "-E", "PYTHONPATH", sys.executable, str(script)],
                              env=env, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                c = socket.create_connection(("127.0.0.1", port), timeout=10)
-                break
-            except ConnectionRefusedError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        with c:
-            c.settimeout(10)
-            data = b""
-            while not data.endswith(b"\n"):
-                chunk = c.recv(100)
-                if not chunk:
-                    break
-                data += chunk
-        assert data == b"memcachepy.socket:AF_INET/SOCK_STREAM\n"
-        assert child.wait(10) == 0
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
+    _check_activated_child(child, port)
 
 
 # ------------------------------------------- the daemon itself (integration)
@@ -401,26 +359,9 @@ def test_socket_activation_via_systemd_socket_activate(tmp_path):
 # use of memcachepy.systemd exist (until then they skip and say why).
 
 def _daemon_or_skip(tmp_path) -> None:
-    from support.daemons import memcachepy_status
     ok, reason = memcachepy_status()
     if not ok:
         pytest.skip(reason)
-    sources = ""
-    for name in ("server.py", "cli.py", "__main__.py"):
-        p = os.path.join(REPO, "memcachepy", name)
-        if os.path.exists(p):
-            sources += open(p).read()
-    if "systemd" not in sources:
-        pytest.skip("memcachepy's server does not use memcachepy.systemd yet")
-
-
-def _daemon_env(extra: dict) -> dict:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS",
-                        "LISTEN_PID", "LISTEN_FDNAMES")}
-    env["PYTHONPATH"] = REPO + os.pathsep + os.environ.get("PYTHONPATH", "")
-    env.update(extra)
-    return env
 
 
 def _recv_until(s: socket.socket, pred, timeout: float) -> list[bytes]:
@@ -445,34 +386,24 @@ def _root() -> list[str]:
 def test_daemon_notify_lifecycle(tmp_path, notify_sock):
     _daemon_or_skip(tmp_path)
     path, s = notify_sock
-    portfile = tmp_path / "port"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "memcachepy", *_root(), "-l", "127.0.0.1", "-U", "0", "-p", "-1"],
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        env=_daemon_env({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "400000",
-                         "MEMCACHED_PORT_FILENAME": str(portfile)}))
-    try:
+    with Proc(command_line(KIND_MEMCACHEPY, []), tmp_path,
+              env={"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "400000"}) as p:
         msgs = _recv_until(s, lambda m: b"READY=1" in m.split(b"\n"), 30)
-        assert msgs and b"READY=1" in msgs[-1].split(b"\n"), (msgs, proc.poll())
+        assert msgs and b"READY=1" in msgs[-1].split(b"\n"), (msgs, p.proc.poll())
         # At READY=1 every listener must already accept connections.
-        ports = [int(p) for p in re.findall(r"TCP INET: (\d+)", portfile.read_text())]
+        ports = [int(n) for n in re.findall(r"TCP INET: (\d+)", p.port_file.read_text())]
         assert ports
         for port in ports:
-            with socket.create_connection(("127.0.0.1", port), timeout=5) as c:
-                c.sendall(b"version\r\n")
-                assert c.recv(100).startswith(b"VERSION ")
+            with Conn(port) as c:
+                assert c.request(b"").startswith(b"VERSION ")
         assert any(l.startswith(b"STATUS=") for m in msgs for l in m.split(b"\n"))
         # Watchdog pings at WATCHDOG_USEC/2 while healthy.
         pings = _recv_until(s, lambda m: False, 1.5)
         assert sum(m == b"WATCHDOG=1" for m in pings) >= 3, pings
-        proc.terminate()
+        p.proc.terminate()
         rest = _recv_until(s, lambda m: b"STOPPING=1" in m.split(b"\n"), 10)
         assert any(b"STOPPING=1" in m.split(b"\n") for m in rest), rest
-        assert proc.wait(15) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        assert p.wait(15) == 0
 
 
 def test_daemon_socket_activation(tmp_path):
@@ -482,52 +413,20 @@ def test_daemon_socket_activation(tmp_path):
     probe.bind(("127.0.0.1", 0))
     port = probe.getsockname()[1]
     probe.close()
-    proc = subprocess.Popen(
-        [tool, "-l", f"127.0.0.1:{port}", "-E", "PYTHONPATH", sys.executable, "-m",
-         "memcachepy", *_root(), "-U", "0"],
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        env=_daemon_env({}))
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                c = socket.create_connection(("127.0.0.1", port), timeout=20)
-                break
-            except ConnectionRefusedError:
-                assert time.monotonic() < deadline
-                time.sleep(0.05)
-        with c:
-            c.settimeout(20)
-            c.sendall(b"set k 0 0 2\r\nhi\r\nget k\r\n")
-            buf = b""
-            while not buf.endswith(b"END\r\n"):
-                chunk = c.recv(4096)
-                assert chunk
-                buf += chunk
-        assert buf == b"STORED\r\nVALUE k 0 2\r\nhi\r\nEND\r\n"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with Proc([tool, "-l", f"127.0.0.1:{port}", "-E", "PYTHONPATH",
+               *binary(KIND_MEMCACHEPY), *_root(), "-U", "0"], tmp_path,
+              env={"PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")}):
+        with connect_when_up(port, within=30, timeout=20) as c:
+            c.send(b"set k 0 0 2\r\nhi\r\nget k\r\n")
+            assert c.read_until(b"END\r\n") == b"STORED\r\nVALUE k 0 2\r\nhi\r\nEND\r\n"
 
 
 def test_version_probe_unix_socket_and_wildcards(tmp_path):
-    mc = shutil.which("memcached")
-    if not mc:
+    if not memcached_available():
         pytest.skip("memcached not installed")
     path = str(tmp_path / "mc.sock")
-    proc = subprocess.Popen([mc, "-u", "root", "-s", path, "-U", "0"])
-    try:
-        deadline = time.monotonic() + 10
-        while not os.path.exists(path) and time.monotonic() < deadline:
-            time.sleep(0.02)
+    with start_unix(KIND_MEMCACHED, path, workdir=tmp_path):
         assert systemd.version_probe("", 0, unix_path=path)() is True
-    finally:
-        proc.terminate()
-        proc.wait(10)
     assert systemd.version_probe("", 0, unix_path=path)() is False
     assert systemd.connectable_host("0.0.0.0") == "127.0.0.1"
     assert systemd.connectable_host("") == "127.0.0.1"

@@ -549,10 +549,12 @@ def test_no_warning_on_loopback(start_daemon) -> None:
 
 @pytest.fixture(scope="module")
 def tls_meta_pair(certs: Certs) -> Iterator[list[Daemon]]:
+    """memcached and memcachepy with -Z, and a plaintext memcached: the reference."""
     from support.daemons import start_daemons
     require_memcached()
     require(KIND_MEMCACHEPY)
-    ds = start_daemons([(KIND_MEMCACHED, tls_flags(certs)), (KIND_MEMCACHEPY, tls_flags(certs))])
+    ds = start_daemons([(KIND_MEMCACHED, tls_flags(certs)), (KIND_MEMCACHEPY, tls_flags(certs)),
+                        (KIND_MEMCACHED, ())])
     yield ds
     for d in ds:
         d.stop()
@@ -564,29 +566,27 @@ def _meta_names() -> list[str]:
 
 
 @pytest.mark.parametrize("name", _meta_names())
-def test_meta_transcript_over_tls(name: str, tls_meta_pair, certs: Certs, monkeypatch) -> None:
-    """Every meta transcript of test_meta_diff, over TLS, against its golden replies
-    (recorded from memcached 1.6.18) on both daemons, with its normaliser."""
+def test_meta_transcript_over_tls(name: str, tls_meta_pair, certs: Certs) -> None:
+    """Every meta transcript of test_meta_diff, over TLS on both daemons, against live
+    plaintext memcached (recorded replies only for post-1.6.18 steps, as there)."""
     import test_meta_diff as md
     ctx = client_ctx(certs)
-
-    class TLSConn(md.Conn):
-        def __init__(self, port: int, timeout: float = 5.0) -> None:
-            super().__init__(port, timeout)
-            self.sock = ctx.wrap_socket(self.sock, server_hostname="127.0.0.1")
-
-    monkeypatch.setattr(md, "Conn", TLSConn)
     steps = md.TRANSCRIPTS[name]
-    for d in tls_meta_pair:
+    requests = [s if isinstance(s, float) else s[0] for s in steps]
+    *tls, plain = tls_meta_pair
+    want = md.run_transcript(plain, requests)
+    for d in tls:
         if d.kind == KIND_MEMCACHED and name in MEMCACHED_TLS_STALLS:
             continue
-        got = md.run_transcript(d.port, steps)
-        for i, (step, reply) in enumerate(zip(steps, got)):
-            expected = md.GOLDEN[name][i] if step[1] is None else step[1]
+        got = md.run_transcript(d, requests, ctx)
+        for i, step in enumerate(steps):
+            if isinstance(step, float):
+                continue
+            expected = want[i]
             if d.kind == KIND_MEMCACHEPY:
                 expected = md.POST1618_STEPS.get((name, i), expected)
-            assert md.same_reply(expected, reply), (
-                f"{d.kind} step {i}: {step[0][:200]!r}\n expected {expected[:300]!r}\n got {reply[:300]!r}")
+            assert md.same_reply(expected, got[i]), (
+                f"{d.kind} step {i}: {step[0][:200]!r}\n expected {expected[:300]!r}\n got {got[i][:300]!r}")
 
 
 # ------------------------------------------------------------------ hostile bytes

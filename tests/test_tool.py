@@ -10,7 +10,6 @@ import io
 import json
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -20,6 +19,8 @@ import time
 import pytest
 
 from memcachepy import tool
+from support.daemons import KIND_MEMCACHED, memcached_available, start_unix
+from support.rawclient import Conn
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -27,18 +28,11 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def raw(daemon, payload: bytes, until: bytes = b"") -> bytes:
-    with daemon.connect() as s:
-        s.sendall(payload)
-        if not until:
-            s.sendall(b"mn\r\n")
-            until = b"MN\r\n"
-        buf = b""
-        while not buf.endswith(until):
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            buf += chunk
-        return buf
+    """Send on a fresh connection; the replies up to `until` (default: an `mn` sentinel's
+    MN, included)."""
+    with Conn(daemon.addr) as c:
+        c.send(payload + (b"" if until else b"mn\r\n"))
+        return c.read_until(until or b"MN\r\n", eof_ok=True)
 
 
 def store(daemon, items: dict[bytes, tuple[int, int, bytes]]) -> None:
@@ -56,14 +50,7 @@ def run_tool(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
 
 
 def stats_of(daemon, group: str = "") -> dict[str, str]:
-    reply = raw(daemon, (f"stats {group}" if group else "stats").encode() + b"\r\n",
-                until=b"END\r\n").decode()
-    out = {}
-    for line in reply.splitlines():
-        if line.startswith("STAT "):
-            _, k, v = line.split(" ", 2)
-            out[k] = v
-    return out
+    return daemon.stats(group.encode())
 
 
 # ----------------------------------------------------------------- display
@@ -297,21 +284,13 @@ def test_top_live_against_server(kind, start_daemon):
 
 
 def test_unix_socket_address(tmp_path):
-    mc = shutil.which("memcached")
-    if not mc:
+    if not memcached_available():
         pytest.skip("memcached not installed")
     path = str(tmp_path / "mc.sock")
-    proc = subprocess.Popen([mc, "-u", "root", "-s", path, "-U", "0"])
-    try:
-        deadline = time.monotonic() + 10
-        while not os.path.exists(path) and time.monotonic() < deadline:
-            time.sleep(0.02)
+    with start_unix(KIND_MEMCACHED, path, workdir=tmp_path):
         r = run_tool(path, "settings", "--json")
         assert r.returncode == 0, r.stderr
         assert json.loads(r.stdout)["domain_socket"] == path
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def test_connection_refused_is_a_clear_error():

@@ -9,41 +9,35 @@
 # UDP conns as memcached does.
 from __future__ import annotations
 
-import os
 import re
 import socket
 import struct
-import subprocess
-import sys
-import tempfile
 import time
 
 import pytest
 from conftest import require_memcached
 from support.binproto import pkt, store_ext
-from support.daemons import KIND_MEMCACHED, KIND_MEMCACHEPY, MEMCACHED_BIN, REPO_ROOT
+from support.daemons import KIND_MEMCACHED, KIND_MEMCACHEPY, Proc, binary
 
 
 class UdpDaemon:
+    """A daemon with TCP and UDP on free loopback ports (tests/support's Proc)."""
+
     def __init__(self, kind: str, *flags: str) -> None:
-        self.tmp = tempfile.mkdtemp(prefix=f"udp-{kind}-")
-        port_file = os.path.join(self.tmp, "port")
-        argv = ["-u", "root", "-l", "127.0.0.1", "-p", "-1", "-U", "-1", *flags]
-        cmd = [MEMCACHED_BIN, *argv] if kind == KIND_MEMCACHED else \
-            [sys.executable, "-m", "memcachepy", *argv]
-        self.proc = subprocess.Popen(cmd, cwd=str(REPO_ROOT), stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL,
-                                     env=dict(os.environ, MEMCACHED_PORT_FILENAME=port_file))
-        deadline = time.monotonic() + 15
-        text = ""
-        while time.monotonic() < deadline and "UDP INET:" not in text:
-            assert self.proc.poll() is None, f"{kind} exited"
-            try:
-                text = open(port_file).read()
-            except OSError:
-                pass
-            time.sleep(0.02)
-        self.tcp = int(re.search(r"TCP INET: (\d+)", text).group(1))
+        self.p = Proc([*binary(kind), "-u", "root", "-l", "127.0.0.1", "-p", "-1", "-U", "-1",
+                       *flags])
+        try:
+            self.tcp = self.p.wait_port()
+            deadline = time.monotonic() + 15
+            text = self.p.port_file.read_text()
+            while "UDP INET:" not in text:
+                assert self.p.proc.poll() is None and time.monotonic() < deadline, \
+                    f"{kind}: no UDP port: {self.p.stderr()}"
+                time.sleep(0.02)
+                text = self.p.port_file.read_text()
+        except BaseException:
+            self.p.stop()
+            raise
         self.udp = int(re.search(r"UDP INET: (\d+)", text).group(1))
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind(("127.0.0.1", 0))
@@ -73,8 +67,7 @@ class UdpDaemon:
 
     def stop(self) -> None:
         self.sock.close()
-        self.proc.terminate()
-        self.proc.wait(timeout=10)
+        self.p.stop()
 
 
 @pytest.fixture
@@ -212,5 +205,5 @@ def test_udp_garbage_flood_leaves_daemon_serving(udp_pair) -> None:
             dg = dg[:4] + b"\x00\x01" + dg[6:]
         sut.sock.sendto(dg, ("127.0.0.1", sut.udp))
     sut.exchange(b"\0", idle=1.0)          # drain the replies to the garbage
-    assert sut.proc.poll() is None
+    assert sut.p.proc.poll() is None
     assert sut.exchange(frame(b"version\r\n", rid=3)) == [frame(b"VERSION 1.6.18\r\n", rid=3)]

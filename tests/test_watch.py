@@ -7,10 +7,10 @@
 from __future__ import annotations
 
 import re
-import socket
 import time
 
 import pytest
+from support.rawclient import Conn
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -30,32 +30,17 @@ def mask(data: bytes) -> list:
     return data.splitlines()
 
 
-def read_until_quiet(sock: socket.socket, quiet: float = 0.6, limit: float = 5.0) -> bytes:
-    sock.settimeout(quiet)
-    out = b""
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        try:
-            chunk = sock.recv(65536)
-        except socket.timeout:
-            break
-        if not chunk:
-            break
-        out += chunk
-    return out
-
-
 def session(daemon, watch_cmd: bytes, traffic: list) -> bytes:
-    w = daemon.connect()
-    w.sendall(watch_cmd)
-    first = read_until_quiet(w, quiet=0.3)
-    client = daemon.connect()
+    w = Conn(daemon.addr)
+    w.send(watch_cmd)
+    first = w.read_idle(idle=0.3, total=5.0)
+    client = Conn(daemon.addr)
     for req in traffic:
-        client.sendall(req)
+        client.send(req)
         time.sleep(0.02)
-    read_until_quiet(client, quiet=0.3)
+    client.read_idle(idle=0.3, total=5.0)
     client.close()
-    rest = read_until_quiet(w)
+    rest = w.read_idle(idle=0.6, total=5.0)
     w.close()
     return first + rest
 
@@ -80,9 +65,9 @@ def test_watch_stream_matches_memcached(daemon_pair, cmd):
 def test_watch_errors_match_memcached(daemon_pair):
     ref, sut = daemon_pair("memcachepy", [])
     for d in (ref, sut):
-        s = d.connect()
-        s.sendall(b"watch bogus\r\n")
-        d.reply = read_until_quiet(s, quiet=0.3)
+        s = Conn(d.addr)
+        s.send(b"watch bogus\r\n")
+        d.reply = s.read_idle(idle=0.3, total=5.0)
         s.close()
     assert sut.reply == ref.reply == b"ERROR\r\n"
 
@@ -91,30 +76,30 @@ def test_watch_disabled_with_W(daemon_pair):
     ref, sut = daemon_pair("memcachepy", ["-W"])
     replies = []
     for d in (ref, sut):
-        s = d.connect()
-        s.sendall(b"watch\r\n")
-        replies.append(read_until_quiet(s, quiet=0.3))
+        s = Conn(d.addr)
+        s.send(b"watch\r\n")
+        replies.append(s.read_idle(idle=0.3, total=5.0))
         s.close()
     assert replies[0] == replies[1] == b"CLIENT_ERROR watch commands not allowed\r\n"
 
 
 def test_evictions_are_streamed(start_daemon):
     d = start_daemon("memcachepy", "-m", "2", "-I", "512k", "-o", "shards=1")
-    w = d.connect()
-    w.sendall(b"watch evictions\r\n")
-    assert read_until_quiet(w, quiet=0.3) == b"OK\r\n"
-    c = d.connect()
+    w = Conn(d.addr)
+    w.send(b"watch evictions\r\n")
+    assert w.read_idle(idle=0.3, total=5.0) == b"OK\r\n"
+    c = Conn(d.addr)
     value = b"x" * 4000
     for i in range(1200):
-        c.sendall(b"set k%d 0 0 %d noreply\r\n%s\r\n" % (i, len(value), value))
-    c.sendall(b"version\r\n")
-    read_until_quiet(c, quiet=0.5)
-    lines = read_until_quiet(w).splitlines()
+        c.send(b"set k%d 0 0 %d noreply\r\n%s\r\n" % (i, len(value), value))
+    c.send(b"version\r\n")
+    c.read_idle(idle=0.5, total=5.0)
+    lines = w.read_idle(idle=0.6, total=5.0).splitlines()
     assert lines, "no eviction was streamed"
     assert all(re.match(rb"ts=\d+\.\d+ gid=\d+ type=eviction key=k\d+ fetch=no ttl=-1 la=\d+ clsid=\d+ size=4000$",
                         ln) or ln.startswith(b"skipped=") for ln in lines), lines[:3]
-    c.sendall(b"stats\r\n")
-    stats = read_until_quiet(c)
+    c.send(b"stats\r\n")
+    stats = c.read_idle(idle=0.6, total=5.0)
     evictions = int(re.search(rb"STAT evictions (\d+)", stats).group(1))
     streamed = sum(1 for ln in lines if b"type=eviction" in ln)
     assert 0 < streamed <= evictions

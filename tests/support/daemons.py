@@ -1,4 +1,9 @@
-# Daemon launcher for socket-level tests.
+# Daemon launcher for socket-level tests: the only place tests start memcached or memcachepy.
+#
+# start_daemon(s) -> Daemon: a daemon on a loopback ephemeral TCP port (most tests).
+# Proc(argv): any other command line (unix sockets, -d, config files, odd flags), with the
+# same port file / stderr file / stop discipline; command_line(kind, flags) and binary(kind)
+# build the argv.
 #
 # Starts either the reference daemon (Debian's memcached, /usr/bin/memcached) or memcachepy
 # (`python -m memcachepy`) on 127.0.0.1 with an OS-chosen port and learns that port from the
@@ -81,14 +86,105 @@ def _root_flags() -> list[str]:
     return ["-u", "root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []
 
 
-def command_line(kind: str, flags: Sequence[str]) -> list[str]:
+def binary(kind: str) -> list[str]:
+    """The argv prefix that runs a daemon of this kind."""
     if kind == KIND_MEMCACHED:
-        return [MEMCACHED_BIN, *_root_flags(), "-l", "127.0.0.1:0", "-U", "0",
-                "-p", "11211", *flags]
+        return [MEMCACHED_BIN]
     if kind == KIND_MEMCACHEPY:
-        return [sys.executable, "-m", "memcachepy", *_root_flags(), "-l", "127.0.0.1",
-                "-U", "0", "-p", "-1", *flags]
+        return [sys.executable, "-m", "memcachepy"]
     raise ValueError(f"unknown daemon kind {kind!r}")
+
+
+def command_line(kind: str, flags: Sequence[str], user: bool = True) -> list[str]:
+    """A loopback listener on an ephemeral TCP port, no UDP, then `flags`."""
+    root = _root_flags() if user else []
+    if kind == KIND_MEMCACHED:
+        return [*binary(kind), *root, "-l", "127.0.0.1:0", "-U", "0", "-p", "11211", *flags]
+    return [*binary(kind), *root, "-l", "127.0.0.1", "-U", "0", "-p", "-1", *flags]
+
+
+class Proc:
+    """A daemon process from any argv: stdout/stderr in a file, MEMCACHED_PORT_FILENAME set
+    to a file in `workdir` (a fresh temporary directory unless given, removed at stop),
+    systemd's variables removed from its environment, cwd the repository root."""
+
+    def __init__(self, argv: Sequence[str], workdir: str | Path | None = None,
+                 env: dict[str, str] | None = None) -> None:
+        self.own_workdir = workdir is None
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="mcpy-proc-"))
+        self.port_file = self.workdir / "port"
+        self.err_path = self.workdir / "stderr"
+        e = dict(os.environ, MEMCACHED_PORT_FILENAME=str(self.port_file))
+        for var in ("JOURNAL_STREAM", "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID",
+                    "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"):
+            e.pop(var, None)
+        e.update(env or {})
+        with open(self.err_path, "wb") as err:
+            self.proc = subprocess.Popen(list(argv), cwd=str(REPO_ROOT), env=e,
+                                         stdin=subprocess.DEVNULL, stdout=err, stderr=err)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def stderr(self) -> str:
+        try:
+            return self.err_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def wait_port(self, timeout: float = START_TIMEOUT) -> int:
+        """The TCP port from the port file; DaemonStartError if it exits or times out."""
+        return _await_port(self.proc.args[0], self.proc, str(self.port_file),
+                           str(self.err_path), time.monotonic() + timeout)
+
+    def wait_path(self, path: str, timeout: float = START_TIMEOUT) -> None:
+        """Wait until `path` (a unix socket, a pid file) exists."""
+        deadline = time.monotonic() + timeout
+        while not os.path.exists(path):
+            if self.proc.poll() is not None:
+                raise DaemonStartError(f"exited {self.proc.returncode}: {self.stderr()}")
+            if time.monotonic() > deadline:
+                raise DaemonStartError(f"{path} never appeared: {self.stderr()}")
+            time.sleep(0.02)
+
+    def wait(self, timeout: float = 10) -> int:
+        return self.proc.wait(timeout)
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        """Send `sig` (SIGKILL after STOP_GRACE) and reap; the exit status."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=STOP_GRACE)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=STOP_GRACE)
+        if self.own_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def __enter__(self) -> Proc:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def start_unix(kind: str, path: str, flags: Sequence[str] = (),
+               workdir: str | Path | None = None) -> Proc:
+    """A daemon listening only on the unix socket `path` (no TCP, no UDP), once the
+    socket exists."""
+    p = Proc([*binary(kind), *_root_flags(), "-s", path, "-U", "0", *flags], workdir)
+    try:
+        p.wait_path(path)
+    except BaseException:
+        p.kill()
+        raise
+    return p
 
 
 @dataclass
@@ -109,8 +205,17 @@ class Daemon:
     def server_string(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
     def alive(self) -> bool:
         return self.proc.poll() is None
+
+    def stats(self, sub: bytes = b"") -> dict[str, str]:
+        """`stats [sub]` on a fresh connection, as {name: value}."""
+        from support.rawclient import stats
+        return stats(self.addr, sub)
 
     def connect(self, timeout: float = 5.0) -> socket.socket:
         s = socket.create_connection(self.addr, timeout=timeout)
@@ -226,9 +331,5 @@ def start_daemon(kind: str, flags: Sequence[str] = (), timeout: float = START_TI
 def run_cli(kind: str, args: Sequence[str], timeout: float = 10.0,
             env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Run a daemon binary that is expected to exit by itself (-h, -V, bad options)."""
-    if kind == KIND_MEMCACHED:
-        argv = [MEMCACHED_BIN, *args]
-    else:
-        argv = [sys.executable, "-m", "memcachepy", *args]
-    return subprocess.run(argv, cwd=str(REPO_ROOT), capture_output=True, timeout=timeout,
+    return subprocess.run([*binary(kind), *args], cwd=str(REPO_ROOT), capture_output=True, timeout=timeout,
                           env=env if env is not None else dict(os.environ))

@@ -7,6 +7,10 @@
 # real compatibility check.  Data blocks after VALUE headers are copied verbatim (their bytes
 # are never interpreted as reply lines).
 #
+# Meta replies (VA HD EN NS EX NF ME MN lines): their `c<cas>` / `cas=<cas>` tokens are renamed
+# by the same CasMapper; meta requests may name an earlier CAS as `{c0}`, `{c1}`...
+# (CasMapper.request).  same_reply() compares second-granular clocks with a slack.
+#
 # STAT values: names (and their order) are always compared; values only for the fields
 # listed in *_COMPARED, i.e. the counters and settings a client can rely on.
 from __future__ import annotations
@@ -67,18 +71,38 @@ def _stat_compared(name: str) -> bool:
 
 
 class CasMapper:
-    """Maps CAS uniques to ordinals in order of first appearance.  0 stays 0 because it is
-    meaningful (-C disables CAS and every item then reads 0)."""
+    """Maps CAS uniques to <c0>, <c1>... in order of first appearance.  0 stays 0 because it
+    is meaningful (-C disables CAS and every item then reads 0)."""
 
     def __init__(self) -> None:
         self.ids: dict[bytes, bytes] = {}
+        self.cas: list[bytes] = []  # the real values, by ordinal
 
     def __call__(self, cas: bytes) -> bytes:
         if cas == b"0":
             return cas
         if cas not in self.ids:
-            self.ids[cas] = b"<cas%d>" % (len(self.ids) + 1)
+            self.ids[cas] = b"<c%d>" % len(self.cas)
+            self.cas.append(cas)
         return self.ids[cas]
+
+    def request(self, data: bytes) -> bytes:
+        """`{cN}` in a request -> the real CAS this daemon gave the N-th time."""
+        return _CAS_REF.sub(lambda m: self.cas[int(m.group(1))], data)
+
+
+_CAS_REF = re.compile(rb"\{c(\d+)\}")
+_META_STATUS = frozenset((b"VA", b"HD", b"EN", b"NS", b"EX", b"NF", b"ME", b"MN"))
+_META_CAS = re.compile(rb"(c|cas=)(\d+)")
+
+
+def _meta_line(body: bytes, cas: CasMapper) -> bytes:
+    toks = body.split(b" ")
+    for i, t in enumerate(toks[1:], 1):
+        m = _META_CAS.fullmatch(t)
+        if m:
+            toks[i] = m.group(1) + cas(m.group(2))
+    return b" ".join(toks)
 
 
 def normalise(reply: bytes, cas: CasMapper | None = None) -> bytes:
@@ -105,6 +129,15 @@ def normalise(reply: bytes, cas: CasMapper | None = None) -> bytes:
             out.append(reply[pos:pos + blk])
             pos += blk
             continue
+        head = body.split(b" ", 1)[0]
+        if head in _META_STATUS:
+            out.append(_meta_line(body, cas) + line[len(body):])
+            size = body.split(b" ")[1:2]
+            if head == b"VA" and size and size[0].isdigit():  # the value block, verbatim
+                blk = int(size[0]) + 2
+                out.append(reply[pos:pos + blk])
+                pos += blk
+            continue
         if body.startswith(b"VERSION "):
             out.append(b"VERSION <version>" + line[len(body):])
             continue
@@ -120,6 +153,32 @@ def normalise(reply: bytes, cas: CasMapper | None = None) -> bytes:
             continue
         out.append(line)
     return b"".join(out)
+
+
+_CLOCK = re.compile(rb"(t|l|exp=|la=)(-?\d+)")
+
+
+def same_reply(expected: bytes, actual: bytes, slack: int = 2) -> bool:
+    """Byte equality except second-granular clock tokens (meta t/l, me exp=/la=), which
+    may differ by `slack` (never in sign for t: -1 means "no expiry")."""
+    if expected == actual:
+        return True
+    e_t = re.split(rb"( |\r\n)", expected)
+    a_t = re.split(rb"( |\r\n)", actual)
+    if len(e_t) != len(a_t):
+        return False
+    for e, a in zip(e_t, a_t):
+        if e == a:
+            continue
+        me, ma = _CLOCK.fullmatch(e), _CLOCK.fullmatch(a)
+        if not (me and ma and me.group(1) == ma.group(1)):
+            return False
+        ev, av = int(me.group(2)), int(ma.group(2))
+        if (ev < 0) != (av < 0) and e.startswith(b"t"):
+            return False
+        if abs(ev - av) > slack:
+            return False
+    return True
 
 
 def diff(want: bytes, got: bytes, want_name: str = "memcached",

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import time
 from collections.abc import Callable, Sequence
 
 from support.daemons import KIND_MEMCACHEPY, Daemon
+from support.rawclient import Conn
 
 PLACEHOLDER = b"placeholder|127.0.0.1|1\n"
 
@@ -22,17 +22,12 @@ def node_entry(d: Daemon) -> bytes:
 
 def config_get(port: int, timeout: float = 5.0) -> tuple[int, list[bytes]]:
     """(version, entries) from one node, parsed by its byte count."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-        s.sendall(b"config get cluster\r\n")
-        buf = b""
-        while not buf.endswith(b"\r\nEND\r\n"):
-            chunk = s.recv(65536)
-            if not chunk:
-                raise ConnectionError(f"closed: {buf!r}")
-            buf += chunk
-    head, _, rest = buf.partition(b"\r\n")
-    n = int(head.split()[3])
-    version, nodes, _ = rest[:n].split(b"\n")
+    with Conn(port, timeout) as c:
+        c.send(b"config get cluster\r\n")
+        n = int(c.line().split()[3])
+        body = c.exact(n + 2)
+        assert c.line() == b"END"
+    version, nodes, _ = body[:n].split(b"\n")
     return int(version), nodes.split(b" ")
 
 
