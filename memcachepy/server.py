@@ -115,21 +115,32 @@ class MemcacheServer:
     def _tcp_kind(self, tls: bool) -> int:
         return LISTEN_TCP | (LISTEN_TLS if tls and self.settings.ssl_enabled else 0)
 
-    def _bind_tcp(self, host: str, port: int, kind: int = LISTEN_TCP) -> None:
+    @staticmethod
+    def _resolve(host: str, port: int, socktype: int) -> list:
+        """getaddrinfo for a listener; with no host (INADDR_ANY) one IPv4 socket, as
+        memcached users expect by default."""
         try:
-            infos = socket.getaddrinfo(host or None, port, socket.AF_UNSPEC, socket.SOCK_STREAM,
+            infos = socket.getaddrinfo(host or None, port, socket.AF_UNSPEC, socktype,
                                        0, socket.AI_PASSIVE)
         except socket.gaierror as e:
             raise ListenError(f"getaddrinfo(): {e.strerror}") from None
         if not host:
-            # INADDR_ANY: one IPv4 socket is what memcached users expect by default.
             infos = [i for i in infos if i[0] == socket.AF_INET] or infos
+        return infos
+
+    @staticmethod
+    def _new_socket(family: int, stype: int, proto: int) -> socket.socket:
+        sock = socket.socket(family, stype, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        return sock
+
+    def _bind_tcp(self, host: str, port: int, kind: int = LISTEN_TCP) -> None:
+        infos = self._resolve(host, port, socket.SOCK_STREAM)
         bound_any = False
         for family, stype, proto, _, sockaddr in infos:
-            sock = socket.socket(family, stype, proto)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock = self._new_socket(family, stype, proto)
             try:
                 sock.bind(sockaddr)
             except OSError as e:
@@ -146,18 +157,8 @@ class MemcacheServer:
             raise ListenError(f"failed to listen on {host}:{port}")
 
     def _bind_udp(self, host: str, port: int) -> None:
-        try:
-            infos = socket.getaddrinfo(host or None, port, socket.AF_UNSPEC, socket.SOCK_DGRAM,
-                                       0, socket.AI_PASSIVE)
-        except socket.gaierror as e:
-            raise ListenError(f"getaddrinfo(): {e.strerror}") from None
-        if not host:
-            infos = [i for i in infos if i[0] == socket.AF_INET] or infos
-        for family, stype, proto, _, sockaddr in infos:
-            sock = socket.socket(family, stype, proto)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        for family, stype, proto, _, sockaddr in self._resolve(host, port, socket.SOCK_DGRAM):
+            sock = self._new_socket(family, stype, proto)
             try:
                 sock.bind(sockaddr)
             except OSError as e:

@@ -15,37 +15,34 @@ import pytest
 MEMCCAPABLE = shutil.which("memccapable") or "/usr/bin/memccapable"
 
 
-@pytest.mark.timeout(90)
-def test_memccapable_ascii(kind: str, start_daemon) -> None:
+def run_memccapable(d, mode: str) -> str:
+    """Runs memccapable's checks in `mode` (-a ascii, -b binary) against daemon `d`; all 27
+    must pass. Returns its output."""
     if not os.access(MEMCCAPABLE, os.X_OK):
         msg = "memccapable not installed (apt-get install libmemcached-tools)"
         if os.environ.get("CI"):
             pytest.fail(msg)
         pytest.skip(msg)
-    d = start_daemon(kind)
-    proc = subprocess.run([MEMCCAPABLE, "-h", "127.0.0.1", "-p", str(d.port), "-a", "-t", "5"],
+    proc = subprocess.run([MEMCCAPABLE, "-h", "127.0.0.1", "-p", str(d.port), mode, "-t", "5"],
                           capture_output=True, text=True, timeout=80)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
     assert "All tests passed" in out, out
     assert out.count("[pass]") == 27, out
+    return out
+
+
+@pytest.mark.timeout(90)
+def test_memccapable_ascii(kind: str, start_daemon) -> None:
+    d = start_daemon(kind)
+    run_memccapable(d, "-a")
     assert d.alive()
 
 
 @pytest.mark.timeout(90)
 def test_memccapable_binary(kind: str, start_daemon) -> None:
     """`-b`: its 27 binary-protocol checks (every opcode and quiet form, CAS, stat)."""
-    if not os.access(MEMCCAPABLE, os.X_OK):
-        msg = "memccapable not installed (apt-get install libmemcached-tools)"
-        if os.environ.get("CI"):
-            pytest.fail(msg)
-        pytest.skip(msg)
     d = start_daemon(kind)
-    proc = subprocess.run([MEMCCAPABLE, "-h", "127.0.0.1", "-p", str(d.port), "-b", "-t", "5"],
-                          capture_output=True, text=True, timeout=80)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out
-    assert "All tests passed" in out, out
-    assert out.count("[pass]") == 27, out
+    out = run_memccapable(d, "-b")
     assert "ascii" not in out, out
     assert d.alive()
