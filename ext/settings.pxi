@@ -77,6 +77,18 @@ cdef void clock_tick() noexcept nogil:
     mc_store_u32(&g_current_time, <rel_time_t>(ts.tv_sec + g_time_offset - g_process_started))
     pthread_mutex_unlock(&g_clock_lock)
 
+# The clock read now rather than at the last tick (which may be up to a quarter
+# of a second old). For ages shown to people (`stats conns`): a conn whose last
+# command came a whole second ago must show at least 1, which the cached clock
+# cannot promise when the tick lags the second boundary. Never below the cache.
+cdef rel_time_t current_time_exact() noexcept nogil:
+    cdef timespec ts
+    cdef rel_time_t cached = current_time()
+    cdef rel_time_t exact
+    clock_gettime(CLOCK_REALTIME, &ts)
+    exact = <rel_time_t>(ts.tv_sec + mc_load_i64(&g_time_offset) - g_process_started)
+    return exact if exact > cached else cached
+
 # Test hook: move the clock forward by `seconds` now (the next request sees it).
 cdef void clock_advance(int64_t seconds) noexcept nogil:
     global g_time_offset

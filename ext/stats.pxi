@@ -564,7 +564,7 @@ cdef void stats_conns(conn_t* c) noexcept nogil:
     cdef conn_t* o
     cdef char name[64]
     cdef char addr[160]
-    cdef rel_time_t now = current_time()
+    cdef rel_time_t now = current_time_exact()   # see current_time_exact
     cdef sockaddr_storage ss
     cdef socklen_t sl
     cdef int i

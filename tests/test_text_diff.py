@@ -734,3 +734,24 @@ def test_stats_conns(sut_kind: str, daemon_pair) -> None:
             assert out.startswith(b"STAT ") and b"END\r\n" in out, out
             seen.append(_conns_summary(out, me.sock.getsockname()[1], d.port))
     assert seen[1] == seen[0]
+
+
+@pytest.mark.timeout(30)
+def test_stats_conns_idle_seconds(sut_kind: str, daemon_pair) -> None:
+    """A conn whose last command came a whole second ago shows at least 1 idle second (as
+    memcached's t/stats-conns.t asks); the asking conn shows 0. memcachepy's cached clock is
+    ticked 4 times a second, so a tick late past the second boundary once showed 0 here."""
+    ref, sut = daemon_pair(sut_kind, ())
+    for d in (ref, sut):
+        with Conn(d.addr) as other, Conn(d.addr) as me:
+            assert other.request(b"version\r\n").startswith(b"VERSION ")
+            time.sleep(1.0)
+            out = me.request(b"stats conns\r\n")
+            idle = {}
+            for fd, value in re.findall(rb"STAT (\d+):secs_since_last_cmd (\d+)\r\n", out):
+                idle[fd] = int(value)
+            other_port = b":%d\r" % other.sock.getsockname()[1]
+            own_port = b":%d\r" % me.sock.getsockname()[1]
+            fd_of = {port: fd for fd, port in re.findall(rb"STAT (\d+):addr tcp:[\d.]+(:\d+\r)", out)}
+            assert idle[fd_of[other_port]] >= 1, (d, out)
+            assert idle[fd_of[own_port]] == 0, (d, out)
