@@ -129,10 +129,25 @@ def replay(port: int, cmds: list[bytes]) -> list[bytes]:
         for cmd in cmds:
             req = norm.request(cmd) if b"{c" not in cmd or _have(norm, cmd) else \
                 cmd.replace(b"{c0}", b"1").replace(b"{c1}", b"2")
-            # a data block may swallow the sentinel: a short idle wait ends the read
-            # (both daemons get the same treatment)
-            out.append(normalise(c.call(req, idle=0.3, total=2.0), norm))
+            # `call` appends an `mn` sentinel and reads up to its MN. An `ms` whose length
+            # claims more bytes than its data would swallow the sentinel's first byte, so
+            # such a step carries two padding bytes (the same on both daemons): every step
+            # then ends on an MN and no read depends on a timeout. (An idle timeout of
+            # 0.3 s ended the read before; on a loaded machine a late reply slipped into the
+            # next step on one daemon only.)
+            if _data_short(req):
+                req += b"\r\n"
+            out.append(normalise(c.call(req, idle=10.0, total=10.0), norm))
     return out
+
+
+def _data_short(cmd: bytes) -> bool:
+    """An `ms` whose declared length is longer than the data that follows it."""
+    head, sep, rest = cmd.partition(b"\r\n")
+    parts = head.split()
+    if not sep or len(parts) < 3 or parts[0] != b"ms" or not parts[2].isdigit():
+        return False
+    return int(parts[2]) + 2 > len(rest)
 
 
 def _have(norm: CasMapper, cmd: bytes) -> bool:
