@@ -740,7 +740,10 @@ def test_stats_conns(sut_kind: str, daemon_pair) -> None:
 def test_stats_conns_idle_seconds(sut_kind: str, daemon_pair) -> None:
     """A conn whose last command came a whole second ago shows at least 1 idle second (as
     memcached's t/stats-conns.t asks); the asking conn shows 0. memcachepy's cached clock is
-    ticked 4 times a second, so a tick late past the second boundary once showed 0 here."""
+    ticked 4 times a second, so a tick late past the second boundary once showed 0 here;
+    it now reads the clock when it answers. memcached's answer comes from its own coarse
+    clock and races the same way (0 was seen from it in CI, and design-notes record
+    t/stats-conns.t failing there), so for memcached only the fields are checked."""
     ref, sut = daemon_pair(sut_kind, ())
     for d in (ref, sut):
         with Conn(d.addr) as other, Conn(d.addr) as me:
@@ -753,5 +756,8 @@ def test_stats_conns_idle_seconds(sut_kind: str, daemon_pair) -> None:
             other_port = b":%d\r" % other.sock.getsockname()[1]
             own_port = b":%d\r" % me.sock.getsockname()[1]
             fd_of = {port: fd for fd, port in re.findall(rb"STAT (\d+):addr tcp:[\d.]+(:\d+\r)", out)}
-            assert idle[fd_of[other_port]] >= 1, (d, out)
             assert idle[fd_of[own_port]] == 0, (d, out)
+            if d.kind == KIND_MEMCACHEPY:
+                assert idle[fd_of[other_port]] >= 1, (d, out)
+            else:
+                assert idle[fd_of[other_port]] in (0, 1, 2), (d, out)
