@@ -39,7 +39,12 @@ TOTAL_TIMEOUT = 8.0
 
 @dataclass(frozen=True)
 class Raw:
+    """Bytes sent as they are, no sentinel. Their reply comes with the next step, unless
+    `lines` says how many reply lines to wait for first: then the next step leaves only
+    after them, so the daemon cannot read both in one batch (memcached answers a batch of
+    unauthenticated commands with the last reply only, so timing would change the bytes)."""
     data: bytes
+    lines: int = 0
 
 
 Step = Union[bytes, Raw, float, int]
@@ -288,8 +293,12 @@ def run_steps(addr: tuple[str, int] | int, steps: Sequence[Step], mode: str = "s
                 got = b""
             elif isinstance(step, Raw):
                 conn.send(step.data)
-                time.sleep(0.02)  # let it arrive as its own segment
-                got = b""
+                if step.lines:
+                    got = b"".join(conn.read_until(b"\r\n", eof_ok=True)
+                                   for _ in range(step.lines))
+                else:
+                    time.sleep(0.02)  # let it arrive as its own segment
+                    got = b""
             elif meta is not None:
                 got = normalise(conn.call(meta.request(step)), meta)
             else:
