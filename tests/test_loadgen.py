@@ -212,14 +212,20 @@ def test_compare_script_smoke(tmp_path: Path) -> None:
 
 class SlowServer:
     """Answers every `get` with a miss after a fixed delay: a known latency to measure.
+    With `stall` > 0 it also stalls once: the reply to the `stall_at`-th get (counted over
+    all conns) waits `stall` seconds more, a known worst gap to report.
 
     close() wakes and joins every thread before it closes a descriptor: a thread still
     blocked in accept() on a closed fd number can pick up the next socket that reuses the
     number (a later test's HTTP listener once lost a request to this server that way)."""
 
-    def __init__(self, delay: float) -> None:
+    def __init__(self, delay: float, stall: float = 0.0, stall_at: int = 0) -> None:
         import threading
         self.delay = delay
+        self.stall = stall
+        self.stall_at = stall_at
+        self.gets = 0
+        self.lock = threading.Lock()
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(64)
@@ -258,7 +264,11 @@ class SlowServer:
                     line, buf = buf.split(b"\r\n", 1)
                     assert line.startswith(b"get ")
                     began = time.monotonic()
-                    time.sleep(self.delay)
+                    with self.lock:
+                        self.gets += 1
+                        stall = self.stall if self.gets == self.stall_at else 0.0
+                    if self.delay or stall:
+                        time.sleep(self.delay + stall)
                     c.sendall(b"END\r\n")
                     # what this server really took (a loaded machine oversleeps)
                     self.served_us.append((time.monotonic() - began) * 1e6)
@@ -319,3 +329,80 @@ def test_values_not_as_stored_are_counted(memcached: Daemon) -> None:
                set_ratio=0, key_pattern="sequential", requests=50, key_prefix="v:")
     assert r["hits"] == 50
     assert r["totals"]["bad_values"] == 2
+
+
+def gap_replies(r: dict) -> int:
+    return sum(n for _, n in r["gaps"]["histogram"])
+
+
+@pytest.mark.parametrize("mode", ["closed", "pipelined", "rate-lazy", "rate-eager"])
+def test_one_stall_is_the_worst_gap(mode: str) -> None:
+    # the server answers at once except for one reply held 51 ms: whatever the percentiles
+    # say, the worst gap (a conn waiting with a request outstanding and no reply) and the
+    # worst wait must report at least the 50 ms, and the histogram must hold that reply
+    srv = SlowServer(0.0, stall=0.051, stall_at=300)
+    try:
+        kw: dict = dict(connections=4, requests=1200)
+        if mode == "pipelined":
+            kw["depth"] = 4
+        elif mode.startswith("rate"):
+            kw.update(rate=4000.0, lazy=mode == "rate-lazy")
+        r = lg.run(port=srv.port, get_ratio=1, set_ratio=0, **kw)
+    finally:
+        srv.close()
+    g = r["gaps"]
+    assert r["requests"] == 1200 and srv.gets == 1200
+    assert g["worst_gap_us"] >= 50_000, g
+    assert g["worst_wait_us"] >= g["worst_gap_us"] * 0.999, g   # a wait spans its gap
+    assert r["latency_us"]["max"] >= 50_000
+    # one gap per reply; the stalled one sits in a bucket whose range starts at >= 50 ms
+    assert gap_replies(r) == 1200
+    hist = g["histogram"]
+    lower = [0] + [edge for edge, _ in hist[:-1]]
+    assert sum(n for lo, (_, n) in zip(lower, hist) if lo >= 50_000) >= 1, hist
+    # and it happened inside the run, which is all measured in request-count mode
+    assert 0 <= g["worst_gap_at_s"] <= r["elapsed_s"]
+
+
+def test_fixed_rate_wait_counts_from_the_due_time() -> None:
+    # one conn, depth 1, 1000 requests/s, every reply 5 ms late: the server keeps up with
+    # only 200/s, so request j (due at j ms) is sent only when its predecessor's reply is in,
+    # at >= 5 j ms. Each gap is one 5 ms reply; the wait of the 60th request, counted from
+    # its slot as a client at that rate sees it, is >= 5 * 60 - 59 = 241 ms
+    srv = SlowServer(0.005)
+    try:
+        r = lg.run(port=srv.port, connections=1, get_ratio=1, set_ratio=0, rate=1000.0,
+                   requests=60, lazy=False)
+    finally:
+        srv.close()
+    g = r["gaps"]
+    assert g["worst_wait_us"] >= 241_000, g
+    assert g["worst_gap_us"] >= 5_000
+    assert r["late"] >= 50                       # sends held up behind slow replies
+    assert gap_replies(r) == 60
+
+
+def test_gap_histogram_counts_every_measured_reply(memcached: Daemon) -> None:
+    r = lg.run(port=memcached.port, connections=8, depth=2, keyspace=500, duration=0.5,
+               warmup=0.1, prefill=True)
+    assert gap_replies(r) == r["requests"] > 0
+    g = r["gaps"]
+    # a gap ends at a reply and starts no earlier than that request's send
+    assert 0 < g["worst_gap_us"] <= g["worst_wait_us"] * 1.0001
+    assert g["worst_wait_us"] <= r["latency_us"]["max"] * 1.0001
+
+
+def test_cli_text_report_shows_gaps() -> None:
+    srv = SlowServer(0.0, stall=0.051, stall_at=50)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "memcachepy.bench", "-p", str(srv.port), "-n", "200",
+             "-c", "2", "-r", "1:0"],
+            capture_output=True, text=True, timeout=30, cwd=REPO_ROOT)
+    finally:
+        srv.close()
+    assert proc.returncode == 0, proc.stderr
+    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("worst gap"))
+    assert float(line.split()[2]) >= 50.0, line
+    hist = next(ln for ln in proc.stdout.splitlines() if ln.startswith("gaps "))
+    assert "50 ms-100 ms 1" in hist or ">= " in hist or "100 ms-" in hist, hist
