@@ -197,7 +197,7 @@ def test_compare_script_smoke(tmp_path: Path) -> None:
         pytest.skip("needs memcached and taskset")
     proc = subprocess.run(
         [sys.executable, str(REPO_ROOT / "bench" / "compare"), "--quick", "--aa",
-         "--workloads", "ag", "--duration", "0.5", "--warmup", "0.1", "--out", str(tmp_path),
+         "--workloads", "agx", "--duration", "0.5", "--warmup", "0.1", "--out", str(tmp_path),
          "--server-cpu", "0", "--client-cpu", str(1 % (os.cpu_count() or 1))],
         capture_output=True, text=True, timeout=50, cwd=REPO_ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -208,6 +208,9 @@ def test_compare_script_smoke(tmp_path: Path) -> None:
     assert rows[("a", "rps")]["memcached"] > 0
     # the same daemon storing the same 200k items uses the same memory
     assert rows[("g", "rss_mb")]["ratio"] == pytest.approx(1.0, rel=0.1)
+    # the tail workload reports the worst gap and the repetition-by-repetition verdicts
+    assert rows[("x", "worst_gap")]["memcached"] > 0
+    assert "memcachepy p99.9 <= memcached's in " in report and " of 1 repetitions" in report
 
 
 class SlowServer:
