@@ -409,3 +409,73 @@ def test_cli_text_report_shows_gaps() -> None:
     assert float(line.split()[2]) >= 50.0, line
     hist = next(ln for ln in proc.stdout.splitlines() if ln.startswith("gaps "))
     assert "50 ms-100 ms 1" in hist or ">= " in hist or "100 ms-" in hist, hist
+
+
+def load_compare():
+    import importlib.machinery
+    import importlib.util
+    path = str(REPO_ROOT / "bench" / "compare")
+    loader = importlib.machinery.SourceFileLoader("bench_compare", path)
+    spec = importlib.util.spec_from_loader("bench_compare", loader)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["bench_compare"] = mod      # dataclasses look their module up by name
+    loader.exec_module(mod)
+    return mod
+
+
+def test_scaling_plan_keeps_daemon_and_loadgen_apart() -> None:
+    cmp = load_compare()
+    # 2 CPUs: reduced mode, the daemon on one CPU for -t 1 and -t 2
+    full, pts = cmp.scaling_plan([0, 1])
+    assert not full
+    assert [(p.threads, p.daemon_cpus, p.loadgen_cpus) for p in pts] == [(1, [0], [1]), (2, [0], [1])]
+    # 4 CPUs: -t 1 and -t 2, the generator never on a daemon CPU and never with fewer CPUs
+    full, pts = cmp.scaling_plan([3, 2, 1, 0])
+    assert full and [p.threads for p in pts] == [1, 2]
+    # 64 CPUs (an affinity mask with holes): up to -t 32, every CPU set disjoint
+    cpus = [c for c in range(70) if c not in (5, 6, 7, 8, 9, 10)]
+    full, pts = cmp.scaling_plan(cpus)
+    assert full and [p.threads for p in pts] == [1, 2, 4, 8, 16, 32]
+    for p in pts:
+        assert len(p.daemon_cpus) == p.threads <= len(p.loadgen_cpus)
+        assert not set(p.daemon_cpus) & set(p.loadgen_cpus)
+        assert set(p.daemon_cpus) | set(p.loadgen_cpus) == set(cpus)
+    full, pts = cmp.scaling_plan(cpus, max_threads=4)
+    assert [p.threads for p in pts] == [1, 2, 4]
+    with pytest.raises(ValueError):
+        cmp.scaling_plan([0])
+
+
+def test_scaling_section_replaces_only_itself() -> None:
+    cmp = load_compare()
+    main = "# memcachepy beside memcached\n\n| table |\n"
+    one = cmp.replace_section(main, f"{cmp.SCALING_BEGIN}\nfirst\n{cmp.SCALING_END}")
+    two = cmp.replace_section(one, f"{cmp.SCALING_BEGIN}\nsecond\n{cmp.SCALING_END}")
+    assert two.startswith(main.rstrip("\n")) and "second" in two and "first" not in two
+    assert two.count(cmp.SCALING_BEGIN) == 1
+
+
+def test_compare_scaling_smoke(tmp_path: Path) -> None:
+    # --scaling end to end: both daemons at every -t of the plan, the section written into
+    # an existing RESULTS.md without erasing it, per-thread efficiency 1.00 at -t 1
+    if not os.access(MEMCACHED, os.X_OK) or shutil.which("taskset") is None:
+        pytest.skip("needs memcached and taskset")
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs 2 CPUs")
+    (tmp_path / "RESULTS.md").write_text("# memcachepy beside memcached\n\nmain table\n")
+    proc = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "bench" / "compare"), "--scaling", "--quick",
+         "--scaling-max", "2", "--duration", "0.5", "--warmup", "0.1", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=50, cwd=REPO_ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = (tmp_path / "RESULTS.md").read_text()
+    assert "main table" in report and "## Scaling" in report
+    rows = json.loads((tmp_path / "scaling.json").read_text())["rows"]
+    assert {(r["daemon"], r["threads"]) for r in rows} == {
+        (d, t) for d in ("memcached", "memcachepy") for t in (1, 2)}
+    for r in rows:
+        assert r["rps"] > 0 and r["cpu_us"] > 0
+        if r["threads"] == 1:
+            assert r["efficiency"] == pytest.approx(1.0)
+    if len(os.sched_getaffinity(0)) < 4:
+        assert "Reduced mode" in report and "REDUCED MODE" in proc.stderr
