@@ -25,6 +25,7 @@ cdef void assoc_expand(shard_t* s) noexcept nogil:
     cdef item_t* it
     cdef item_t* nxt
     cdef uint32_t b
+    cdef uint64_t t0 = lockstat_now()
     if nb == NULL:
         return
     for i in range(<uint64_t>1 << s.hashpower):
@@ -39,6 +40,7 @@ cdef void assoc_expand(shard_t* s) noexcept nogil:
     s.buckets = nb
     s.hashpower = newpower
     s.expand_count += 1
+    lockstat_note(LK_EXPAND, t0)
 
 cdef inline void assoc_insert(shard_t* s, item_t* it) noexcept nogil:
     cdef uint32_t b = it.hv & ((<uint32_t>1 << s.hashpower) - 1)

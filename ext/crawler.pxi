@@ -55,9 +55,10 @@ cdef void crawler_crawl_lru(int id, int seg, uint32_t tocrawl, crawler_class_t* 
     cdef rel_time_t now
     cdef uint32_t budget
     cdef bint flushed
+    cdef uint64_t t0
     for i in range(g_nshards):
         s = &g_shards[i]
-        pthread_mutex_lock(&s.lock)
+        t0 = lockstat_lock(&s.lock)
         now = current_time()
         it = s.tails[lru_idx(id, seg)]
         budget = tocrawl
@@ -86,7 +87,7 @@ cdef void crawler_crawl_lru(int id, int seg, uint32_t tocrawl, crawler_class_t* 
                 elif it.exptime - now <= 3599 and (it.exptime - now) // 60 < CRAWL_HISTO:
                     cs.histo[(it.exptime - now) // 60] += 1
             it = prev
-        pthread_mutex_unlock(&s.lock)
+        lockstat_unlock(&s.lock, LK_CRAWLER, t0)
 
 # `lru_crawler crawl`: the selected classes now. False when a crawl is running.
 cdef bint crawler_crawl_now(bint* sel) noexcept nogil:

@@ -269,6 +269,7 @@ cdef void lru_maintainer_run() noexcept nogil:
     cdef uint64_t gbytes[LRU_CLASSES][3]
     cdef uint64_t gtotal[LRU_CLASSES]
     cdef int k
+    cdef uint64_t t0
     if not g_settings.lru_segmented:
         return
     mc_fetch_add_u64(&g_lru_maintainer_juggles, 1)
@@ -277,7 +278,7 @@ cdef void lru_maintainer_run() noexcept nogil:
     memset(gtotal, 0, sizeof(gtotal))
     for i in range(g_nshards):
         s = &g_shards[i]
-        pthread_mutex_lock(&s.lock)
+        t0 = lockstat_lock(&s.lock)
         for id in range(1, MAX_SLAB_CLASSES):
             if s.lru[id].number == 0:
                 continue
@@ -287,17 +288,18 @@ cdef void lru_maintainer_run() noexcept nogil:
             for k in range(3):
                 gbytes[id][k] += s.lru[id].seg_bytes[k]
                 gtotal[id] += s.lru[id].seg_bytes[k]
-        pthread_mutex_unlock(&s.lock)
+        lockstat_unlock(&s.lock, LK_MAINTAINER, t0)
     for id in range(LRU_CLASSES):
         mc_store_u32(&g_cold_age[id], ages[id])
     for i in range(g_nshards):
         s = &g_shards[i]
         if pthread_mutex_trylock(&s.lock) != 0:
             continue
+        t0 = lockstat_now()
         for id in range(1, MAX_SLAB_CLASSES):
             if s.lru[id].number != 0:
                 lru_juggle(s, id, MAINTAINER_ROUNDS, gbytes[id], gtotal[id])
-        pthread_mutex_unlock(&s.lock)
+        lockstat_unlock(&s.lock, LK_MAINTAINER, t0)
 
 # Free room in class `id` of this shard: evict from COLD; if COLD had nothing
 # to give, push HOT's (then WARM's) tail down to COLD and try again.
