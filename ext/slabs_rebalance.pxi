@@ -136,7 +136,7 @@ cdef bint rebal_clear_chunk(item_t* it, int id) noexcept nogil:
     if nw != NULL:
         # rescue: same bytes, same place in the hash chain and the LRU
         memcpy(nw, it, ITEM_footprint(it))
-        pos = &s.buckets[it.hv & ((<uint32_t>1 << s.hashpower) - 1)]
+        pos = assoc_head(s, it.hv)
         while pos[0] != it:
             pos = &pos[0].h_next
         pos[0] = nw

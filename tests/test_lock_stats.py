@@ -67,3 +67,80 @@ def test_stats_locks_counts_hash_expansion_and_dumps(start_daemon) -> None:
         while not buf.endswith(b"END\r\n"):
             buf += s.recv(65536)
     assert locks(d)["dump:holds"] >= 1
+
+
+# ---------------------------------------------------------------- incremental hash doubling
+# Through the Store test API (the same C functions, no threads): nothing moves buckets
+# behind the test's back, so the table can be inspected in the middle of a doubling.
+
+core = pytest.importorskip("memcachepy._core")
+
+
+@pytest.fixture
+def store():
+    from memcachepy.settings import Settings
+    made = []
+
+    def factory(hashpower: int):
+        s = Settings()
+        s.nshards = 1
+        s.maxbytes = 256 * 1024 * 1024
+        cfg = s.to_core()
+        cfg["shard_hashpower"] = hashpower
+        st = core.Store(cfg)
+        made.append(st)
+        return st
+
+    yield factory
+    for st in made:
+        st.close()
+
+
+def test_items_stay_reachable_through_every_doubling(store) -> None:
+    # 16 buckets to start: 3000 keys double the table 7 times, each doubling spread over
+    # the inserts that follow it. After every insert the invariants hold (every item in the
+    # chain assoc_head names for it, moved old buckets empty) and a sample of keys is found
+    st = store(4)
+    keys = [b"key:%d" % i for i in range(3000)]
+    seen_doubling = 0
+    for n, k in enumerate(keys, 1):
+        st.set(k, b"v%d" % n)
+        hp, doubling, moved, items = core.hash_tables()[0]
+        assert items == n
+        seen_doubling += doubling
+        if n % 97 == 0 or doubling:
+            assert core.check_invariants() == n
+            for j in range(0, n, max(1, n // 20)):
+                assert st.get(keys[j], bump=False)[0] == b"v%d" % (j + 1), (n, j)
+    assert hp >= 11 and seen_doubling > 0
+    # deletes in the middle of a doubling find the item in whichever table holds it
+    st2 = store(10)
+    for i in range(1537):                     # 1.5 x 1024 + 1: the doubling starts here
+        st2.set(b"k%d" % i, b"x")
+    hp, doubling, moved, _ = core.hash_tables()[0]
+    assert (hp, doubling) == (11, True) and moved < 1024
+    for i in range(0, 1537, 3):
+        assert st2.delete(b"k%d" % i)
+    core.check_invariants()
+    for i in range(1537):
+        assert (st2.get(b"k%d" % i, bump=False) is None) == (i % 3 == 0), i
+
+
+def test_maintainer_finishes_a_doubling_in_short_steps(store) -> None:
+    # 2^13 buckets, doubling after 12,289 items: the inserts move 4 old buckets each, the
+    # maintainer pass the rest, 1024 per hold of the shard lock: 8192 old buckets take
+    # several holds, not one (the whole rehash used to run under one hold)
+    st = store(13)
+    n = 3 * 8192 // 2 + 1
+    for i in range(n):
+        st.set(b"k%d" % i, b"x")
+    hp, doubling, moved, _ = core.hash_tables()[0]
+    assert (hp, doubling) == (14, True) and moved < 8192
+    holds_before = core.lock_stats()["hash_expand"][0]
+    core.maintainer_run()
+    hp, doubling, moved, items = core.hash_tables()[0]
+    assert (hp, doubling, items) == (14, False, n)
+    steps = core.lock_stats()["hash_expand"][0] - holds_before
+    assert steps >= (8192 - 4) // 1024, steps
+    assert core.check_invariants() == n
+    assert all(st.get(b"k%d" % i, bump=False)[0] == b"x" for i in range(n))
