@@ -43,7 +43,7 @@ cdef uint64_t assoc_expand_step(shard_t* s, uint64_t n) noexcept nogil:
     cdef item_t* it
     cdef item_t* nxt
     cdef uint32_t b
-    cdef uint64_t t0
+    cdef lock_hold_t t0
     if s.old_buckets == NULL:
         return 0
     oldsize = <uint64_t>1 << (s.hashpower - 1)
@@ -60,7 +60,7 @@ cdef uint64_t assoc_expand_step(shard_t* s, uint64_t n) noexcept nogil:
         s.expand_bucket += 1
         n -= 1
     if s.expand_bucket >= oldsize:
-        t0 = lockstat_now()
+        t0 = lockstat_begin()
         free(s.old_buckets)
         s.old_buckets = NULL
         s.expand_bucket = 0
@@ -69,7 +69,7 @@ cdef uint64_t assoc_expand_step(shard_t* s, uint64_t n) noexcept nogil:
 
 # Start doubling: a new empty table, the current one becomes old_buckets.
 cdef void assoc_expand(shard_t* s) noexcept nogil:
-    cdef uint64_t t0 = lockstat_now()
+    cdef lock_hold_t t0 = lockstat_begin()
     cdef item_t** nb
     if s.old_buckets != NULL:
         assoc_expand_step(s, <uint64_t>1 << s.hashpower)    # finish the last one first
@@ -89,13 +89,13 @@ cdef void assoc_expand_run() noexcept nogil:
     cdef int i
     cdef shard_t* s
     cdef uint64_t left
-    cdef uint64_t t0
+    cdef lock_hold_t t0
     for i in range(g_nshards):
         s = &g_shards[i]
         while True:
             if pthread_mutex_trylock(&s.lock) != 0:
                 break
-            t0 = lockstat_now()
+            t0 = lockstat_begin()
             left = assoc_expand_step(s, ASSOC_MOVE_PER_HOLD)
             lockstat_unlock(&s.lock, LK_EXPAND, t0)
             if left == 0:

@@ -55,7 +55,7 @@ cdef void crawler_crawl_lru(int id, int seg, uint32_t tocrawl, crawler_class_t* 
     cdef rel_time_t now
     cdef uint32_t budget
     cdef bint flushed
-    cdef uint64_t t0
+    cdef lock_hold_t t0
     for i in range(g_nshards):
         s = &g_shards[i]
         t0 = lockstat_lock(&s.lock)

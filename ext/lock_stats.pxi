@@ -8,7 +8,10 @@
 # The per-request shard holds are not timed: two clock reads per request would cost more
 # than the hold itself, and what they wait on is exactly what is timed here.
 #
-# Cost: two vDSO clock reads per timed hold, and the timed holds are rare (a maintainer
+# Each hold's wall time and its thread's CPU time are taken: on a shared CPU a hold can be
+# long because its holder was preempted, and only the CPU time says how much work it did.
+# Cost: four clock reads per timed hold (the CPU clock is a system call), and the timed
+# holds are rare (a maintainer
 # pass takes each shard lock a few times a second, the crawler once per LRU it walks), so
 # it stays on. Counters are global atomics, each kind on its own cache line, written only
 # by whoever held the lock; `stats reset` does not touch them.
@@ -38,9 +41,19 @@ cdef struct lock_stat_t:
     uint64_t holds
     uint64_t total_ns
     uint64_t max_ns
-    char _pad[40]         # one cache line per kind: holders of different kinds never share
+    uint64_t max_cpu_ns   # the longest on-CPU time of one hold: a hold far longer than its
+                          # CPU time was preempted (shared CPU), not working
+    char _pad[32]         # one cache line per kind: holders of different kinds never share
+
+cdef struct lock_hold_t:
+    uint64_t wall
+    uint64_t cpu
 
 cdef lock_stat_t g_lock_stats[LK_KINDS]
+
+cdef extern from "<time.h>" nogil:
+    enum:
+        CLOCK_THREAD_CPUTIME_ID
 
 cdef const char* lockstat_name(int kind) noexcept nogil:
     if kind == LK_MAINTAINER:
@@ -57,32 +70,33 @@ cdef const char* lockstat_name(int kind) noexcept nogil:
         return b"stats"
     return b"dump"
 
-cdef inline uint64_t lockstat_now() noexcept nogil:
+cdef inline uint64_t lockstat_clock(int clk) noexcept nogil:
     cdef timespec ts
-    clock_gettime(CLOCK_MONOTONIC, &ts)
+    clock_gettime(clk, &ts)
     return <uint64_t>ts.tv_sec * 1000000000 + <uint64_t>ts.tv_nsec
 
-# Record one hold of `kind` that started at `t0` (lockstat_now() just after the lock was
-# taken) and ends now.
-cdef inline void lockstat_note(int kind, uint64_t t0) noexcept nogil:
-    cdef uint64_t d = lockstat_now() - t0
+# The start of a hold, taken just after the lock was.
+cdef inline lock_hold_t lockstat_begin() noexcept nogil:
+    cdef lock_hold_t h
+    h.wall = lockstat_clock(CLOCK_MONOTONIC)
+    h.cpu = lockstat_clock(CLOCK_THREAD_CPUTIME_ID)
+    return h
+
+# Record one hold of `kind` that started at `h` and ends now.
+cdef inline void lockstat_note(int kind, lock_hold_t h) noexcept nogil:
+    cdef uint64_t d = lockstat_clock(CLOCK_MONOTONIC) - h.wall
+    cdef uint64_t dc = lockstat_clock(CLOCK_THREAD_CPUTIME_ID) - h.cpu
     cdef lock_stat_t* s = &g_lock_stats[kind]
     mc_fetch_add_u64(&s.holds, 1)
     mc_fetch_add_u64(&s.total_ns, d)
     mc_max_u64(&s.max_ns, d)
+    mc_max_u64(&s.max_cpu_ns, dc)
 
-# Take `m` and return the time the hold started: pair with lockstat_unlock.
-cdef inline uint64_t lockstat_lock(pthread_mutex_t* m) noexcept nogil:
+# Take `m` and return the start of the hold: pair with lockstat_unlock.
+cdef inline lock_hold_t lockstat_lock(pthread_mutex_t* m) noexcept nogil:
     pthread_mutex_lock(m)
-    return lockstat_now()
+    return lockstat_begin()
 
-cdef inline void lockstat_unlock(pthread_mutex_t* m, int kind, uint64_t t0) noexcept nogil:
-    lockstat_note(kind, t0)
+cdef inline void lockstat_unlock(pthread_mutex_t* m, int kind, lock_hold_t h) noexcept nogil:
+    lockstat_note(kind, h)
     pthread_mutex_unlock(m)
-
-cdef void lockstat_reset() noexcept nogil:
-    cdef int k
-    for k in range(LK_KINDS):
-        mc_store_u64(&g_lock_stats[k].holds, 0)
-        mc_store_u64(&g_lock_stats[k].total_ns, 0)
-        mc_store_u64(&g_lock_stats[k].max_ns, 0)

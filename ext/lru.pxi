@@ -279,7 +279,7 @@ cdef void lru_maintainer_run() noexcept nogil:
     cdef int k
     cdef int done
     cdef int ran
-    cdef uint64_t t0
+    cdef lock_hold_t t0
     # hash tables still doubling move their buckets here too, in short holds
     # (memcached's assoc maintenance thread)
     assoc_expand_run()
@@ -313,7 +313,7 @@ cdef void lru_maintainer_run() noexcept nogil:
             while done < MAINTAINER_ROUNDS:
                 if pthread_mutex_trylock(&s.lock) != 0:
                     break
-                t0 = lockstat_now()
+                t0 = lockstat_begin()
                 ran = 0
                 if s.lru[id].number != 0:
                     ran = lru_juggle(s, id, MAINTAINER_ROUNDS_PER_HOLD, gbytes[id], gtotal[id])

@@ -176,7 +176,7 @@ cdef int lru_crawler_walk(conn_t* c, bint* sel, int mode, int start) noexcept no
     cdef char line[1024]
     cdef char* p
     cdef int n
-    cdef uint64_t t0
+    cdef lock_hold_t t0
     for i in range(start, g_nshards):
         if i > start and c.wlen - c.wsent > WBUF_HIGH:
             return i

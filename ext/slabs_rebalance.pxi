@@ -82,7 +82,7 @@ cdef void rebal_start() noexcept nogil:
     cdef char* page
     cdef void** pos
     cdef uint64_t removed = 0
-    cdef uint64_t t0 = lockstat_lock(&g_slabs_lock)
+    cdef lock_hold_t t0 = lockstat_lock(&g_slabs_lock)
     page = <char*>p.slab_list[0]
     g_moving_page = page
     g_moving_src = g_rebal_src
@@ -111,7 +111,7 @@ cdef bint rebal_clear_chunk(item_t* it, int id) noexcept nogil:
     cdef item_t* nw
     cdef item_t** pos
     cdef size_t ntotal
-    cdef uint64_t t0
+    cdef lock_hold_t t0
     if nkey == 0:
         return True
     memcpy(key, ITEM_key(it), nkey)
@@ -175,7 +175,7 @@ cdef void rebal_finish() noexcept nogil:
     cdef char* page = g_moving_page
     cdef uint64_t i
     cdef void** nl
-    cdef uint64_t t0 = lockstat_lock(&g_slabs_lock)
+    cdef lock_hold_t t0 = lockstat_lock(&g_slabs_lock)
     for i in range(sp.slabs):
         if sp.slab_list[i] == page:
             sp.slab_list[i] = sp.slab_list[sp.slabs - 1]

@@ -223,7 +223,7 @@ cdef void lru_stats_aggregate(lru_stats_t* out, uint64_t* hash_buckets) noexcept
     cdef int i
     cdef int j
     cdef int k
-    cdef uint64_t t0
+    cdef lock_hold_t t0
     memset(out, 0, sizeof(lru_stats_t) * MAX_SLAB_CLASSES)
     hash_buckets[0] = 0
     for i in range(g_nshards):
@@ -455,7 +455,7 @@ cdef void stats_items(conn_t* c) noexcept nogil:
     cdef item_t* t
     cdef int j
     cdef int k
-    cdef uint64_t t0
+    cdef lock_hold_t t0
     lru_stats_aggregate(lru, &hb)
     threadlocal_stats_aggregate(&ts)
     for i in range(1, MAX_SLAB_CLASSES):
@@ -629,7 +629,7 @@ cdef void stats_cachedump(conn_t* c, uint32_t id, uint32_t limit) noexcept nogil
     cdef int n
     cdef time_t exp
     cdef size_t written = 0
-    cdef uint64_t t0
+    cdef lock_hold_t t0
     for i in range(g_nshards):
         t0 = lockstat_lock(&g_shards[i].lock)
         it = g_shards[i].heads[lru_idx(id, SEG_COLD)]     # COLD only, as memcached
@@ -650,7 +650,8 @@ cdef void stats_cachedump(conn_t* c, uint32_t id, uint32_t limit) noexcept nogil
             break
     out_raw(c, b"END\r\n", 5)
 
-# `stats locks` (lock_stats.pxi): per kind, holds, total and longest hold in microseconds.
+# `stats locks` (lock_stats.pxi): per kind, holds, total and longest hold in microseconds,
+# and the longest CPU time of one hold.
 cdef void stats_locks(conn_t* c) noexcept nogil:
     cdef int k
     cdef char name[48]
@@ -661,6 +662,8 @@ cdef void stats_locks(conn_t* c) noexcept nogil:
         append_stat_u64(c, name, mc_load_u64(&g_lock_stats[k].total_ns) // 1000)
         snprintf(name, sizeof(name), b"%s:max_us", lockstat_name(k))
         append_stat_u64(c, name, mc_load_u64(&g_lock_stats[k].max_ns) // 1000)
+        snprintf(name, sizeof(name), b"%s:max_cpu_us", lockstat_name(k))
+        append_stat_u64(c, name, mc_load_u64(&g_lock_stats[k].max_cpu_ns) // 1000)
 
 cdef int process_stat(conn_t* c, token_t* tokens, size_t ntokens) noexcept nogil:
     cdef token_t* sub = &tokens[1]

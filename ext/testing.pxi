@@ -229,9 +229,10 @@ def hash_tables():
 
 
 def lock_stats():
-    """`stats locks` as {kind: (holds, total ns, longest ns)}."""
+    """`stats locks` as {kind: (holds, total ns, longest ns, longest CPU ns)}."""
     cdef int k
     return {lockstat_name(k).decode(): (mc_load_u64(&g_lock_stats[k].holds),
                                         mc_load_u64(&g_lock_stats[k].total_ns),
-                                        mc_load_u64(&g_lock_stats[k].max_ns))
+                                        mc_load_u64(&g_lock_stats[k].max_ns),
+                                        mc_load_u64(&g_lock_stats[k].max_cpu_ns))
             for k in range(LK_KINDS)}

@@ -88,7 +88,7 @@ cdef void dispatch_conn_new(int fd, int kind) noexcept nogil:
     cdef int* np
     cdef int* nk
     g_next_worker = (g_next_worker + 1) % g_nworkers
-    cdef uint64_t t0 = lockstat_lock(&w.lock)
+    cdef lock_hold_t t0 = lockstat_lock(&w.lock)
     if w.npending == w.pending_cap:
         np = <int*>realloc(w.pending, w.pending_cap * 2 * sizeof(int))
         nk = <int*>realloc(w.pending_kind, w.pending_cap * 2 * sizeof(int))

@@ -36,7 +36,7 @@ def wait_for(pred, timeout: float = 20.0) -> bool:
 def test_stats_locks_lists_every_kind(start_daemon) -> None:
     d = start_daemon(KIND_MEMCACHEPY, "-t", "2")
     st = locks(d)
-    assert list(st) == [f"{k}:{f}" for k in KINDS for f in ("holds", "total_us", "max_us")]
+    assert list(st) == [f"{k}:{f}" for k in KINDS for f in ("holds", "total_us", "max_us", "max_cpu_us")]
     for k in KINDS:
         assert st[f"{k}:total_us"] >= st[f"{k}:max_us"] >= 0
     # the conn asking was handed to a worker by the acceptor; the crawler's first pass over
