@@ -19,6 +19,10 @@
 # histogram and measured counters; the `total_*` counters cover every request so they can be
 # compared with the server's `stats` deltas.
 #
+# Stalls: every reply also ends a "gap" (how long its conn had requests outstanding and no
+# reply); the longest gap, the longest wait from a request's due time and a coarse gap
+# histogram are kept per thread (lg_note_gap) and merged like the latency histogram.
+#
 # Threading invariants: a thread touches only its own lg_thread_t, its conns and the read-only
 # config; the only shared mutable word is cfg.abort (atomic). Results are read by the
 # coordinator after pthread_join.
@@ -162,6 +166,12 @@ cdef enum:
     LG_IBUF_SIZE = 65536          # one reply line (<= ~300 bytes) must fit; values are skipped
     LG_HIST_SUB = 64              # sub-buckets per power of two: < 1.6 % relative error
     LG_HIST_SIZE = 128 + 40 * 64  # exact below 128 ns, log-linear up to 2^47 ns
+    LG_GAP_BUCKETS = 15           # gap histogram: lg_gap_edges_us below, then "longer"
+
+# upper edges (exclusive) of the gap histogram's buckets, in microseconds: coarse on purpose,
+# a stall report wants to know "how many over 1 ms, over 10 ms", not the shape below 100 us
+cdef int64_t[14] LG_GAP_EDGES_US = [50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000,
+                                   100000, 200000, 500000, 1000000]
 
 # how long to wait for outstanding replies once the run is over
 cdef int64_t LG_DRAIN_NS = 5000000000
@@ -180,7 +190,9 @@ cdef enum:
 # Structures
 
 cdef struct lg_req_t:
-    int64_t t_start          # ns, monotonic: send time (closed loop) or scheduled time (fixed rate)
+    int64_t t_start          # ns, monotonic: latency origin (send, or due + one tick if later)
+    int64_t t_due            # when it was due: the send (closed loop) or its slot (fixed rate)
+    int64_t t_sent           # when it was handed to the conn's send buffer
     uint32_t nkeys           # 0 for a set
 
 cdef struct lg_conn_t:
@@ -201,6 +213,7 @@ cdef struct lg_conn_t:
     uint64_t vlen            # length of the value being skipped
     int vcheck               # still comparing it with the value we store (same length so far)
     uint32_t cur_hits        # VALUE blocks seen for the request at the queue head
+    int64_t last_reply       # when the last reply on this conn completed (0: none yet)
 
 cdef struct lg_cfg_t:
     sockaddr_in addr
@@ -270,6 +283,11 @@ cdef struct lg_thread_t:
     uint32_t *kcounts        # count_keys: requests per key picked by this thread (else NULL)
     double lat_sum
     int64_t lat_max
+    # stalls (measured window): see lg_note_gap
+    int64_t gap_max          # longest interval a conn had requests outstanding and no reply
+    int64_t gap_max_end      # when that interval ended (the reply), monotonic ns
+    int64_t wait_max         # longest time from a request's due time to its reply
+    uint64_t gap_hist[LG_GAP_BUCKETS]
     # every request
     uint64_t t_gets
     uint64_t t_get_keys
@@ -416,15 +434,19 @@ cdef inline void lg_mark_dirty(lg_thread_t *t, lg_conn_t *c) noexcept nogil:
         t.flush[t.nflush] = c
         t.nflush += 1
 
-cdef void lg_push(lg_thread_t *t, lg_conn_t *c, uint32_t nkeys, int64_t ts) noexcept nogil:
+cdef void lg_push(lg_thread_t *t, lg_conn_t *c, uint32_t nkeys, int64_t ts, int64_t due,
+                  int64_t sent) noexcept nogil:
     cdef lg_req_t *r = &c.q[(c.qhead + c.qcount) % t.cfg.qcap]
     r.t_start = ts
+    r.t_due = due
+    r.t_sent = sent
     r.nkeys = nkeys
     c.qcount += 1
     t.outstanding += 1
     lg_mark_dirty(t, c)
 
-cdef void lg_add_set(lg_thread_t *t, lg_conn_t *c, uint64_t key, int64_t ts) noexcept nogil:
+cdef void lg_add_set(lg_thread_t *t, lg_conn_t *c, uint64_t key, int64_t ts, int64_t due,
+                     int64_t sent) noexcept nogil:
     cdef lg_cfg_t *cfg = t.cfg
     cdef char *p
     lg_make_room(c, cfg.max_req)
@@ -442,9 +464,10 @@ cdef void lg_add_set(lg_thread_t *t, lg_conn_t *c, uint64_t key, int64_t ts) noe
     p[1] = b'\n'
     p += 2
     c.olen = p - c.obuf
-    lg_push(t, c, 0, ts)
+    lg_push(t, c, 0, ts, due, sent)
 
-cdef void lg_add_get(lg_thread_t *t, lg_conn_t *c, int64_t ts) noexcept nogil:
+cdef void lg_add_get(lg_thread_t *t, lg_conn_t *c, int64_t ts, int64_t due,
+                     int64_t sent) noexcept nogil:
     cdef lg_cfg_t *cfg = t.cfg
     cdef char *p
     cdef uint32_t i
@@ -459,17 +482,18 @@ cdef void lg_add_get(lg_thread_t *t, lg_conn_t *c, int64_t ts) noexcept nogil:
     p[1] = b'\n'
     p += 2
     c.olen = p - c.obuf
-    lg_push(t, c, cfg.multiget, ts)
+    lg_push(t, c, cfg.multiget, ts, due, sent)
 
-cdef inline void lg_add_request(lg_thread_t *t, lg_conn_t *c, int64_t ts) noexcept nogil:
+cdef inline void lg_add_request(lg_thread_t *t, lg_conn_t *c, int64_t ts, int64_t due,
+                                int64_t sent) noexcept nogil:
     # the get:set mix is a fixed cycle rather than a coin toss, so counts are exact
     cdef uint64_t slot = t.cmd_seq % (t.cfg.get_parts + t.cfg.set_parts)
     t.cmd_seq += 1
     t.issued += 1
     if slot < t.cfg.get_parts:
-        lg_add_get(t, c, ts)
+        lg_add_get(t, c, ts, due, sent)
     else:
-        lg_add_set(t, c, lg_pick_key(t), ts)
+        lg_add_set(t, c, lg_pick_key(t), ts, due, sent)
 
 cdef int lg_set_epoll(lg_thread_t *t, lg_conn_t *c, int want_out) noexcept nogil:
     cdef epoll_event ev
@@ -523,6 +547,10 @@ cdef void lg_complete(lg_thread_t *t, lg_conn_t *c, int64_t now, int error, int 
     cdef lg_req_t *r = &c.q[c.qhead]
     cdef int64_t lat
     cdef uint32_t hits = c.cur_hits
+    cdef int64_t gap_from = c.last_reply
+    if r.t_sent > gap_from:
+        gap_from = r.t_sent
+    c.last_reply = now
     c.qhead = (c.qhead + 1) % t.cfg.qcap
     c.qcount -= 1
     c.cur_hits = 0
@@ -559,6 +587,28 @@ cdef void lg_complete(lg_thread_t *t, lg_conn_t *c, int64_t now, int error, int 
     t.lat_sum += <double>lat
     if lat > t.lat_max:
         t.lat_max = lat
+    lg_note_gap(t, now, now - gap_from, now - r.t_due)
+
+cdef void lg_note_gap(lg_thread_t *t, int64_t now, int64_t gap, int64_t wait) noexcept nogil:
+    # A reply ends a "gap": the time its conn had requests outstanding and heard nothing, from
+    # the later of the previous reply on the conn and this request's send. The worst gap of a
+    # run is the longest any conn sat waiting on the server; a server whose worker stops for
+    # 50 ms shows a 50 ms gap on every conn it owns even at depth 1, where the percentiles of
+    # a short run may not move. `wait` is the request's own wait from its due time (its send in
+    # a closed loop, its slot at a fixed rate, so a stall that delays later sends counts too).
+    cdef int b = 0
+    cdef int64_t us
+    if gap < 0:
+        gap = 0
+    if gap > t.gap_max:
+        t.gap_max = gap
+        t.gap_max_end = now
+    if wait > t.wait_max:
+        t.wait_max = wait
+    us = gap // 1000
+    while b < LG_GAP_BUCKETS - 1 and us >= LG_GAP_EDGES_US[b]:
+        b += 1
+    t.gap_hist[b] += 1
 
 cdef inline int lg_starts(const char *p, size_t n, const char *lit, size_t ln) noexcept nogil:
     return n >= ln and memcmp(p, lit, ln) == 0
@@ -774,7 +824,7 @@ cdef int lg_prefill(lg_thread_t *t, epoll_event *evs) noexcept nogil:
         for i in range(t.nconns):
             c = &t.conns[i]
             while c.qcount < t.cfg.pf_depth and t.pf_next < t.pf_end:
-                lg_add_set(t, c, t.pf_next, now)
+                lg_add_set(t, c, t.pf_next, now, now, now)
                 t.pf_next += 1
         lg_flush_dirty(t)
         if t.outstanding == 0 and t.pf_next >= t.pf_end:
@@ -796,7 +846,7 @@ cdef void lg_issue_closed(lg_thread_t *t, int64_t now) noexcept nogil:
     for i in range(t.nconns):
         c = &t.conns[i]
         while c.qcount < t.cfg.depth and lg_may_issue(t):
-            lg_add_request(t, c, now)
+            lg_add_request(t, c, now, now, now)
 
 cdef void lg_issue_rate(lg_thread_t *t, int64_t now) noexcept nogil:
     # open loop: request j of this thread is due at t0 + j / rate. It goes to the next conn with
@@ -827,7 +877,8 @@ cdef void lg_issue_rate(lg_thread_t *t, int64_t now) noexcept nogil:
         # latency starts at the send, or at due + one tick when the send is later than that:
         # waiting for the pacing tick is the client's own quantisation and is forgiven, any
         # further delay (no free conn, a stalled client) is charged
-        lg_add_request(t, c, now if now - slot_t <= t.cfg.tick_ns else slot_t + t.cfg.tick_ns)
+        lg_add_request(t, c, now if now - slot_t <= t.cfg.tick_ns else slot_t + t.cfg.tick_ns,
+                       slot_t, now)
         t.scheduled += 1
         t.rr = (t.rr + 1) % t.nconns
 
@@ -1275,7 +1326,17 @@ cdef object _collect(lg_thread_t *ts, int nthreads, lg_cfg_t *cfg, uint64_t requ
                unstamped_reads=0, bad_values=0)
     lat_sum = 0.0
     lat_max = 0
+    gap_max = 0
+    gap_max_end = 0
+    wait_max = 0
+    gap_hist = [0] * LG_GAP_BUCKETS
     for i in range(nthreads):
+        for j in range(LG_GAP_BUCKETS):
+            gap_hist[j] += ts[i].gap_hist[j]
+        if ts[i].gap_max > gap_max:
+            gap_max = ts[i].gap_max
+            gap_max_end = ts[i].gap_max_end
+        wait_max = max(wait_max, ts[i].wait_max)
         for j in range(LG_HIST_SIZE):
             hist[j] += ts[i].hist[j]
         agg["gets"] += ts[i].m_gets
@@ -1334,6 +1395,17 @@ cdef object _collect(lg_thread_t *ts, int nthreads, lg_cfg_t *cfg, uint64_t requ
         keys_per_s=(agg["get_keys"] + agg["sets"]) / elapsed if elapsed > 0 else 0.0,
         hit_ratio=(agg["hits"] / agg["get_keys"]) if agg["get_keys"] else None,
         latency_us=latency,
+        gaps=dict(
+            # longest interval any conn had requests outstanding and no reply
+            worst_gap_us=gap_max / 1000.0 if total else None,
+            # when it ended, seconds after the measured window opened
+            worst_gap_at_s=(gap_max_end - cfg.t_meas) / 1e9 if total else None,
+            # longest wait of one request from its due time (send, or slot at a fixed rate)
+            worst_wait_us=wait_max / 1000.0 if total else None,
+            # one gap per reply: [upper edge in us (None: unbounded), replies]
+            histogram=[[LG_GAP_EDGES_US[j] if j < LG_GAP_BUCKETS - 1 else None, gap_hist[j]]
+                       for j in range(LG_GAP_BUCKETS)],
+        ),
         totals=tot,
         server_cpu=None,
         client_cpu=None,

@@ -22,6 +22,7 @@ from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int16_t, int32_t
 from memcachepy_core cimport *
 
 include "settings.pxi"
+include "lock_stats.pxi"
 include "hash.pxi"
 include "slabs.pxi"
 include "restart.pxi"

@@ -3,9 +3,10 @@
 #
 # memcached's crawler is a thread that walks an LRU from its tail one item at a
 # time; its LRU maintainer decides, once a second, which classes are worth a
-# crawl. Here a crawl of a class walks HOT, WARM and COLD of every shard from
-# the tail under that shard's lock (the lock a store of the class would take
-# anyway), and the decision is memcached's own schedule, run by the acceptor
+# crawl. Here a crawl walks each shard's hash table, a few hundred buckets per
+# hold of the shard's lock, and takes the items of the LRUs it was asked for
+# (crawler_crawl_shard; with `lru_crawler tocrawl` set, each LRU from its tail
+# as far as that limit), and the decision is memcached's own schedule, run by the acceptor
 # thread once a second (crawler_check), for each LRU (a class's HOT, WARM or
 # COLD list) on its own, as memcached schedules each of its LRUs:
 #   * every LRU is crawled as soon as the daemon starts;
@@ -23,6 +24,7 @@
 cdef enum:
     CRAWL_HISTO = 61            # minutes 0..60 of remaining TTL
     MAX_MAINTCRAWL_WAIT = 3600
+    CRAWL_BUCKETS_PER_HOLD = 256  # hash buckets walked per hold of a shard lock
 
 cdef struct crawler_class_t:
     uint64_t seen               # live items the last crawl left
@@ -55,9 +57,10 @@ cdef void crawler_crawl_lru(int id, int seg, uint32_t tocrawl, crawler_class_t* 
     cdef rel_time_t now
     cdef uint32_t budget
     cdef bint flushed
+    cdef lock_hold_t t0
     for i in range(g_nshards):
         s = &g_shards[i]
-        pthread_mutex_lock(&s.lock)
+        t0 = lockstat_lock(&s.lock)
         now = current_time()
         it = s.tails[lru_idx(id, seg)]
         budget = tocrawl
@@ -86,19 +89,111 @@ cdef void crawler_crawl_lru(int id, int seg, uint32_t tocrawl, crawler_class_t* 
                 elif it.exptime - now <= 3599 and (it.exptime - now) // 60 < CRAWL_HISTO:
                     cs.histo[(it.exptime - now) // 60] += 1
             it = prev
-        pthread_mutex_unlock(&s.lock)
+        lockstat_unlock(&s.lock, LK_CRAWLER, t0)
+
+# Walk every item of shard i whose LRU is selected in todo[lru_idx(class,
+# segment)] through the shard's hash table, CRAWL_BUCKETS_PER_HOLD buckets per
+# hold of its lock: a walk of a whole LRU under one hold held a shard of a
+# million-key cache for 6 ms of CPU (and, preempted on a shared CPU, for up to
+# 650 ms), so a worker needing it stalled that long. A bucket index stays valid
+# between holds as long as the table keeps its size; a doubling in progress is
+# helped along first (as the maintainer does), and one that started since the
+# last hold makes the walk start over (rare: a doubling needs 0.75 x the table's
+# size in new items). Dead items are reclaimed and, with `record`, what is left
+# is recorded for each LRU's schedule. Same items, same counters as a walk of
+# each selected LRU from its tail; only the order differs.
+cdef void crawler_crawl_shard(int i, bint* todo, bint record) noexcept nogil:
+    cdef shard_t* s = &g_shards[i]
+    cdef uint64_t b = 0
+    cdef uint64_t end
+    cdef uint64_t n
+    cdef uint32_t hp = 0
+    cdef item_t** pos
+    cdef item_t* it
+    cdef int x
+    cdef int id
+    cdef rel_time_t now
+    cdef bint flushed
+    cdef crawler_class_t* cs
+    cdef lock_hold_t t0
+    while True:
+        t0 = lockstat_lock(&s.lock)
+        if s.old_buckets != NULL:
+            assoc_expand_step(s, ASSOC_MOVE_PER_HOLD)
+            lockstat_unlock(&s.lock, LK_CRAWLER, t0)
+            continue
+        if hp != s.hashpower:
+            b = 0
+            hp = s.hashpower
+        n = <uint64_t>1 << hp
+        end = b + CRAWL_BUCKETS_PER_HOLD
+        if end > n:
+            end = n
+        now = current_time()
+        while b < end:
+            pos = &s.buckets[b]
+            while pos[0] != NULL:
+                it = pos[0]
+                id = it.slabs_clsid
+                x = lru_idx(id, item_seg(it))
+                if not todo[x]:
+                    pos = &it.h_next
+                    continue
+                cs = &g_crawler[x] if record else NULL
+                s.lru[id].crawler_items_checked += 1
+                flushed = item_dead(it, now) == ITEM_FLUSHED
+                if (flushed or (it.exptime != 0 and it.exptime < now)) and \
+                        not (it.it_flags & ITEM_PINNED):
+                    s.lru[id].crawler_reclaimed += 1
+                    if not flushed and (it.it_flags & ITEM_FETCHED) == 0:
+                        s.lru[id].expired_unfetched += 1
+                    do_item_unlink(s, it)       # pos[0] is now the next item
+                    if cs != NULL:
+                        cs.reclaimed += 1
+                    continue
+                if cs != NULL:
+                    cs.seen += 1
+                    if it.exptime == 0:
+                        cs.noexp += 1
+                    elif it.exptime - now <= 3599 and (it.exptime - now) // 60 < CRAWL_HISTO:
+                        cs.histo[(it.exptime - now) // 60] += 1
+                pos = &it.h_next
+            b += 1
+        lockstat_unlock(&s.lock, LK_CRAWLER, t0)
+        if b >= n:
+            return
+
+# Crawl the LRUs selected in todo[] (and record them when `record`): through
+# the hash tables in short holds, or, with `lru_crawler tocrawl` set, from
+# each LRU's tail as far as that limit (a bounded walk anyway).
+cdef void crawler_crawl(bint* todo, bint record) noexcept nogil:
+    cdef int i
+    cdef int id
+    cdef int seg
+    if g_settings.lru_crawler_tocrawl:
+        for seg in range(SEG_COLD + 1):
+            for id in range(1, MAX_SLAB_CLASSES):
+                if todo[lru_idx(id, seg)]:
+                    crawler_crawl_lru(id, seg, g_settings.lru_crawler_tocrawl,
+                                      &g_crawler[lru_idx(id, seg)] if record else NULL)
+        return
+    for i in range(g_nshards):
+        crawler_crawl_shard(i, todo, record)
 
 # `lru_crawler crawl`: the selected classes now. False when a crawl is running.
 cdef bint crawler_crawl_now(bint* sel) noexcept nogil:
     cdef int id
     cdef int seg
+    cdef bint todo[MAX_SLAB_CLASSES * 3]
     if pthread_mutex_trylock(&g_crawler_lock) != 0:
         return False
     mc_fetch_add_u64(&g_lru_crawler_starts, 1)
+    memset(todo, 0, sizeof(todo))
     for id in range(1, MAX_SLAB_CLASSES):
         if sel[id]:
             for seg in range(SEG_COLD + 1):
-                crawler_crawl_lru(id, seg, g_settings.lru_crawler_tocrawl, NULL)
+                todo[lru_idx(id, seg)] = True
+    crawler_crawl(todo, False)
     pthread_mutex_unlock(&g_crawler_lock)
     return True
 
@@ -147,6 +242,7 @@ cdef void crawler_check() noexcept nogil:
     # scheduled by the LRU maintainer, as in memcached (-o no_lru_maintainer: manual only)
     if not g_settings.lru_crawler or not g_settings.lru_maintainer:
         return
+    memset(todo, 0, sizeof(todo))
     # LRU by LRU in memcached's order: every class's HOT, then WARM, then COLD
     for seg in range(SEG_COLD + 1):
         for id in range(1, MAX_SLAB_CLASSES):
@@ -161,17 +257,18 @@ cdef void crawler_check() noexcept nogil:
     if not any_due or pthread_mutex_trylock(&g_crawler_lock) != 0:
         return
     mc_fetch_add_u64(&g_lru_crawler_starts, 1)
-    for seg in range(SEG_COLD + 1):
-        for id in range(1, MAX_SLAB_CLASSES):
-            x = lru_idx(id, seg)
-            if todo[x]:
-                cs = &g_crawler[x]
-                cs.seen = 0
-                cs.noexp = 0
-                cs.reclaimed = 0
-                memset(cs.histo, 0, sizeof(cs.histo))
-                cs.start_time = current_time()
-                crawler_crawl_lru(id, seg, g_settings.lru_crawler_tocrawl, cs)
-                cs.end_time = current_time()
-                cs.run_complete = True
+    for x in range(MAX_SLAB_CLASSES * 3):
+        if todo[x]:
+            cs = &g_crawler[x]
+            cs.seen = 0
+            cs.noexp = 0
+            cs.reclaimed = 0
+            memset(cs.histo, 0, sizeof(cs.histo))
+            cs.start_time = current_time()
+    crawler_crawl(todo, True)
+    for x in range(MAX_SLAB_CLASSES * 3):
+        if todo[x]:
+            cs = &g_crawler[x]
+            cs.end_time = current_time()
+            cs.run_complete = True
     pthread_mutex_unlock(&g_crawler_lock)

@@ -30,6 +30,8 @@ cdef enum:
     LRU_TRIES = 5          # tail items looked at per pull, as memcached
     JUGGLE_ROUNDS = 4      # HOT+WARM pulls per item linked
     MAINTAINER_ROUNDS = 500  # per class and pass of lru_maintainer_run, as memcached
+    MAINTAINER_ROUNDS_PER_HOLD = 20  # ...taken in steps this long, the shard lock let go
+                                     # between them (a whole pass held it for up to 4 ms)
     SHARD_LIMIT_MIN_ITEMS = 32  # items of a class a shard needs to apply size limits alone
 
 # Age of the oldest COLD item of each class over all shards, refreshed by
@@ -224,8 +226,9 @@ cdef int lru_pull_tail_seg(shard_t* s, int id, int seg, uint64_t total_bytes,
 # maintainer passes the class-wide sizes (`gbytes`, `gtotal`); an inline juggle
 # applies them to its shard alone only once the shard holds enough items of the
 # class for its own shares to mean the same (below that, only the age limits).
-cdef void lru_juggle(shard_t* s, int id, int rounds=JUGGLE_ROUNDS, uint64_t* gbytes=NULL,
-                     uint64_t gtotal=0) noexcept nogil:
+# Returns the rounds run: fewer than `rounds` when the lists were within their limits.
+cdef int lru_juggle(shard_t* s, int id, int rounds=JUGGLE_ROUNDS, uint64_t* gbytes=NULL,
+                    uint64_t gtotal=0) noexcept nogil:
     cdef lru_stats_t* st = &s.lru[id]
     cdef uint64_t total = st.seg_bytes[SEG_HOT] + st.seg_bytes[SEG_WARM] + st.seg_bytes[SEG_COLD]
     cdef bint use_limit = gbytes != NULL or st.number >= SHARD_LIMIT_MIN_ITEMS
@@ -254,11 +257,16 @@ cdef void lru_juggle(shard_t* s, int id, int rounds=JUGGLE_ROUNDS, uint64_t* gby
         if reclaim:
             moved += lru_pull_tail_seg(s, id, SEG_COLD, total, 0, True, gbytes, use_limit, False)
         if moved == 0:
-            break
+            return i
+    return rounds
 
 # memcached's LRU maintainer, run by the acceptor thread a few times a second:
 # HOT and WARM also age out while no new items arrive (their limits follow the
 # age of COLD's tail). A shard busy serving is skipped until the next pass.
+# The juggling of one class goes in steps of MAINTAINER_ROUNDS_PER_HOLD rounds,
+# each under its own trylock: a worker waiting for the shard gets it between two
+# steps (memcached's maintainer likewise takes its LRU lock per pull) and the
+# rest of that class waits for the next pass.
 cdef void lru_maintainer_run() noexcept nogil:
     cdef int i
     cdef int id
@@ -269,6 +277,12 @@ cdef void lru_maintainer_run() noexcept nogil:
     cdef uint64_t gbytes[LRU_CLASSES][3]
     cdef uint64_t gtotal[LRU_CLASSES]
     cdef int k
+    cdef int done
+    cdef int ran
+    cdef lock_hold_t t0
+    # hash tables still doubling move their buckets here too, in short holds
+    # (memcached's assoc maintenance thread)
+    assoc_expand_run()
     if not g_settings.lru_segmented:
         return
     mc_fetch_add_u64(&g_lru_maintainer_juggles, 1)
@@ -277,7 +291,7 @@ cdef void lru_maintainer_run() noexcept nogil:
     memset(gtotal, 0, sizeof(gtotal))
     for i in range(g_nshards):
         s = &g_shards[i]
-        pthread_mutex_lock(&s.lock)
+        t0 = lockstat_lock(&s.lock)
         for id in range(1, MAX_SLAB_CLASSES):
             if s.lru[id].number == 0:
                 continue
@@ -287,17 +301,26 @@ cdef void lru_maintainer_run() noexcept nogil:
             for k in range(3):
                 gbytes[id][k] += s.lru[id].seg_bytes[k]
                 gtotal[id] += s.lru[id].seg_bytes[k]
-        pthread_mutex_unlock(&s.lock)
+        lockstat_unlock(&s.lock, LK_MAINTAINER, t0)
     for id in range(LRU_CLASSES):
         mc_store_u32(&g_cold_age[id], ages[id])
     for i in range(g_nshards):
         s = &g_shards[i]
-        if pthread_mutex_trylock(&s.lock) != 0:
-            continue
         for id in range(1, MAX_SLAB_CLASSES):
-            if s.lru[id].number != 0:
-                lru_juggle(s, id, MAINTAINER_ROUNDS, gbytes[id], gtotal[id])
-        pthread_mutex_unlock(&s.lock)
+            if gtotal[id] == 0:
+                continue        # no items of this class anywhere at the scan above
+            done = 0
+            while done < MAINTAINER_ROUNDS:
+                if pthread_mutex_trylock(&s.lock) != 0:
+                    break
+                t0 = lockstat_begin()
+                ran = 0
+                if s.lru[id].number != 0:
+                    ran = lru_juggle(s, id, MAINTAINER_ROUNDS_PER_HOLD, gbytes[id], gtotal[id])
+                lockstat_unlock(&s.lock, LK_MAINTAINER, t0)
+                if ran < MAINTAINER_ROUNDS_PER_HOLD:
+                    break
+                done += ran
 
 # Free room in class `id` of this shard: evict from COLD; if COLD had nothing
 # to give, push HOT's (then WARM's) tail down to COLD and try again.

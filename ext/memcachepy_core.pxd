@@ -312,6 +312,8 @@ cdef struct shard_t:
     uint64_t total_items
     uint64_t bytes
     uint64_t expand_count
+    item_t** old_buckets      # while the table doubles: the old half-size table (assoc.pxi)
+    uint64_t expand_bucket    # ...and the first of its buckets not yet moved over
     char _pad[64]
 
 # ---------------------------------------------------------------- per-thread stats

@@ -176,10 +176,11 @@ cdef int lru_crawler_walk(conn_t* c, bint* sel, int mode, int start) noexcept no
     cdef char line[1024]
     cdef char* p
     cdef int n
+    cdef lock_hold_t t0
     for i in range(start, g_nshards):
         if i > start and c.wlen - c.wsent > WBUF_HIGH:
             return i
-        pthread_mutex_lock(&g_shards[i].lock)
+        t0 = lockstat_lock(&g_shards[i].lock)
         for id in range(1, MAX_SLAB_CLASSES):
             if not sel[id]:
                 continue
@@ -216,7 +217,7 @@ cdef int lru_crawler_walk(conn_t* c, bint* sel, int mode, int start) noexcept no
                         out_raw(c, ITEM_key(it), it.nkey)
                     out_raw(c, b"\r\n", 2)
                 it = nxt
-        pthread_mutex_unlock(&g_shards[i].lock)
+        lockstat_unlock(&g_shards[i].lock, LK_DUMP, t0)
     return -1
 
 cdef int process_lru_crawler_command(conn_t* c, token_t* tokens, size_t ntokens) noexcept nogil:

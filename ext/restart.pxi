@@ -282,7 +282,8 @@ cdef int restart_presize(int i, uint32_t hashpower) noexcept nogil:
     cdef item_t** nb
     if hashpower > 30:
         hashpower = 30
-    if g_shards[i].hash_items != 0 or g_shards[i].hashpower >= hashpower:
+    if g_shards[i].hash_items != 0 or g_shards[i].hashpower >= hashpower or \
+            g_shards[i].old_buckets != NULL:
         return 0
     nb = <item_t**>calloc(<size_t>1 << hashpower, sizeof(item_t*))
     if nb == NULL:

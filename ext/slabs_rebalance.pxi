@@ -82,7 +82,7 @@ cdef void rebal_start() noexcept nogil:
     cdef char* page
     cdef void** pos
     cdef uint64_t removed = 0
-    pthread_mutex_lock(&g_slabs_lock)
+    cdef lock_hold_t t0 = lockstat_lock(&g_slabs_lock)
     page = <char*>p.slab_list[0]
     g_moving_page = page
     g_moving_src = g_rebal_src
@@ -98,7 +98,7 @@ cdef void rebal_start() noexcept nogil:
         removed += p.end_page_free
         p.end_page_free = 0
     g_moving_reclaimed = removed
-    pthread_mutex_unlock(&g_slabs_lock)
+    lockstat_unlock(&g_slabs_lock, LK_PAGE_MOVE, t0)
 
 # Step 2 for one chunk. Returns True when the chunk no longer holds a live item.
 cdef bint rebal_clear_chunk(item_t* it, int id) noexcept nogil:
@@ -111,31 +111,32 @@ cdef bint rebal_clear_chunk(item_t* it, int id) noexcept nogil:
     cdef item_t* nw
     cdef item_t** pos
     cdef size_t ntotal
+    cdef lock_hold_t t0
     if nkey == 0:
         return True
     memcpy(key, ITEM_key(it), nkey)
     h = hash_key(key, nkey)
     s = shard_of(h)
-    pthread_mutex_lock(&s.lock)
+    t0 = lockstat_lock(&s.lock)
     cur = assoc_find(s, key, nkey, bucket_hv(h))
     if cur != it:
-        pthread_mutex_unlock(&s.lock)
+        lockstat_unlock(&s.lock, LK_PAGE_MOVE, t0)
         return True
     if it.it_flags & ITEM_PINNED:
         g_rebal_busy += 1               # memcached counts every busy item it meets
-        pthread_mutex_unlock(&s.lock)
+        lockstat_unlock(&s.lock, LK_PAGE_MOVE, t0)
         return False
     if item_dead(it, current_time()):
         # expired or flushed: not worth a rescue, and no eviction either
         do_item_unlink(s, it)
-        pthread_mutex_unlock(&s.lock)
+        lockstat_unlock(&s.lock, LK_PAGE_MOVE, t0)
         return True
     ntotal = ITEM_ntotal(it)
     nw = <item_t*>slabs_alloc_chunk(ntotal, id, False)
     if nw != NULL:
         # rescue: same bytes, same place in the hash chain and the LRU
         memcpy(nw, it, ITEM_footprint(it))
-        pos = &s.buckets[it.hv & ((<uint32_t>1 << s.hashpower) - 1)]
+        pos = assoc_head(s, it.hv)
         while pos[0] != it:
             pos = &pos[0].h_next
         pos[0] = nw
@@ -157,7 +158,7 @@ cdef bint rebal_clear_chunk(item_t* it, int id) noexcept nogil:
         s.lru[id].evicted += 1
         g_rebal_evictions += 1
         do_item_unlink(s, it)
-    pthread_mutex_unlock(&s.lock)
+    lockstat_unlock(&s.lock, LK_PAGE_MOVE, t0)
     return True
 
 cdef inline void slabs_page_release(char* page) noexcept nogil:
@@ -174,7 +175,7 @@ cdef void rebal_finish() noexcept nogil:
     cdef char* page = g_moving_page
     cdef uint64_t i
     cdef void** nl
-    pthread_mutex_lock(&g_slabs_lock)
+    cdef lock_hold_t t0 = lockstat_lock(&g_slabs_lock)
     for i in range(sp.slabs):
         if sp.slab_list[i] == page:
             sp.slab_list[i] = sp.slab_list[sp.slabs - 1]
@@ -194,7 +195,7 @@ cdef void rebal_finish() noexcept nogil:
             if nl == NULL:
                 slabs_page_release(page)
                 g_mem_malloced -= SLAB_PAGE_SIZE
-                pthread_mutex_unlock(&g_slabs_lock)
+                lockstat_unlock(&g_slabs_lock, LK_PAGE_MOVE, t0)
                 return
             dp.slab_list = nl
             dp.list_size = dp.list_size * 2 if dp.list_size else 16
@@ -209,7 +210,7 @@ cdef void rebal_finish() noexcept nogil:
             dp.slots = page + i * dp.size
             dp.sl_curr += 1
     g_slabs_moved += 1
-    pthread_mutex_unlock(&g_slabs_lock)
+    lockstat_unlock(&g_slabs_lock, LK_PAGE_MOVE, t0)
 
 # Run a requested move to completion (acceptor thread).
 cdef void slabs_rebalance_run() noexcept nogil:

@@ -223,10 +223,11 @@ cdef void lru_stats_aggregate(lru_stats_t* out, uint64_t* hash_buckets) noexcept
     cdef int i
     cdef int j
     cdef int k
+    cdef lock_hold_t t0
     memset(out, 0, sizeof(lru_stats_t) * MAX_SLAB_CLASSES)
     hash_buckets[0] = 0
     for i in range(g_nshards):
-        pthread_mutex_lock(&g_shards[i].lock)
+        t0 = lockstat_lock(&g_shards[i].lock)
         hash_buckets[0] += <uint64_t>1 << g_shards[i].hashpower
         for j in range(MAX_SLAB_CLASSES):
             out[j].number += g_shards[i].lru[j].number
@@ -248,7 +249,7 @@ cdef void lru_stats_aggregate(lru_stats_t* out, uint64_t* hash_buckets) noexcept
             for k in range(3):
                 out[j].seg_number[k] += g_shards[i].lru[j].seg_number[k]
                 out[j].seg_bytes[k] += g_shards[i].lru[j].seg_bytes[k]
-        pthread_mutex_unlock(&g_shards[i].lock)
+        lockstat_unlock(&g_shards[i].lock, LK_STATS, t0)
 
 cdef inline void append_rusage(conn_t* c, const char* name, timeval* tv) noexcept nogil:
     cdef char buf[64]
@@ -454,6 +455,7 @@ cdef void stats_items(conn_t* c) noexcept nogil:
     cdef item_t* t
     cdef int j
     cdef int k
+    cdef lock_hold_t t0
     lru_stats_aggregate(lru, &hb)
     threadlocal_stats_aggregate(&ts)
     for i in range(1, MAX_SLAB_CLASSES):
@@ -465,12 +467,12 @@ cdef void stats_items(conn_t* c) noexcept nogil:
         ages[0] = ages[1] = ages[2] = 0
         for j in range(g_nshards):
             s = &g_shards[j]
-            pthread_mutex_lock(&s.lock)
+            t0 = lockstat_lock(&s.lock)
             for k in range(3):
                 t = s.tails[lru_idx(i, k)]
                 if t != NULL and now - t.time > ages[k]:
                     ages[k] = now - t.time
-            pthread_mutex_unlock(&s.lock)
+            lockstat_unlock(&s.lock, LK_STATS, t0)
         pthread_mutex_lock(&g_slabs_lock)
         requested = g_slabclass[i].requested
         pthread_mutex_unlock(&g_slabs_lock)
@@ -627,8 +629,9 @@ cdef void stats_cachedump(conn_t* c, uint32_t id, uint32_t limit) noexcept nogil
     cdef int n
     cdef time_t exp
     cdef size_t written = 0
+    cdef lock_hold_t t0
     for i in range(g_nshards):
-        pthread_mutex_lock(&g_shards[i].lock)
+        t0 = lockstat_lock(&g_shards[i].lock)
         it = g_shards[i].heads[lru_idx(id, SEG_COLD)]     # COLD only, as memcached
         while it != NULL and (limit == 0 or shown < limit):
             exp = 0
@@ -642,10 +645,25 @@ cdef void stats_cachedump(conn_t* c, uint32_t id, uint32_t limit) noexcept nogil
             out_raw(c, line, <size_t>n)
             shown += 1
             it = it.next
-        pthread_mutex_unlock(&g_shards[i].lock)
+        lockstat_unlock(&g_shards[i].lock, LK_DUMP, t0)
         if limit != 0 and shown >= limit:
             break
     out_raw(c, b"END\r\n", 5)
+
+# `stats locks` (lock_stats.pxi): per kind, holds, total and longest hold in microseconds,
+# and the longest CPU time of one hold.
+cdef void stats_locks(conn_t* c) noexcept nogil:
+    cdef int k
+    cdef char name[48]
+    for k in range(LK_KINDS):
+        snprintf(name, sizeof(name), b"%s:holds", lockstat_name(k))
+        append_stat_u64(c, name, mc_load_u64(&g_lock_stats[k].holds))
+        snprintf(name, sizeof(name), b"%s:total_us", lockstat_name(k))
+        append_stat_u64(c, name, mc_load_u64(&g_lock_stats[k].total_ns) // 1000)
+        snprintf(name, sizeof(name), b"%s:max_us", lockstat_name(k))
+        append_stat_u64(c, name, mc_load_u64(&g_lock_stats[k].max_ns) // 1000)
+        snprintf(name, sizeof(name), b"%s:max_cpu_us", lockstat_name(k))
+        append_stat_u64(c, name, mc_load_u64(&g_lock_stats[k].max_cpu_ns) // 1000)
 
 cdef int process_stat(conn_t* c, token_t* tokens, size_t ntokens) noexcept nogil:
     cdef token_t* sub = &tokens[1]
@@ -687,6 +705,9 @@ cdef int process_stat(conn_t* c, token_t* tokens, size_t ntokens) noexcept nogil
             out_string(c, b"CLIENT_ERROR bad command line format")
             return 0
         stats_hotkeys(c, limit if limit < HK_MAX_TOP else HK_MAX_TOP)
+    elif tok_eq(sub, b"locks", 5):
+        # memcachepy's own: how long background work held the locks workers wait on
+        stats_locks(c)
     elif tok_eq(sub, b"settings", 8):
         stats_settings(c)
     elif tok_eq(sub, b"cachedump", 9):

@@ -76,6 +76,7 @@ cdef void store_destroy() noexcept nogil:
         return
     for i in range(g_nshards):
         free(g_shards[i].buckets)
+        free(g_shards[i].old_buckets)
         pthread_mutex_destroy(&g_shards[i].lock)
     free(g_shards)
     g_shards = NULL

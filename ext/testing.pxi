@@ -112,6 +112,9 @@ def check_invariants():
     cdef int j
     cdef uint64_t b
     cdef uint64_t nhash
+    cdef uint64_t nnew
+    cdef uint64_t nold
+    cdef item_t** head
     cdef uint64_t nlru
     cdef uint64_t nseg
     cdef uint64_t bseg
@@ -128,13 +131,22 @@ def check_invariants():
         try:
             nhash = 0
             nbytes = 0
-            for b in range(<uint64_t>1 << g_shards[i].hashpower):
-                it = g_shards[i].buckets[b]
+            # the table, and while it doubles the old table's buckets not moved yet
+            nnew = <uint64_t>1 << g_shards[i].hashpower
+            nold = nnew // 2 if g_shards[i].old_buckets != NULL else 0
+            for b in range(nnew + nold):
+                if b < nnew:
+                    head = &g_shards[i].buckets[b]
+                else:
+                    head = &g_shards[i].old_buckets[b - nnew]
+                    if b - nnew < g_shards[i].expand_bucket and head[0] != NULL:
+                        raise AssertionError(f"shard {i}: a moved old bucket still holds items")
+                it = head[0]
                 while it != NULL:
                     nhash += 1
                     if not (it.it_flags & ITEM_LINKED):
                         raise AssertionError(f"shard {i}: unlinked item in hash chain")
-                    if (it.hv & ((<uint32_t>1 << g_shards[i].hashpower) - 1)) != b:
+                    if assoc_head(&g_shards[i], it.hv) != head:
                         raise AssertionError(f"shard {i}: item in the wrong bucket")
                     if it.nkey == 0 or it.nkey > KEY_MAX_LENGTH:
                         raise AssertionError(f"shard {i}: key length {it.nkey}")
@@ -195,3 +207,32 @@ def check_invariants():
     if used != total_items:
         raise AssertionError(f"slabs: {used} chunks in use, {total_items} items linked")
     return total_items
+
+
+def maintainer_run():
+    """One LRU maintainer pass, as the acceptor runs it a few times a second (it also moves
+    buckets of hash tables that are doubling)."""
+    with nogil:
+        lru_maintainer_run()
+
+
+def hash_tables():
+    """Per shard: (hashpower, doubling, old buckets moved so far, items hashed)."""
+    cdef int i
+    out = []
+    for i in range(g_nshards):
+        pthread_mutex_lock(&g_shards[i].lock)
+        out.append((g_shards[i].hashpower, g_shards[i].old_buckets != NULL,
+                    g_shards[i].expand_bucket, g_shards[i].hash_items))
+        pthread_mutex_unlock(&g_shards[i].lock)
+    return out
+
+
+def lock_stats():
+    """`stats locks` as {kind: (holds, total ns, longest ns, longest CPU ns)}."""
+    cdef int k
+    return {lockstat_name(k).decode(): (mc_load_u64(&g_lock_stats[k].holds),
+                                        mc_load_u64(&g_lock_stats[k].total_ns),
+                                        mc_load_u64(&g_lock_stats[k].max_ns),
+                                        mc_load_u64(&g_lock_stats[k].max_cpu_ns))
+            for k in range(LK_KINDS)}

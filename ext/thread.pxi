@@ -88,7 +88,7 @@ cdef void dispatch_conn_new(int fd, int kind) noexcept nogil:
     cdef int* np
     cdef int* nk
     g_next_worker = (g_next_worker + 1) % g_nworkers
-    pthread_mutex_lock(&w.lock)
+    cdef lock_hold_t t0 = lockstat_lock(&w.lock)
     if w.npending == w.pending_cap:
         np = <int*>realloc(w.pending, w.pending_cap * 2 * sizeof(int))
         nk = <int*>realloc(w.pending_kind, w.pending_cap * 2 * sizeof(int))
@@ -97,7 +97,7 @@ cdef void dispatch_conn_new(int fd, int kind) noexcept nogil:
         if nk != NULL:
             w.pending_kind = nk
         if np == NULL or nk == NULL:
-            pthread_mutex_unlock(&w.lock)
+            lockstat_unlock(&w.lock, LK_HANDOFF, t0)
             close(fd)
             mc_fetch_add_u64(&g_curr_conns, <uint64_t>-1)
             return
@@ -105,7 +105,7 @@ cdef void dispatch_conn_new(int fd, int kind) noexcept nogil:
     w.pending[w.npending] = fd
     w.pending_kind[w.npending] = kind
     w.npending += 1
-    pthread_mutex_unlock(&w.lock)
+    lockstat_unlock(&w.lock, LK_HANDOFF, t0)
     eventfd_poke(w.notify_fd)
 
 cdef void worker_take_pending(worker_t* w) noexcept nogil:

@@ -134,6 +134,33 @@ def _fmt(v: float | None, unit: str = "", digits: int = 1) -> str:
     return "-" if v is None else f"{v:,.{digits}f}{unit}"
 
 
+def _ms(us: int) -> str:
+    return f"{us / 1000:g} ms"
+
+
+def format_gaps(g: dict[str, Any] | None) -> list[str]:
+    """The stall lines of the text report: worst gap, worst wait and the gap histogram
+    (buckets from 1 ms up, where stalls live; the shorter ones are summed in one)."""
+    if not g or g.get("worst_gap_us") is None:
+        return []
+    lines = [
+        f"worst gap    {_fmt(g['worst_gap_us'] / 1000, ' ms', 2)} with requests outstanding "
+        f"and no reply on a conn (ended {g['worst_gap_at_s']:.2f} s into the window); "
+        f"worst wait {_fmt(g['worst_wait_us'] / 1000, ' ms', 2)} from a request's due time"
+    ]
+    hist = g["histogram"]
+    parts = [f"< 1 ms {sum(n for edge, n in hist if edge is not None and edge <= 1000):,}"]
+    lo = 1000
+    for edge, n in hist:
+        if edge is not None and edge <= 1000:
+            continue
+        if n:
+            parts.append(f"{_ms(lo)}-{_ms(edge)} {n:,}" if edge else f">= {_ms(lo)} {n:,}")
+        lo = edge or lo
+    lines.append("gaps         " + ", ".join(parts) + " (one per reply)")
+    return lines
+
+
 def format_report(r: dict[str, Any]) -> str:
     c = r["config"]
     lat = r["latency_us"]
@@ -153,6 +180,7 @@ def format_report(r: dict[str, Any]) -> str:
     ]
     if c["rate"]:
         lines.append(f"late sends   {r['late']:,} (sent more than one tick after their slot)")
+    lines += format_gaps(r.get("gaps"))
     for name in ("server_cpu", "client_cpu"):
         cpu = r.get(name)
         if cpu:

@@ -197,7 +197,7 @@ def test_compare_script_smoke(tmp_path: Path) -> None:
         pytest.skip("needs memcached and taskset")
     proc = subprocess.run(
         [sys.executable, str(REPO_ROOT / "bench" / "compare"), "--quick", "--aa",
-         "--workloads", "ag", "--duration", "0.5", "--warmup", "0.1", "--out", str(tmp_path),
+         "--workloads", "agx", "--duration", "0.5", "--warmup", "0.1", "--out", str(tmp_path),
          "--server-cpu", "0", "--client-cpu", str(1 % (os.cpu_count() or 1))],
         capture_output=True, text=True, timeout=50, cwd=REPO_ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -208,18 +208,27 @@ def test_compare_script_smoke(tmp_path: Path) -> None:
     assert rows[("a", "rps")]["memcached"] > 0
     # the same daemon storing the same 200k items uses the same memory
     assert rows[("g", "rss_mb")]["ratio"] == pytest.approx(1.0, rel=0.1)
+    # the tail workload reports the worst gap and the repetition-by-repetition verdicts
+    assert rows[("x", "worst_gap")]["memcached"] > 0
+    assert "memcachepy p99.9 <= memcached's in " in report and " of 1 repetitions" in report
 
 
 class SlowServer:
     """Answers every `get` with a miss after a fixed delay: a known latency to measure.
+    With `stall` > 0 it also stalls once: the reply to the `stall_at`-th get (counted over
+    all conns) waits `stall` seconds more, a known worst gap to report.
 
     close() wakes and joins every thread before it closes a descriptor: a thread still
     blocked in accept() on a closed fd number can pick up the next socket that reuses the
     number (a later test's HTTP listener once lost a request to this server that way)."""
 
-    def __init__(self, delay: float) -> None:
+    def __init__(self, delay: float, stall: float = 0.0, stall_at: int = 0) -> None:
         import threading
         self.delay = delay
+        self.stall = stall
+        self.stall_at = stall_at
+        self.gets = 0
+        self.lock = threading.Lock()
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(64)
@@ -258,7 +267,11 @@ class SlowServer:
                     line, buf = buf.split(b"\r\n", 1)
                     assert line.startswith(b"get ")
                     began = time.monotonic()
-                    time.sleep(self.delay)
+                    with self.lock:
+                        self.gets += 1
+                        stall = self.stall if self.gets == self.stall_at else 0.0
+                    if self.delay or stall:
+                        time.sleep(self.delay + stall)
                     c.sendall(b"END\r\n")
                     # what this server really took (a loaded machine oversleeps)
                     self.served_us.append((time.monotonic() - began) * 1e6)
@@ -319,3 +332,150 @@ def test_values_not_as_stored_are_counted(memcached: Daemon) -> None:
                set_ratio=0, key_pattern="sequential", requests=50, key_prefix="v:")
     assert r["hits"] == 50
     assert r["totals"]["bad_values"] == 2
+
+
+def gap_replies(r: dict) -> int:
+    return sum(n for _, n in r["gaps"]["histogram"])
+
+
+@pytest.mark.parametrize("mode", ["closed", "pipelined", "rate-lazy", "rate-eager"])
+def test_one_stall_is_the_worst_gap(mode: str) -> None:
+    # the server answers at once except for one reply held 51 ms: whatever the percentiles
+    # say, the worst gap (a conn waiting with a request outstanding and no reply) and the
+    # worst wait must report at least the 50 ms, and the histogram must hold that reply
+    srv = SlowServer(0.0, stall=0.051, stall_at=300)
+    try:
+        kw: dict = dict(connections=4, requests=1200)
+        if mode == "pipelined":
+            kw["depth"] = 4
+        elif mode.startswith("rate"):
+            kw.update(rate=4000.0, lazy=mode == "rate-lazy")
+        r = lg.run(port=srv.port, get_ratio=1, set_ratio=0, **kw)
+    finally:
+        srv.close()
+    g = r["gaps"]
+    assert r["requests"] == 1200 and srv.gets == 1200
+    assert g["worst_gap_us"] >= 50_000, g
+    assert g["worst_wait_us"] >= g["worst_gap_us"] * 0.999, g   # a wait spans its gap
+    assert r["latency_us"]["max"] >= 50_000
+    # one gap per reply; the stalled one sits in a bucket whose range starts at >= 50 ms
+    assert gap_replies(r) == 1200
+    hist = g["histogram"]
+    lower = [0] + [edge for edge, _ in hist[:-1]]
+    assert sum(n for lo, (_, n) in zip(lower, hist) if lo >= 50_000) >= 1, hist
+    # and it happened inside the run, which is all measured in request-count mode
+    assert 0 <= g["worst_gap_at_s"] <= r["elapsed_s"]
+
+
+def test_fixed_rate_wait_counts_from_the_due_time() -> None:
+    # one conn, depth 1, 1000 requests/s, every reply 5 ms late: the server keeps up with
+    # only 200/s, so request j (due at j ms) is sent only when its predecessor's reply is in,
+    # at >= 5 j ms. Each gap is one 5 ms reply; the wait of the 60th request, counted from
+    # its slot as a client at that rate sees it, is >= 5 * 60 - 59 = 241 ms
+    srv = SlowServer(0.005)
+    try:
+        r = lg.run(port=srv.port, connections=1, get_ratio=1, set_ratio=0, rate=1000.0,
+                   requests=60, lazy=False)
+    finally:
+        srv.close()
+    g = r["gaps"]
+    assert g["worst_wait_us"] >= 241_000, g
+    assert g["worst_gap_us"] >= 5_000
+    assert r["late"] >= 50                       # sends held up behind slow replies
+    assert gap_replies(r) == 60
+
+
+def test_gap_histogram_counts_every_measured_reply(memcached: Daemon) -> None:
+    r = lg.run(port=memcached.port, connections=8, depth=2, keyspace=500, duration=0.5,
+               warmup=0.1, prefill=True)
+    assert gap_replies(r) == r["requests"] > 0
+    g = r["gaps"]
+    # a gap ends at a reply and starts no earlier than that request's send
+    assert 0 < g["worst_gap_us"] <= g["worst_wait_us"] * 1.0001
+    assert g["worst_wait_us"] <= r["latency_us"]["max"] * 1.0001
+
+
+def test_cli_text_report_shows_gaps() -> None:
+    srv = SlowServer(0.0, stall=0.051, stall_at=50)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "memcachepy.bench", "-p", str(srv.port), "-n", "200",
+             "-c", "2", "-r", "1:0"],
+            capture_output=True, text=True, timeout=30, cwd=REPO_ROOT)
+    finally:
+        srv.close()
+    assert proc.returncode == 0, proc.stderr
+    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("worst gap"))
+    assert float(line.split()[2]) >= 50.0, line
+    hist = next(ln for ln in proc.stdout.splitlines() if ln.startswith("gaps "))
+    assert "50 ms-100 ms 1" in hist or ">= " in hist or "100 ms-" in hist, hist
+
+
+def load_compare():
+    import importlib.machinery
+    import importlib.util
+    path = str(REPO_ROOT / "bench" / "compare")
+    loader = importlib.machinery.SourceFileLoader("bench_compare", path)
+    spec = importlib.util.spec_from_loader("bench_compare", loader)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["bench_compare"] = mod      # dataclasses look their module up by name
+    loader.exec_module(mod)
+    return mod
+
+
+def test_scaling_plan_keeps_daemon_and_loadgen_apart() -> None:
+    cmp = load_compare()
+    # 2 CPUs: reduced mode, the daemon on one CPU for -t 1 and -t 2
+    full, pts = cmp.scaling_plan([0, 1])
+    assert not full
+    assert [(p.threads, p.daemon_cpus, p.loadgen_cpus) for p in pts] == [(1, [0], [1]), (2, [0], [1])]
+    # 4 CPUs: -t 1 and -t 2, the generator never on a daemon CPU and never with fewer CPUs
+    full, pts = cmp.scaling_plan([3, 2, 1, 0])
+    assert full and [p.threads for p in pts] == [1, 2]
+    # 64 CPUs (an affinity mask with holes): up to -t 32, every CPU set disjoint
+    cpus = [c for c in range(70) if c not in (5, 6, 7, 8, 9, 10)]
+    full, pts = cmp.scaling_plan(cpus)
+    assert full and [p.threads for p in pts] == [1, 2, 4, 8, 16, 32]
+    for p in pts:
+        assert len(p.daemon_cpus) == p.threads <= len(p.loadgen_cpus)
+        assert not set(p.daemon_cpus) & set(p.loadgen_cpus)
+        assert set(p.daemon_cpus) | set(p.loadgen_cpus) == set(cpus)
+    full, pts = cmp.scaling_plan(cpus, max_threads=4)
+    assert [p.threads for p in pts] == [1, 2, 4]
+    with pytest.raises(ValueError):
+        cmp.scaling_plan([0])
+
+
+def test_scaling_section_replaces_only_itself() -> None:
+    cmp = load_compare()
+    main = "# memcachepy beside memcached\n\n| table |\n"
+    one = cmp.replace_section(main, f"{cmp.SCALING_BEGIN}\nfirst\n{cmp.SCALING_END}")
+    two = cmp.replace_section(one, f"{cmp.SCALING_BEGIN}\nsecond\n{cmp.SCALING_END}")
+    assert two.startswith(main.rstrip("\n")) and "second" in two and "first" not in two
+    assert two.count(cmp.SCALING_BEGIN) == 1
+
+
+def test_compare_scaling_smoke(tmp_path: Path) -> None:
+    # --scaling end to end: both daemons at every -t of the plan, the section written into
+    # an existing RESULTS.md without erasing it, per-thread efficiency 1.00 at -t 1
+    if not os.access(MEMCACHED, os.X_OK) or shutil.which("taskset") is None:
+        pytest.skip("needs memcached and taskset")
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs 2 CPUs")
+    (tmp_path / "RESULTS.md").write_text("# memcachepy beside memcached\n\nmain table\n")
+    proc = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "bench" / "compare"), "--scaling", "--quick",
+         "--scaling-max", "2", "--duration", "0.5", "--warmup", "0.1", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=50, cwd=REPO_ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = (tmp_path / "RESULTS.md").read_text()
+    assert "main table" in report and "## Scaling" in report
+    rows = json.loads((tmp_path / "scaling.json").read_text())["rows"]
+    assert {(r["daemon"], r["threads"]) for r in rows} == {
+        (d, t) for d in ("memcached", "memcachepy") for t in (1, 2)}
+    for r in rows:
+        assert r["rps"] > 0 and r["cpu_us"] > 0
+        if r["threads"] == 1:
+            assert r["efficiency"] == pytest.approx(1.0)
+    if len(os.sched_getaffinity(0)) < 4:
+        assert "Reduced mode" in report and "REDUCED MODE" in proc.stderr
