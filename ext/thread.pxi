@@ -163,10 +163,12 @@ cdef inline int64_t worker_now_ns() noexcept nogil:
     return <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec
 
 # Nothing was ready: wait for the next event. With -o busy_poll_us=N the
-# worker first polls without sleeping for up to N microseconds (a wake-up from
-# sleep costs more than a request on these VMs; bench/README.md has what that
-# measured). The blocking wait has no timeout unless idle conns must be swept:
-# a stop pokes the eventfd, and an armed timer costs every sleep a little.
+# worker first polls without sleeping for up to N microseconds: a wake-up costs
+# more than the requests it serves at low rates, but polling only pays where
+# requests come closer together than N (bench/README.md, bench/fixedrate: off
+# by default because it lost on loopback). The blocking wait has no timeout
+# unless idle conns must be swept: a stop or a new conn pokes the eventfd, and
+# a timer would have nothing to do.
 cdef int worker_wait(worker_t* w, epoll_event* events, int maxev) noexcept nogil:
     cdef int n = 0
     cdef int64_t until

@@ -220,7 +220,7 @@ SUBOPTIONS: tuple[SubOption, ...] = (
     # the default is the measured cost/accuracy trade-off (README, "Hot keys").
     _v("hotkeys_sample", "100"),
     # memcachepy's own: a worker with nothing to do polls this many microseconds
-    # before it sleeps (0: off; bench/README.md, "Event loop", has what it costs)
+    # before it sleeps (0: off; bench/README.md, bench/fixedrate, has what it costs)
     _v("busy_poll_us", "0"),
     *(SubOption(n, switch=True) for n in (
         "maxconns_fast", "no_maxconns_fast", "no_hashexpand", "slab_reassign",
