@@ -71,10 +71,11 @@ def test_busy_poll_keeps_the_worker_awake(start_daemon) -> None:
     polling = start_daemon(KIND_MEMCACHEPY, "-t", "1", *SPIN)
     slept = switches_over_requests(sleeping, n)
     polled = switches_over_requests(polling, n)
-    # without polling the worker sleeps after every answer (the acceptor's clock adds a few)
-    assert slept >= n, slept
-    # polling for a second across 5 ms gaps: the worker never goes to sleep
-    assert polled < n // 2, (polled, slept)
+    # without polling the worker sleeps after every answer (39-41 seen: whether the sleep
+    # after the set falls before or after the first reading is a race, so allow slack)
+    assert slept >= n * 3 // 4, slept
+    # polling for a second across 5 ms gaps: the worker never goes to sleep (0 seen)
+    assert polled <= n // 4, (polled, slept)
 
 
 def test_busy_poll_setting_reported(start_daemon) -> None:
