@@ -100,6 +100,7 @@ def _core_init(dict cfg, int nworkers):
     g_settings.shutdown_command = cfg["shutdown_command"]
     g_settings.watch_enabled = cfg["watch_enabled"]
     g_settings.idle_timeout = cfg["idle_timeout"]
+    g_settings.busy_poll_us = cfg.get("busy_poll_us", 0)
     g_settings.slab_reassign = cfg["slab_reassign"]
     g_settings.maxconns_fast = cfg["maxconns_fast"]
     global g_detail_enabled, g_prefix_delimiter

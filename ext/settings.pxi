@@ -30,6 +30,7 @@ cdef struct settings_t:
     bint shutdown_command
     bint watch_enabled
     int idle_timeout
+    int busy_poll_us          # -o busy_poll_us: workers poll this long before sleeping (thread.pxi)
     int binding_protocol
     bint maxconns_fast
     char inter[256]

@@ -157,6 +157,31 @@ cdef void worker_resume_yielded(worker_t* w) noexcept nogil:
                     conn_on_readable(c)
         c = nxt
 
+cdef inline int64_t worker_now_ns() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec
+
+# Nothing was ready: wait for the next event. With -o busy_poll_us=N the
+# worker first polls without sleeping for up to N microseconds: a wake-up costs
+# more than the requests it serves at low rates, but polling only pays where
+# requests come closer together than N (bench/README.md, bench/fixedrate: off
+# by default because it lost on loopback). The blocking wait has no timeout
+# unless idle conns must be swept: a stop or a new conn pokes the eventfd, and
+# a timer would have nothing to do.
+cdef int worker_wait(worker_t* w, epoll_event* events, int maxev) noexcept nogil:
+    cdef int n = 0
+    cdef int64_t until
+    if g_settings.busy_poll_us > 0:
+        until = worker_now_ns() + <int64_t>g_settings.busy_poll_us * 1000
+        while True:
+            n = epoll_wait(w.epfd, events, maxev, 0)
+            if n != 0 or worker_now_ns() >= until:
+                break
+        if n != 0:
+            return n
+    return epoll_wait(w.epfd, events, maxev, 1000 if g_settings.idle_timeout > 0 else -1)
+
 cdef void worker_loop(worker_t* w) noexcept nogil:
     cdef epoll_event events[256]
     cdef int n
@@ -170,7 +195,10 @@ cdef void worker_loop(worker_t* w) noexcept nogil:
         # After a busy round, look once more without sleeping: requests of the
         # same burst are often arriving still, and a sleep + wake-up costs more
         # than this poll. Only an empty poll lets the thread block.
-        n = epoll_wait(w.epfd, events, 256, 0 if n > 0 or w.yielded != NULL else 1000)
+        if n > 0 or w.yielded != NULL:
+            n = epoll_wait(w.epfd, events, 256, 0)
+        else:
+            n = worker_wait(w, events, 256)
         for i in range(n):
             c = <conn_t*>events[i].data.ptr
             if c == NULL:

@@ -219,6 +219,9 @@ SUBOPTIONS: tuple[SubOption, ...] = (
     # memcachepy's own: sample one key request in N for `stats hotkeys` (0: off);
     # the default is the measured cost/accuracy trade-off (README, "Hot keys").
     _v("hotkeys_sample", "100"),
+    # memcachepy's own: a worker with nothing to do polls this many microseconds
+    # before it sleeps (0: off; bench/README.md, bench/fixedrate, has what it costs)
+    _v("busy_poll_us", "0"),
     *(SubOption(n, switch=True) for n in (
         "maxconns_fast", "no_maxconns_fast", "no_hashexpand", "slab_reassign",
         "no_slab_reassign", "no_slab_automove", "lru_crawler", "no_lru_crawler",
@@ -246,6 +249,8 @@ SUBOPTION_HELP = """\
                           with the hostname|ip|port lines of this file (SIGHUP re-reads it)
    - hotkeys_sample:      sample 1 key request in N for `stats hotkeys` (default: 100;
                           0 turns hot-key sampling off)
+   - busy_poll_us:        an idle worker polls for this many microseconds before
+                          it sleeps (default: 0, sleep at once)
    - ssl_chain_cert:      certificate chain file in PEM format
    - ssl_key:             private key, if not part of the -ssl_chain_cert
    - ssl_keyformat:       private key format (1 PEM, 2 DER) (default: 1)

@@ -247,6 +247,11 @@ def parse_suboptions(s: "Settings", text: str) -> None:
             if n is None:
                 raise SettingsError("hotkeys_sample takes a numeric 32bit value (0 turns it off)", 1)
             ext[name] = str(n)
+        elif name == "busy_poll_us":      # memcachepy's own: spin before sleeping
+            n = _strtoul32(v)
+            if n is None or n > 1000000:
+                raise SettingsError("busy_poll_us takes microseconds, 0 to 1000000", 1)
+            ext[name] = str(n)
         elif name == "shards":            # memcachepy's own: how many lock shards
             n = atoi(v)
             s.nshards = n
@@ -475,6 +480,9 @@ class Settings:
             line("ssl_min_version", ("tlsv1.0", "tlsv1.1", "tlsv1.2", "tlsv1.3")[self.ssl_min_version]),
             line("num_napi_ids", "(null)"),
             line("memory_file", self.memory_file or "(null)"),
+            # memcachepy's own, shown only when set: the default listing stays memcached's
+            line("busy_poll_us", sub_default(ext, "busy_poll_us"))
+            if sub_default(ext, "busy_poll_us") != "0" else "",
         ])
         return a, [b, b2, b3, b4]
 
@@ -546,4 +554,5 @@ class Settings:
             "temp_lru": "temp_lru" in ext or "temporary_ttl" in ext,
             "temporary_ttl": int(sub_default(ext, "temporary_ttl")),
             "hotkeys_sample": int(sub_default(ext, "hotkeys_sample")),
+            "busy_poll_us": int(sub_default(ext, "busy_poll_us")),
         }
