@@ -12,6 +12,11 @@
 #     WARM and round WARM again (lru_juggle);
 #   * eviction takes the class's least recently used item over all shards
 #     (below); expired or flushed items met on the way are reclaimed first.
+# With -o temp_lru (temporary_ttl), an item whose TTL is at most
+# temporary_ttl when it is stored goes to a fourth list, TEMP, as memcached's:
+# never moved, never evicted, left out of the HOT/WARM sizes; its expired
+# items are reclaimed by the maintainer's pass, the crawler and lookups.
+#
 # memcached does the juggling in a background "LRU maintainer" thread; here
 # it runs inline, a few moves per item linked, under the shard lock the store
 # already holds, so the lists never drift far from their limits; and the
@@ -38,6 +43,7 @@ cdef enum:
     SEG_HOT = 0
     SEG_WARM = 1
     SEG_COLD = 2
+    SEG_TEMP = 3
     LRU_CLASSES = 66
     LRU_TRIES = 5          # tail items looked at per pull, as memcached
     JUGGLE_ROUNDS = 4      # HOT+WARM pulls per item linked
@@ -74,12 +80,17 @@ cdef inline uint64_t lru_tail_key_of(shard_t* s, int id) noexcept nogil:
     return key
 
 # Refresh the shard's published key for class `id` (caller holds its lock).
-cdef inline void lru_publish(shard_t* s, int id) noexcept nogil:
+# Out of line: called only when a tail changes, it keeps link/unlink small.
+cdef void lru_publish(shard_t* s, int id) noexcept nogil:
     cdef uint64_t key = lru_tail_key_of(s, id)
     cdef uint64_t* slot
     slot = &g_lru_tailkey[<size_t>id * <size_t>g_nshards + <size_t>(s - g_shards)]
     if mc_load_u64(slot) != key:
         mc_store_u64(slot, key)
+
+# How many segments the crawler and dumps walk: TEMP only with temp_lru.
+cdef inline int lru_nsegs() noexcept nogil:
+    return SEG_TEMP + 1 if g_settings.temp_lru else SEG_COLD + 1
 
 cdef inline int item_seg(item_t* it) noexcept nogil:
     return (it.it_flags & ITEM_SEG_MASK) >> ITEM_SEG_SHIFT
@@ -101,7 +112,7 @@ cdef inline void lru_link_seg(shard_t* s, item_t* it, int seg) noexcept nogil:
     s.lru[id].seg_bytes[seg] += ITEM_ntotal(it)
     if s.tails[x] == NULL:
         s.tails[x] = it
-        if seg != SEG_WARM:
+        if seg == SEG_HOT or seg == SEG_COLD:
             lru_publish(s, id)
 
 # Link at the tail: an item older than everything in the segment.
@@ -119,7 +130,7 @@ cdef inline void lru_link_seg_tail(shard_t* s, item_t* it, int seg) noexcept nog
     s.lru[id].number += 1
     s.lru[id].seg_number[seg] += 1
     s.lru[id].seg_bytes[seg] += ITEM_ntotal(it)
-    if seg != SEG_WARM:
+    if seg == SEG_HOT or seg == SEG_COLD:
         lru_publish(s, id)
 
 cdef inline void lru_unlink(shard_t* s, item_t* it) noexcept nogil:
@@ -140,12 +151,16 @@ cdef inline void lru_unlink(shard_t* s, item_t* it) noexcept nogil:
     s.lru[id].number -= 1
     s.lru[id].seg_number[seg] -= 1
     s.lru[id].seg_bytes[seg] -= ITEM_ntotal(it)
-    if was_tail and seg != SEG_WARM:
+    if was_tail and (seg == SEG_HOT or seg == SEG_COLD):
         lru_publish(s, id)
 
-# A newly stored item.
+# A newly stored item. memcached picks TEMP by the TTL left when the item is
+# allocated, in unsigned arithmetic (no TTL, or one already past: not TEMP).
 cdef inline void lru_link(shard_t* s, item_t* it) noexcept nogil:
-    if g_settings.lru_segmented:
+    if MC_UNLIKELY(g_settings.temp_lru) and \
+            <rel_time_t>(it.exptime - current_time()) <= <rel_time_t>g_settings.temporary_ttl:
+        lru_link_seg(s, it, SEG_TEMP)
+    elif g_settings.lru_segmented:
         lru_link_seg(s, it, SEG_HOT)
         lru_juggle(s, it.slabs_clsid)
     else:
@@ -154,7 +169,13 @@ cdef inline void lru_link(shard_t* s, item_t* it) noexcept nogil:
 # A new access time for a linked item; a tail's key is published again.
 cdef inline void lru_touch_time(shard_t* s, item_t* it, rel_time_t now) noexcept nogil:
     it.time = now
-    if it.next == NULL and item_seg(it) != SEG_WARM:
+    if it.next == NULL and (item_seg(it) == SEG_HOT or item_seg(it) == SEG_COLD):
+        lru_publish(s, it.slabs_clsid)
+
+# A linked item got a new CAS (meta E, md I): a tail's key is published again.
+cdef inline void lru_cas_changed(shard_t* s, item_t* it) noexcept nogil:
+    if (it.it_flags & ITEM_LINKED) and it.next == NULL and \
+            (item_seg(it) == SEG_HOT or item_seg(it) == SEG_COLD):
         lru_publish(s, it.slabs_clsid)
 
 # An ACTIVE item in COLD goes to WARM (memcached's do_item_update).
@@ -242,6 +263,8 @@ cdef int lru_pull_tail_seg(shard_t* s, int id, int seg, uint64_t total_bytes,
             removed += 1
             it = prev
             continue
+        if seg == SEG_TEMP:
+            break               # only reclaims: TEMP items are never moved or evicted
         if seg == SEG_COLD:
             if not evict:
                 if it.it_flags & ITEM_ACTIVE and g_settings.lru_segmented:
@@ -314,6 +337,12 @@ cdef int lru_juggle(shard_t* s, int id, int rounds=JUGGLE_ROUNDS, uint64_t* gbyt
     # memcached's maintainer thread does. The inline juggle only moves: its
     # caller may still be working with items of this shard.
     cdef bint reclaim = gbytes != NULL
+    if reclaim and g_settings.temp_lru:
+        # TEMP first and only for reclaims, as memcached's juggle (a step's
+        # worth per hold, like the rest)
+        for i in range(rounds):
+            if lru_pull_tail_seg(s, id, SEG_TEMP, 0, 0) == 0:
+                break
     if gbytes != NULL:
         total = gtotal
     cdef int moved

@@ -170,7 +170,7 @@ def check_invariants():
             nlru = 0
             for j in range(MAX_SLAB_CLASSES):
                 seg_total = 0
-                for seg in range(3):
+                for seg in range(4):
                     it = g_shards[i].heads[lru_idx(j, seg)]
                     prev = NULL
                     nseg = 0

@@ -8,6 +8,7 @@
 # move items in the background (HOT aging into COLD, a COLD item read twice moving to WARM),
 # the story waits for things to settle before the next phase, as tests/test_lru_segments.py
 # does; within a phase only forced pulls (memcached's do_item_alloc_pull) decide.
+# With -o temporary_ttl the TEMP LRU's items and counters are compared too.
 from __future__ import annotations
 
 import time
@@ -34,23 +35,29 @@ def gets(keys: Sequence[bytes], times: int = 1) -> list[Op]:
     return [("get", k) for k in keys for _ in range(times)]
 
 
-def run(d: Daemon, seq: Sequence[Op]) -> tuple[list[bytes], dict[str, int]]:
-    """Play `seq`; return the keys still held (in store order) and eviction counters."""
+def run(d: Daemon, seq: Sequence[Op]) -> tuple[list[bytes], dict[str, int], list[str]]:
+    """Play `seq`; return the keys still held (in store order), eviction counters and the
+    names of the `stats items` fields."""
     with Conn(d.addr) as c:
         for op, arg in seq:
-            if op == "set":
-                assert c.request(b"set %s 0 0 %d\r\n%s\r\n" % (arg, VALUE, b"v" * VALUE)) \
+            if op in ("set", "tset"):
+                ttl = 30 if op == "tset" else 0
+                assert c.request(b"set %s 0 %d %d\r\n%s\r\n" % (arg, ttl, VALUE, b"v" * VALUE)) \
                     .startswith(b"STORED\r\nVERSION")
             elif op == "get":
                 assert c.request(b"get %s\r\n" % arg).startswith((b"VALUE", b"END"))
             else:
                 time.sleep(float(arg))
-        keys = list(dict.fromkeys(arg for op, arg in seq if op == "set"))
+        keys = list(dict.fromkeys(arg for op, arg in seq if op in ("set", "tset")))
         # mg without flags neither bumps nor counts as a fetch for the LRU
         alive = [k for k in keys if c.request(b"mg %s\r\n" % k).startswith(b"HD\r\n")]
         st = c.stats()
         counters = {name: int(st[name]) for name in ("evictions", "curr_items")}
-    return alive, counters
+        items = c.stats(b"items")
+        for name, value in items.items():
+            if name.endswith((":number_temp", ":hits_to_temp")):
+                counters[name] = int(value)
+    return alive, counters, sorted(items)       # and `stats items` prints the same fields
 
 
 README = sets(b"k", range(40))
@@ -68,6 +75,11 @@ PHASES = (sets(b"k", range(18)) + [("sleep", SETTLE)] + gets([b"k01", b"k04", b"
 # The flat LRU (no maintainer): one list per class, a hit does not move an item.
 FLAT = sets(b"k", range(12)) + gets([b"k00", b"k01"], 2) + sets(b"n", range(20))
 
+# -o temporary_ttl: items with a TTL up to 61 s live in the TEMP LRU, never evicted and never
+# bumped, however old and however much else is stored (memcached's t/lru-maintainer.t).
+TEMP = ([("tset", b"t00"), ("tset", b"t01")] + sets(b"k", range(10)) + gets([b"t01"], 3)
+        + sets(b"n", range(30)))
+
 CASES = {
     "readme": ((), README),
     "cold-bumps": ((), COLD_BUMPS),
@@ -75,6 +87,7 @@ CASES = {
     "phases": ((), PHASES),
     "flat": (("-o", "no_lru_maintainer"), FLAT),
     "threads-4": (("-t", "4"), PHASES),
+    "temp-lru": (("-o", "temporary_ttl=61"), TEMP),
 }
 
 
@@ -86,6 +99,9 @@ def test_same_items_survive_as_memcached(daemon_pair, case: str) -> None:
     with ThreadPoolExecutor(2) as pool:           # the same story, told to both at once
         want_f, got_f = pool.submit(run, ref, seq), pool.submit(run, sut, seq)
         want, got = want_f.result(), got_f.result()
-    alive, counters = want
+    alive, counters, _ = want
     assert counters["evictions"] > 0 and len(alive) < len(set(a for _, a in seq)), want
+    if case == "temp-lru":
+        assert alive[:2] == [b"t00", b"t01"], want
+        assert [v for k, v in counters.items() if k.endswith(":number_temp")] == [2], want
     assert got == want
