@@ -11,6 +11,7 @@
 # With -o temporary_ttl the TEMP LRU's items and counters are compared too.
 from __future__ import annotations
 
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence, Union
@@ -105,3 +106,34 @@ def test_same_items_survive_as_memcached(daemon_pair, case: str) -> None:
         assert alive[:2] == [b"t00", b"t01"], want
         assert [v for k, v in counters.items() if k.endswith(":number_temp")] == [2], want
     assert got == want
+
+
+@pytest.mark.timeout(120)
+def test_concurrent_evictions_keep_values_whole(start_daemon) -> None:
+    # four workers evicting at once, mostly from shards other than their own (the class's
+    # oldest tail), while others read: every hit still carries its own key's bytes
+    d = start_daemon("memcachepy", "-t", "4", "-m", "8")
+    errors: list[str] = []
+
+    def client(idx: int) -> None:
+        with Conn(d.addr) as c:
+            for i in range(1500):
+                key = b"w%d-%05d" % (idx, i)
+                val = (key + b"|") * (4000 // (len(key) + 1))
+                c.send(b"set %s 0 0 %d noreply\r\n%s\r\n" % (key, len(val), val))
+                if i % 10 == 9:
+                    old = b"w%d-%05d" % ((idx + 1) % 4, i - 5)
+                    reply = c.request(b"get %s\r\n" % old)
+                    if reply.startswith(b"VALUE"):
+                        body = reply.split(b"\r\n")[1]
+                        if body != (old + b"|") * (4000 // (len(old) + 1)):
+                            errors.append(f"{old!r}: {body[:40]!r}")
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[:3]
+    with Conn(d.addr) as c:
+        st = c.stats()
+    assert int(st["evictions"]) > 1000 and int(st["curr_items"]) > 500, st
