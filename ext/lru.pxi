@@ -46,6 +46,7 @@ cdef enum:
     SEG_TEMP = 3
     LRU_CLASSES = 66
     LRU_TRIES = 5          # tail items looked at per pull, as memcached
+    LRU_PICK_TRIES = 4     # shards an eviction tries, oldest first (lru_pull_tail)
     JUGGLE_ROUNDS = 4      # HOT+WARM pulls per item linked
     MAINTAINER_ROUNDS = 500  # per class and pass of lru_maintainer_run, as memcached
     MAINTAINER_ROUNDS_PER_HOLD = 20  # ...taken in steps this long, the shard lock let go
@@ -461,23 +462,44 @@ cdef bint lru_pull_oldest(shard_t* s, int id) noexcept nogil:
     return lru_pull_tail_one(s, id)
 
 # Free a chunk of class `id`: from the shard holding the class's oldest
-# HOT/COLD tail (this one, or another whose lock is free right now); failing
-# that, from this shard, else from any shard whose lock is free.
+# HOT/COLD tail (this one, or another whose lock is free right now; up to
+# LRU_PICK_TRIES shards, oldest first); failing that, from this shard, else
+# from any shard whose lock is free.
 cdef bint lru_pull_tail(shard_t* s, int id) noexcept nogil:
     cdef int i
+    cdef int j
     cdef int start
+    cdef int attempt
     cdef shard_t* o
     cdef bint ok
+    cdef bint seen
     cdef uint64_t* keys = &g_lru_tailkey[<size_t>id * <size_t>g_nshards]
-    cdef uint64_t best = LRU_KEY_NONE
+    cdef uint64_t best
     cdef uint64_t k
-    cdef int bi = -1
-    for i in range(g_nshards):
-        k = mc_load_u64(&keys[i])
-        if k < best:
-            best = k
-            bi = i
-    if bi >= 0:
+    cdef int bi
+    cdef int tried[LRU_PICK_TRIES]
+    cdef int ntried = 0
+    # The oldest shard first; when its lock is taken right now (the maintainer,
+    # a crawler step, a worker) or it has nothing to give, the next oldest: a
+    # fallback to this shard's own lists would push its WARM tail out while
+    # older items wait elsewhere.
+    for attempt in range(LRU_PICK_TRIES):
+        best = LRU_KEY_NONE
+        bi = -1
+        for i in range(g_nshards):
+            k = mc_load_u64(&keys[i])
+            if k < best:
+                seen = False
+                for j in range(ntried):
+                    if tried[j] == i:
+                        seen = True
+                if not seen:
+                    best = k
+                    bi = i
+        if bi < 0:
+            break
+        tried[ntried] = bi
+        ntried += 1
         o = &g_shards[bi]
         if o == s:
             if lru_pull_oldest(s, id):
