@@ -194,6 +194,7 @@ cdef struct lg_req_t:
     int64_t t_due            # when it was due: the send (closed loop) or its slot (fixed rate)
     int64_t t_sent           # when it was handed to the conn's send buffer
     uint32_t nkeys           # 0 for a set
+    uint64_t key             # a one-key get's key (for --set-on-miss)
 
 cdef struct lg_conn_t:
     int fd
@@ -232,6 +233,9 @@ cdef struct lg_cfg_t:
     uint32_t multiget
     int key_sequential
     double *zipf_cdf         # key_pattern "zipf": P(rank <= i), keyspace entries; else NULL
+    int set_on_miss          # a one-key get that misses is followed by a set of that key
+    uint64_t scan_every      # every scan_every requests, the first scan_len are gets of
+    uint64_t scan_len        # fresh keys never asked for before (a one-time scan)
     int prefill
     uint64_t requests        # 0: run for duration
     double rate              # requests/s over all threads; 0: closed loop
@@ -262,6 +266,7 @@ cdef struct lg_thread_t:
     uint64_t rng
     uint64_t seq_key
     uint64_t cmd_seq
+    uint64_t scan_next       # fresh keys this thread's scans used so far
     uint64_t pf_next
     uint64_t pf_end
     uint64_t quota           # requests this thread issues in request-count mode
@@ -467,31 +472,43 @@ cdef void lg_add_set(lg_thread_t *t, lg_conn_t *c, uint64_t key, int64_t ts, int
     lg_push(t, c, 0, ts, due, sent)
 
 cdef void lg_add_get(lg_thread_t *t, lg_conn_t *c, int64_t ts, int64_t due,
-                     int64_t sent) noexcept nogil:
+                     int64_t sent, int scan) noexcept nogil:
     cdef lg_cfg_t *cfg = t.cfg
     cdef char *p
     cdef uint32_t i
+    cdef uint32_t n = 1 if scan else cfg.multiget
+    cdef uint64_t k = 0
     lg_make_room(c, cfg.max_req)
     p = c.obuf + c.olen
     memcpy(p, b"get", 3)
     p += 3
-    for i in range(cfg.multiget):
+    for i in range(n):
         p[0] = b' '
-        p = lg_write_key(cfg, p + 1, lg_pick_key(t))
+        if scan:
+            # past the key space, one range per thread: never requested before
+            k = cfg.keyspace + (<uint64_t>t.idx << 40) + t.scan_next
+            t.scan_next += 1
+        else:
+            k = lg_pick_key(t)
+        p = lg_write_key(cfg, p + 1, k)
     p[0] = b'\r'
     p[1] = b'\n'
     p += 2
     c.olen = p - c.obuf
-    lg_push(t, c, cfg.multiget, ts, due, sent)
+    lg_push(t, c, n, ts, due, sent)
+    c.q[(c.qhead + c.qcount - 1) % cfg.qcap].key = k
 
 cdef inline void lg_add_request(lg_thread_t *t, lg_conn_t *c, int64_t ts, int64_t due,
                                 int64_t sent) noexcept nogil:
     # the get:set mix is a fixed cycle rather than a coin toss, so counts are exact
     cdef uint64_t slot = t.cmd_seq % (t.cfg.get_parts + t.cfg.set_parts)
+    cdef int scan = t.cfg.scan_every != 0 and t.cmd_seq % t.cfg.scan_every < t.cfg.scan_len
     t.cmd_seq += 1
     t.issued += 1
-    if slot < t.cfg.get_parts:
-        lg_add_get(t, c, ts, due, sent)
+    if scan:
+        lg_add_get(t, c, ts, due, sent, 1)
+    elif slot < t.cfg.get_parts:
+        lg_add_get(t, c, ts, due, sent, 0)
     else:
         lg_add_set(t, c, lg_pick_key(t), ts, due, sent)
 
@@ -544,7 +561,8 @@ cdef inline int lg_in_window(lg_thread_t *t, int64_t now) noexcept nogil:
     return now >= t.cfg.t_meas and now < t.cfg.t_end
 
 cdef void lg_complete(lg_thread_t *t, lg_conn_t *c, int64_t now, int error, int not_stored) noexcept nogil:
-    cdef lg_req_t *r = &c.q[c.qhead]
+    cdef lg_req_t req = c.q[c.qhead]     # a copy: a set on miss may reuse the slot
+    cdef lg_req_t *r = &req
     cdef int64_t lat
     cdef uint32_t hits = c.cur_hits
     cdef int64_t gap_from = c.last_reply
@@ -570,6 +588,9 @@ cdef void lg_complete(lg_thread_t *t, lg_conn_t *c, int64_t now, int error, int 
     else:
         t.t_sets += 1
         t.t_not_stored += not_stored
+    if (t.cfg.set_on_miss and r.nkeys == 1 and hits == 0 and not error and not t.stopping
+            and (t.cfg.requests or now < t.cfg.t_end)):
+        lg_add_set(t, c, r.key, now, now, now)     # a cache: fetch from the source, store
     if not lg_in_window(t, now):
         return
     if error:
@@ -1060,7 +1081,8 @@ def run(*, str host="127.0.0.1", int port, int connections=50, int threads=1, in
         int get_ratio=10, int set_ratio=1, int multiget=1, double duration=5.0,
         double warmup=0.0, unsigned long long requests=0, double rate=0.0, bint prefill=False,
         str key_pattern="random", double tick_us=100.0, bint lazy=True,
-        unsigned long long seed=1, int server_pid=0, double zipf_s=1.0, int count_keys=0):
+        unsigned long long seed=1, int server_pid=0, double zipf_s=1.0, int count_keys=0,
+        bint set_on_miss=False, unsigned long long scan_every=0, unsigned long long scan_length=0):
     """Drive a memcached-protocol server and return a dict of results (see memcachepy/bench.py).
 
     With a fixed `rate`, `lazy` (the default) wakes the load threads only on pacing ticks and
@@ -1070,6 +1092,11 @@ def run(*, str host="127.0.0.1", int port, int connections=50, int threads=1, in
     (key 0 the most requested). `count_keys` > 0 counts every key request exactly and
     returns the `count_keys` most requested keys as result["key_counts"] (for checking
     a server's hot-key estimates).
+
+    `set_on_miss` models a cache in front of a database: a one-key get that misses is
+    followed, on the same conn, by a set of that key (counted as a set, beyond `requests`).
+    `scan_every` > 0: of every `scan_every` requests a thread issues, the first
+    `scan_length` are gets of fresh keys never requested before (a one-time scan).
 
     `requests` > 0 selects request-count mode (every request is measured, `duration` and
     `warmup` are ignored); otherwise the run lasts warmup + duration seconds and only replies
@@ -1100,6 +1127,10 @@ def run(*, str host="127.0.0.1", int port, int connections=50, int threads=1, in
         raise ValueError("key pattern is 'random', 'sequential' or 'zipf'")
     if key_pattern == "zipf" and not zipf_s > 0:
         raise ValueError("zipf exponent must be > 0")
+    if set_on_miss and multiget != 1:
+        raise ValueError("set on miss needs one key per get")
+    if scan_every and not 0 < scan_length <= scan_every:
+        raise ValueError("scan length must be between 1 and scan every")
     if rate < 0 or tick_us <= 0:
         raise ValueError("rate must be >= 0 and tick > 0")
     nthreads = min(threads, connections)
@@ -1123,6 +1154,9 @@ def run(*, str host="127.0.0.1", int port, int connections=50, int threads=1, in
         cfg.set_parts = set_ratio
         cfg.multiget = multiget
         cfg.key_sequential = key_pattern == "sequential"
+        cfg.set_on_miss = set_on_miss
+        cfg.scan_every = scan_every
+        cfg.scan_len = scan_length
         if key_pattern == "zipf":
             cfg.zipf_cdf = <double *>malloc(keyspace * sizeof(double))
             if cfg.zipf_cdf == NULL:

@@ -515,8 +515,8 @@ cdef class Store:
         segment ("hot", "warm", "cold"), or of all three, HOT then WARM then COLD."""
         out = []
         cdef item_t* it
-        segs = {"hot": (SEG_HOT,), "warm": (SEG_WARM,), "cold": (SEG_COLD,),
-                None: (SEG_HOT, SEG_WARM, SEG_COLD)}[segment]
+        segs = {"hot": (SEG_HOT,), "warm": (SEG_WARM,), "cold": (SEG_COLD,), "temp": (SEG_TEMP,),
+                None: (SEG_HOT, SEG_WARM, SEG_COLD, SEG_TEMP)}[segment]
         for i in range(g_nshards):
             for seg in segs:
                 it = g_shards[i].heads[lru_idx(clsid, seg)]

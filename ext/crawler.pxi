@@ -39,7 +39,7 @@ cdef struct crawler_class_t:
 
 # Schedule state: only the acceptor thread touches it. g_crawler_lock keeps a
 # manual crawl and a scheduled one from walking at the same time.
-cdef crawler_class_t g_crawler[MAX_SLAB_CLASSES * 3]     # [lru_idx(class, segment)]
+cdef crawler_class_t g_crawler[MAX_SLAB_CLASSES * 4]     # [lru_idx(class, segment)]
 cdef pthread_mutex_t g_crawler_lock
 
 cdef void crawler_init() noexcept nogil:
@@ -171,7 +171,7 @@ cdef void crawler_crawl(bint* todo, bint record) noexcept nogil:
     cdef int id
     cdef int seg
     if g_settings.lru_crawler_tocrawl:
-        for seg in range(SEG_COLD + 1):
+        for seg in range(lru_nsegs()):
             for id in range(1, MAX_SLAB_CLASSES):
                 if todo[lru_idx(id, seg)]:
                     crawler_crawl_lru(id, seg, g_settings.lru_crawler_tocrawl,
@@ -184,14 +184,14 @@ cdef void crawler_crawl(bint* todo, bint record) noexcept nogil:
 cdef bint crawler_crawl_now(bint* sel) noexcept nogil:
     cdef int id
     cdef int seg
-    cdef bint todo[MAX_SLAB_CLASSES * 3]
+    cdef bint todo[MAX_SLAB_CLASSES * 4]
     if pthread_mutex_trylock(&g_crawler_lock) != 0:
         return False
     mc_fetch_add_u64(&g_lru_crawler_starts, 1)
     memset(todo, 0, sizeof(todo))
     for id in range(1, MAX_SLAB_CLASSES):
         if sel[id]:
-            for seg in range(SEG_COLD + 1):
+            for seg in range(lru_nsegs()):
                 todo[lru_idx(id, seg)] = True
     crawler_crawl(todo, False)
     pthread_mutex_unlock(&g_crawler_lock)
@@ -236,7 +236,7 @@ cdef void crawler_check() noexcept nogil:
     cdef int seg
     cdef int x
     cdef rel_time_t now = current_time()
-    cdef bint todo[MAX_SLAB_CLASSES * 3]
+    cdef bint todo[MAX_SLAB_CLASSES * 4]
     cdef bint any_due = False
     cdef crawler_class_t* cs
     # scheduled by the LRU maintainer, as in memcached (-o no_lru_maintainer: manual only)
@@ -244,7 +244,8 @@ cdef void crawler_check() noexcept nogil:
         return
     memset(todo, 0, sizeof(todo))
     # LRU by LRU in memcached's order: every class's HOT, then WARM, then COLD
-    for seg in range(SEG_COLD + 1):
+    # (then TEMP with -o temp_lru)
+    for seg in range(lru_nsegs()):
         for id in range(1, MAX_SLAB_CLASSES):
             x = lru_idx(id, seg)
             cs = &g_crawler[x]
@@ -257,7 +258,7 @@ cdef void crawler_check() noexcept nogil:
     if not any_due or pthread_mutex_trylock(&g_crawler_lock) != 0:
         return
     mc_fetch_add_u64(&g_lru_crawler_starts, 1)
-    for x in range(MAX_SLAB_CLASSES * 3):
+    for x in range(MAX_SLAB_CLASSES * 4):
         if todo[x]:
             cs = &g_crawler[x]
             cs.seen = 0
@@ -266,7 +267,7 @@ cdef void crawler_check() noexcept nogil:
             memset(cs.histo, 0, sizeof(cs.histo))
             cs.start_time = current_time()
     crawler_crawl(todo, True)
-    for x in range(MAX_SLAB_CLASSES * 3):
+    for x in range(MAX_SLAB_CLASSES * 4):
         if todo[x]:
             cs = &g_crawler[x]
             cs.end_time = current_time()

@@ -10,14 +10,31 @@
 #     class's bytes and to hot_max_factor / warm_max_factor times the age of
 #     COLD's tail: inactive items flow down to COLD, ACTIVE ones out of HOT into
 #     WARM and round WARM again (lru_juggle);
-#   * eviction takes COLD's tail; expired or flushed items met on the way are
-#     reclaimed first.
+#   * eviction takes the class's least recently used item over all shards
+#     (below); expired or flushed items met on the way are reclaimed first.
+# With -o temp_lru (temporary_ttl), an item whose TTL is at most
+# temporary_ttl when it is stored goes to a fourth list, TEMP, as memcached's:
+# never moved, never evicted, left out of the HOT/WARM sizes; its expired
+# items are reclaimed by the maintainer's pass, the crawler and lookups.
+#
 # memcached does the juggling in a background "LRU maintainer" thread; here
 # it runs inline, a few moves per item linked, under the shard lock the store
 # already holds, so the lists never drift far from their limits; and the
 # acceptor thread makes a pass over all shards a few times a second so that
 # HOT and WARM also age out while idle (lru_maintainer_run). The limits are
 # per shard and class.
+#
+# Eviction order is the class's, not the shard's. memcached keeps one LRU per
+# class and evicts its tail; here each shard publishes, per class, the age key
+# of the older of its HOT and COLD tails (g_lru_tailkey: item time in seconds,
+# then the low bits of its CAS, which orders stores within a second), and a
+# store that must free memory evicts from the shard whose key is the oldest:
+# a scan of g_nshards words, only when the class is full. An inactive HOT tail
+# older than every COLD item is evicted as memcached's maintainer would have
+# moved it to COLD first (its moves are in LRU order; ours run per shard).
+# The keys are written under each shard's lock and read without it: a stale
+# key costs a worse choice, never memory safety (the chosen shard is locked
+# and its lists read under the lock).
 #
 # Caller holds the shard lock. lru_pull_tail() may also take *other* shards'
 # locks, but only with trylock, so shard locks never deadlock.
@@ -26,8 +43,10 @@ cdef enum:
     SEG_HOT = 0
     SEG_WARM = 1
     SEG_COLD = 2
+    SEG_TEMP = 3
     LRU_CLASSES = 66
     LRU_TRIES = 5          # tail items looked at per pull, as memcached
+    LRU_PICK_TRIES = 4     # shards an eviction tries, oldest first (lru_pull_tail)
     JUGGLE_ROUNDS = 4      # HOT+WARM pulls per item linked
     MAINTAINER_ROUNDS = 500  # per class and pass of lru_maintainer_run, as memcached
     MAINTAINER_ROUNDS_PER_HOLD = 20  # ...taken in steps this long, the shard lock let go
@@ -39,6 +58,40 @@ cdef enum:
 # (a shard's own COLD tail says little when a shard holds a few items of a class).
 cdef rel_time_t g_cold_age[LRU_CLASSES]
 cdef uint64_t g_lru_maintainer_juggles = 0     # maintainer passes (stats)
+
+# [class * g_nshards + shard]: age key of the shard's oldest HOT/COLD tail of
+# the class, LRU_KEY_NONE when both are empty (allocated by store_init).
+cdef uint64_t* g_lru_tailkey = NULL
+
+from libc.stdint cimport UINT64_MAX as LRU_KEY_NONE
+
+# Older items have smaller keys: last access second, then store order.
+cdef inline uint64_t lru_key(item_t* it) noexcept nogil:
+    return (<uint64_t>it.time << 32) | (it.cas & <uint64_t>0xFFFFFFFF)
+
+# The key the shard should publish for class `id` (caller holds its lock).
+cdef inline uint64_t lru_tail_key_of(shard_t* s, int id) noexcept nogil:
+    cdef item_t* h = s.tails[id]                         # SEG_HOT
+    cdef item_t* c = s.tails[2 * LRU_CLASSES + id]       # SEG_COLD
+    cdef uint64_t key = LRU_KEY_NONE
+    if h != NULL:
+        key = lru_key(h)
+    if c != NULL and lru_key(c) < key:
+        key = lru_key(c)
+    return key
+
+# Refresh the shard's published key for class `id` (caller holds its lock).
+# Out of line: called only when a tail changes, it keeps link/unlink small.
+cdef void lru_publish(shard_t* s, int id) noexcept nogil:
+    cdef uint64_t key = lru_tail_key_of(s, id)
+    cdef uint64_t* slot
+    slot = &g_lru_tailkey[<size_t>id * <size_t>g_nshards + <size_t>(s - g_shards)]
+    if mc_load_u64(slot) != key:
+        mc_store_u64(slot, key)
+
+# How many segments the crawler and dumps walk: TEMP only with temp_lru.
+cdef inline int lru_nsegs() noexcept nogil:
+    return SEG_TEMP + 1 if g_settings.temp_lru else SEG_COLD + 1
 
 cdef inline int item_seg(item_t* it) noexcept nogil:
     return (it.it_flags & ITEM_SEG_MASK) >> ITEM_SEG_SHIFT
@@ -55,19 +108,40 @@ cdef inline void lru_link_seg(shard_t* s, item_t* it, int seg) noexcept nogil:
     if it.next != NULL:
         it.next.prev = it
     s.heads[x] = it
-    if s.tails[x] == NULL:
-        s.tails[x] = it
     s.lru[id].number += 1
     s.lru[id].seg_number[seg] += 1
     s.lru[id].seg_bytes[seg] += ITEM_ntotal(it)
+    if s.tails[x] == NULL:
+        s.tails[x] = it
+        if seg == SEG_HOT or seg == SEG_COLD:
+            lru_publish(s, id)
+
+# Link at the tail: an item older than everything in the segment.
+cdef inline void lru_link_seg_tail(shard_t* s, item_t* it, int seg) noexcept nogil:
+    cdef int id = it.slabs_clsid
+    cdef int x = lru_idx(id, seg)
+    if s.tails[x] == NULL:
+        lru_link_seg(s, it, seg)
+        return
+    it.it_flags = <uint16_t>((it.it_flags & ~ITEM_SEG_MASK) | (seg << ITEM_SEG_SHIFT))
+    it.next = NULL
+    it.prev = s.tails[x]
+    it.prev.next = it
+    s.tails[x] = it
+    s.lru[id].number += 1
+    s.lru[id].seg_number[seg] += 1
+    s.lru[id].seg_bytes[seg] += ITEM_ntotal(it)
+    if seg == SEG_HOT or seg == SEG_COLD:
+        lru_publish(s, id)
 
 cdef inline void lru_unlink(shard_t* s, item_t* it) noexcept nogil:
     cdef int id = it.slabs_clsid
     cdef int seg = item_seg(it)
     cdef int x = lru_idx(id, seg)
+    cdef bint was_tail = s.tails[x] == it
     if s.heads[x] == it:
         s.heads[x] = it.next
-    if s.tails[x] == it:
+    if was_tail:
         s.tails[x] = it.prev
     if it.next != NULL:
         it.next.prev = it.prev
@@ -78,14 +152,32 @@ cdef inline void lru_unlink(shard_t* s, item_t* it) noexcept nogil:
     s.lru[id].number -= 1
     s.lru[id].seg_number[seg] -= 1
     s.lru[id].seg_bytes[seg] -= ITEM_ntotal(it)
+    if was_tail and (seg == SEG_HOT or seg == SEG_COLD):
+        lru_publish(s, id)
 
-# A newly stored item.
+# A newly stored item. memcached picks TEMP by the TTL left when the item is
+# allocated, in unsigned arithmetic (no TTL, or one already past: not TEMP).
 cdef inline void lru_link(shard_t* s, item_t* it) noexcept nogil:
-    if g_settings.lru_segmented:
+    if MC_UNLIKELY(g_settings.temp_lru) and \
+            <rel_time_t>(it.exptime - current_time()) <= <rel_time_t>g_settings.temporary_ttl:
+        lru_link_seg(s, it, SEG_TEMP)
+    elif g_settings.lru_segmented:
         lru_link_seg(s, it, SEG_HOT)
         lru_juggle(s, it.slabs_clsid)
     else:
         lru_link_seg(s, it, SEG_COLD)
+
+# A new access time for a linked item; a tail's key is published again.
+cdef inline void lru_touch_time(shard_t* s, item_t* it, rel_time_t now) noexcept nogil:
+    it.time = now
+    if it.next == NULL and (item_seg(it) == SEG_HOT or item_seg(it) == SEG_COLD):
+        lru_publish(s, it.slabs_clsid)
+
+# A linked item got a new CAS (meta E, md I): a tail's key is published again.
+cdef inline void lru_cas_changed(shard_t* s, item_t* it) noexcept nogil:
+    if (it.it_flags & ITEM_LINKED) and it.next == NULL and \
+            (item_seg(it) == SEG_HOT or item_seg(it) == SEG_COLD):
+        lru_publish(s, it.slabs_clsid)
 
 # An ACTIVE item in COLD goes to WARM (memcached's do_item_update).
 cdef inline void lru_cold_to_warm(shard_t* s, item_t* it) noexcept nogil:
@@ -106,7 +198,7 @@ cdef inline void lru_bump(shard_t* s, item_t* it) noexcept nogil:
             if seg == SEG_COLD and g_settings.lru_segmented:
                 lru_cold_to_warm(s, it)
             else:
-                it.time = current_time()
+                lru_touch_time(s, it, current_time())
 
 # An explicit update (add on an existing key, touch): refresh the time; with
 # the segmented LRU an ACTIVE item in COLD moves to WARM, without it the item
@@ -117,12 +209,12 @@ cdef inline void lru_update(shard_t* s, item_t* it) noexcept nogil:
         if item_seg(it) == SEG_COLD and (it.it_flags & ITEM_ACTIVE):
             lru_cold_to_warm(s, it)
         else:
-            it.time = now
+            lru_touch_time(s, it, now)
         return
     if it.time < now - ITEM_UPDATE_INTERVAL or it.time > now:
         lru_unlink(s, it)
         lru_link_seg(s, it, SEG_COLD)
-    it.time = now
+    lru_touch_time(s, it, now)
 
 cdef inline void lru_count_eviction(shard_t* s, item_t* it, rel_time_t now) noexcept nogil:
     cdef int id = it.slabs_clsid
@@ -172,6 +264,8 @@ cdef int lru_pull_tail_seg(shard_t* s, int id, int seg, uint64_t total_bytes,
             removed += 1
             it = prev
             continue
+        if seg == SEG_TEMP:
+            break               # only reclaims: TEMP items are never moved or evicted
         if seg == SEG_COLD:
             if not evict:
                 if it.it_flags & ITEM_ACTIVE and g_settings.lru_segmented:
@@ -244,6 +338,12 @@ cdef int lru_juggle(shard_t* s, int id, int rounds=JUGGLE_ROUNDS, uint64_t* gbyt
     # memcached's maintainer thread does. The inline juggle only moves: its
     # caller may still be working with items of this shard.
     cdef bint reclaim = gbytes != NULL
+    if reclaim and g_settings.temp_lru:
+        # TEMP first and only for reclaims, as memcached's juggle (a step's
+        # worth per hold, like the rest)
+        for i in range(rounds):
+            if lru_pull_tail_seg(s, id, SEG_TEMP, 0, 0) == 0:
+                break
     if gbytes != NULL:
         total = gtotal
     cdef int moved
@@ -342,13 +442,73 @@ cdef bint lru_pull_tail_one(shard_t* s, int id) noexcept nogil:
 cdef inline bint lru_has_items(shard_t* s, int id) noexcept nogil:
     return s.lru[id].number != 0
 
-# Free a chunk of class `id`, from this shard if it has any, else from another
-# shard whose lock is free right now.
+# Free room in class `id` from this shard's older HOT/COLD tail: an inactive
+# HOT tail older than COLD's goes to COLD's tail (moves_to_cold) and is
+# evicted there; an ACTIVE one goes to WARM, as a pull of HOT sends it.
+cdef bint lru_pull_oldest(shard_t* s, int id) noexcept nogil:
+    cdef item_t* h = s.tails[lru_idx(id, SEG_HOT)]
+    cdef item_t* c = s.tails[lru_idx(id, SEG_COLD)]
+    if h != NULL and (h.it_flags & ITEM_PINNED) == 0 and (c == NULL or lru_key(h) < lru_key(c)) \
+            and not item_dead(h, current_time()):
+        lru_unlink(s, h)
+        if h.it_flags & ITEM_ACTIVE:
+            h.it_flags &= ~ITEM_ACTIVE
+            s.lru[id].moves_to_warm += 1
+            lru_link_seg(s, h, SEG_WARM)
+            s.lru[id].direct_reclaims += 1
+            return True
+        s.lru[id].moves_to_cold += 1
+        lru_link_seg_tail(s, h, SEG_COLD)
+    return lru_pull_tail_one(s, id)
+
+# Free a chunk of class `id`: from the shard holding the class's oldest
+# HOT/COLD tail (this one, or another whose lock is free right now; up to
+# LRU_PICK_TRIES shards, oldest first); failing that, from this shard, else
+# from any shard whose lock is free.
 cdef bint lru_pull_tail(shard_t* s, int id) noexcept nogil:
     cdef int i
+    cdef int j
     cdef int start
+    cdef int attempt
     cdef shard_t* o
     cdef bint ok
+    cdef bint seen
+    cdef uint64_t* keys = &g_lru_tailkey[<size_t>id * <size_t>g_nshards]
+    cdef uint64_t best
+    cdef uint64_t k
+    cdef int bi
+    cdef int tried[LRU_PICK_TRIES]
+    cdef int ntried = 0
+    # The oldest shard first; when its lock is taken right now (the maintainer,
+    # a crawler step, a worker) or it has nothing to give, the next oldest: a
+    # fallback to this shard's own lists would push its WARM tail out while
+    # older items wait elsewhere.
+    for attempt in range(LRU_PICK_TRIES):
+        best = LRU_KEY_NONE
+        bi = -1
+        for i in range(g_nshards):
+            k = mc_load_u64(&keys[i])
+            if k < best:
+                seen = False
+                for j in range(ntried):
+                    if tried[j] == i:
+                        seen = True
+                if not seen:
+                    best = k
+                    bi = i
+        if bi < 0:
+            break
+        tried[ntried] = bi
+        ntried += 1
+        o = &g_shards[bi]
+        if o == s:
+            if lru_pull_oldest(s, id):
+                return True
+        elif pthread_mutex_trylock(&o.lock) == 0:
+            ok = lru_has_items(o, id) and lru_pull_oldest(o, id)
+            pthread_mutex_unlock(&o.lock)
+            if ok:
+                return True
     if lru_has_items(s, id) and lru_pull_tail_one(s, id):
         return True
     start = <int>((<size_t>(s - g_shards) + 1) % <size_t>g_nshards)

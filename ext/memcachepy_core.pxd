@@ -293,8 +293,8 @@ cdef struct lru_stats_t:
     uint64_t crawler_reclaimed      # crawler.pxi
     uint64_t crawler_items_checked
     uint64_t direct_reclaims        # items.pxi: LRU pulls by a storing thread
-    uint64_t seg_number[3]    # items in HOT, WARM, COLD (lru.pxi)
-    uint64_t seg_bytes[3]     # their sizes, for the HOT/WARM limits
+    uint64_t seg_number[4]    # items in HOT, WARM, COLD, TEMP (lru.pxi)
+    uint64_t seg_bytes[4]     # their sizes, for the HOT/WARM limits
 
 # ---------------------------------------------------------------- shards
 # A shard owns a slice of the key space: its hash table, its LRU lists (HOT,
@@ -305,8 +305,8 @@ cdef struct shard_t:
     item_t** buckets
     uint32_t hashpower
     uint64_t hash_items
-    item_t* heads[198]        # per segment and class: [seg * LRU_CLASSES + clsid]
-    item_t* tails[198]
+    item_t* heads[264]        # per segment and class: [seg * LRU_CLASSES + clsid]
+    item_t* tails[264]
     lru_stats_t lru[66]
     uint64_t curr_items
     uint64_t total_items
@@ -326,7 +326,7 @@ cdef struct slab_thread_stats_t:
     uint64_t cas_hits
     uint64_t cas_badval
     uint64_t touch_hits
-    uint64_t lru_hits[3]      # hits to items in HOT, WARM, COLD (hits_to_*)
+    uint64_t lru_hits[4]      # hits to items in HOT, WARM, COLD, TEMP (hits_to_*)
 
 cdef struct thread_stats_t:
     uint64_t get_cmds

@@ -188,9 +188,9 @@ cdef int lru_crawler_walk(conn_t* c, bint* sel, int mode, int start) noexcept no
             seg = SEG_HOT
             while True:
                 if it == NULL:
-                    # HOT, then WARM, then COLD
+                    # HOT, then WARM, then COLD, then TEMP
                     seg += 1
-                    if seg > SEG_COLD:
+                    if seg > SEG_TEMP:
                         break
                     it = g_shards[i].heads[lru_idx(id, seg)]
                     continue

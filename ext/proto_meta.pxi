@@ -362,6 +362,7 @@ cdef int process_mget(conn_t* c, token_t* tokens, size_t ntokens) noexcept nogil
             do_item_link(s, it, of.cas_in if of.has_cas_in else 0)
             if of.has_cas_in:
                 item_set_client_cas(it, of.cas_in)
+                lru_cas_changed(s, it)
             created = True
     if it == NULL:
         pthread_mutex_unlock(&s.lock)
@@ -583,6 +584,7 @@ cdef int process_mset(conn_t* c, token_t* tokens, size_t ntokens,
                 size_out = old.nbytes - 2
             if of.has_cas_in:
                 item_set_client_cas(old, of.cas_in)
+                lru_cas_changed(s, old)
     pthread_mutex_unlock(&s.lock)
     if ret == STORE_STORED:
         memcpy(p, b"HD", 2)
@@ -680,6 +682,7 @@ cdef int process_mdelete(conn_t* c, token_t* tokens, size_t ntokens) noexcept no
                 it = tomb
                 if client_cas:
                     item_set_client_cas(it, it.cas)
+                    lru_cas_changed(s, it)
         if it != NULL:
             if of.set_stale:
                 # keep the item, but as stale with a new CAS: the next mg wins
@@ -689,9 +692,11 @@ cdef int process_mdelete(conn_t* c, token_t* tokens, size_t ntokens) noexcept no
                 it.it_flags &= ~ITEM_TOKEN_SENT
                 if of.has_cas_in:
                     item_set_client_cas(it, of.cas_in)
+                    lru_cas_changed(s, it)
                 else:
                     it.cas = next_cas()
                     item_clear_client_cas(it)
+                    lru_cas_changed(s, it)
             else:
                 sinc(&st.slab[it.slabs_clsid].delete_hits)
                 if not of.remove_val:
@@ -783,6 +788,7 @@ cdef int process_marithmetic(conn_t* c, token_t* tokens, size_t ntokens) noexcep
                 created = True
                 if of.has_cas_in:
                     item_set_client_cas(it, it.cas)
+                    lru_cas_changed(s, it)
         else:
             if incr:
                 sinc(&st.incr_misses)
@@ -804,8 +810,10 @@ cdef int process_marithmetic(conn_t* c, token_t* tokens, size_t ntokens) noexcep
     if r == DELTA_OK:
         if of.has_cas_in:
             item_set_client_cas(it, it.cas)
+            lru_cas_changed(s, it)
         else:
             item_clear_client_cas(it)
+            lru_cas_changed(s, it)
     nlen = strlen(numbuf)
     if of.value:
         memcpy(p, b"VA ", 3)

@@ -216,7 +216,9 @@ cdef int restart_page(uint64_t slot, int id, int64_t delta, int64_t old_oldest_l
         # back into the segment it was in, as memcached (its LRU lists survive
         # in the mapping); COLD when the LRU is no longer segmented
         seg = item_seg(it)
-        lru_link_seg(s, it, seg if g_settings.lru_segmented and seg <= SEG_COLD else SEG_COLD)
+        if seg == SEG_TEMP and not g_settings.temp_lru:
+            seg = SEG_COLD
+        lru_link_seg(s, it, seg if g_settings.lru_segmented or seg == SEG_TEMP else SEG_COLD)
         s.curr_items += 1
         s.total_items += 1
         s.bytes += ITEM_ntotal(it)

@@ -38,8 +38,8 @@ cdef struct settings_t:
     char version[64]          # what `version` and stats `version` answer
     char own_version[64]      # memcachepy's own version
     # Tunables memcached's admin commands change at run time (`slabs automove`,
-    # `lru_crawler ...`, `lru ...`); `stats settings` reports them. temp_lru
-    # and temporary_ttl are only reported (no TEMP LRU here).
+    # `lru_crawler ...`, `lru ...`); `stats settings` reports them. temp_lru:
+    # items with a TTL up to temporary_ttl go to the TEMP LRU (lru.pxi).
     bint slab_reassign        # off (-o no_slab_reassign / no_modern): pages never move
     int slab_automove
     double slab_automove_ratio

@@ -246,7 +246,7 @@ cdef void lru_stats_aggregate(lru_stats_t* out, uint64_t* hash_buckets) noexcept
             out[j].crawler_reclaimed += g_shards[i].lru[j].crawler_reclaimed
             out[j].crawler_items_checked += g_shards[i].lru[j].crawler_items_checked
             out[j].direct_reclaims += g_shards[i].lru[j].direct_reclaims
-            for k in range(3):
+            for k in range(4):
                 out[j].seg_number[k] += g_shards[i].lru[j].seg_number[k]
                 out[j].seg_bytes[k] += g_shards[i].lru[j].seg_bytes[k]
         lockstat_unlock(&g_shards[i].lock, LK_STATS, t0)
@@ -477,11 +477,15 @@ cdef void stats_items(conn_t* c) noexcept nogil:
         requested = g_slabclass[i].requested
         pthread_mutex_unlock(&g_slabs_lock)
         append_stat_pfx(c, b"items", i, b"number", lru[i].number)
-        append_stat_pfx(c, b"items", i, b"number_hot", lru[i].seg_number[SEG_HOT])
-        append_stat_pfx(c, b"items", i, b"number_warm", lru[i].seg_number[SEG_WARM])
-        append_stat_pfx(c, b"items", i, b"number_cold", lru[i].seg_number[SEG_COLD])
-        append_stat_pfx(c, b"items", i, b"age_hot", ages[SEG_HOT])
-        append_stat_pfx(c, b"items", i, b"age_warm", ages[SEG_WARM])
+        # the segment fields only with the LRU maintainer, as memcached
+        if g_settings.lru_maintainer:
+            append_stat_pfx(c, b"items", i, b"number_hot", lru[i].seg_number[SEG_HOT])
+            append_stat_pfx(c, b"items", i, b"number_warm", lru[i].seg_number[SEG_WARM])
+            append_stat_pfx(c, b"items", i, b"number_cold", lru[i].seg_number[SEG_COLD])
+            if g_settings.temp_lru:
+                append_stat_pfx(c, b"items", i, b"number_temp", lru[i].seg_number[SEG_TEMP])
+            append_stat_pfx(c, b"items", i, b"age_hot", ages[SEG_HOT])
+            append_stat_pfx(c, b"items", i, b"age_warm", ages[SEG_WARM])
         append_stat_pfx(c, b"items", i, b"age", ages[SEG_COLD])
         append_stat_pfx(c, b"items", i, b"mem_requested", requested)
         append_stat_pfx(c, b"items", i, b"evicted", lru[i].evicted)
@@ -492,10 +496,13 @@ cdef void stats_items(conn_t* c) noexcept nogil:
         append_stat_pfx(c, b"items", i, b"reclaimed", lru[i].reclaimed)
         append_stat_pfx(c, b"items", i, b"expired_unfetched", lru[i].expired_unfetched)
         append_stat_pfx(c, b"items", i, b"evicted_unfetched", lru[i].evicted_unfetched)
-        append_stat_pfx(c, b"items", i, b"evicted_active", lru[i].evicted_active)
+        if g_settings.lru_maintainer:
+            append_stat_pfx(c, b"items", i, b"evicted_active", lru[i].evicted_active)
         append_stat_pfx(c, b"items", i, b"crawler_reclaimed", lru[i].crawler_reclaimed)
         append_stat_pfx(c, b"items", i, b"crawler_items_checked", lru[i].crawler_items_checked)
         append_stat_pfx(c, b"items", i, b"lrutail_reflocked", 0)
+        if not g_settings.lru_maintainer:
+            continue
         append_stat_pfx(c, b"items", i, b"moves_to_cold", lru[i].moves_to_cold)
         append_stat_pfx(c, b"items", i, b"moves_to_warm", lru[i].moves_to_warm)
         append_stat_pfx(c, b"items", i, b"moves_within_lru", lru[i].moves_within_lru)
@@ -503,7 +510,7 @@ cdef void stats_items(conn_t* c) noexcept nogil:
         append_stat_pfx(c, b"items", i, b"hits_to_hot", ts.slab[i].lru_hits[SEG_HOT])
         append_stat_pfx(c, b"items", i, b"hits_to_warm", ts.slab[i].lru_hits[SEG_WARM])
         append_stat_pfx(c, b"items", i, b"hits_to_cold", ts.slab[i].lru_hits[SEG_COLD])
-        append_stat_pfx(c, b"items", i, b"hits_to_temp", 0)
+        append_stat_pfx(c, b"items", i, b"hits_to_temp", ts.slab[i].lru_hits[SEG_TEMP])
 
 cdef void stats_slabs(conn_t* c) noexcept nogil:
     cdef thread_stats_t ts

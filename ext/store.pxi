@@ -55,12 +55,16 @@ cdef inline void sinc(uint64_t* p) noexcept nogil:
     mc_stat_add(p, 1)
 
 cdef int store_init(int nshards, int hashpower) noexcept nogil:
-    global g_shards, g_nshards
+    global g_shards, g_nshards, g_lru_tailkey
     cdef int i
     g_shards = <shard_t*>calloc(nshards, sizeof(shard_t))
     if g_shards == NULL:
         return -1
     g_nshards = nshards
+    g_lru_tailkey = <uint64_t*>malloc(<size_t>nshards * LRU_CLASSES * sizeof(uint64_t))
+    if g_lru_tailkey == NULL:
+        return -1
+    memset(g_lru_tailkey, 0xFF, <size_t>nshards * LRU_CLASSES * sizeof(uint64_t))
     for i in range(nshards):
         pthread_mutex_init(&g_shards[i].lock, NULL)
         g_shards[i].hashpower = <uint32_t>hashpower
@@ -70,7 +74,7 @@ cdef int store_init(int nshards, int hashpower) noexcept nogil:
     return 0
 
 cdef void store_destroy() noexcept nogil:
-    global g_shards, g_nshards
+    global g_shards, g_nshards, g_lru_tailkey
     cdef int i
     if g_shards == NULL:
         return
@@ -81,6 +85,8 @@ cdef void store_destroy() noexcept nogil:
     free(g_shards)
     g_shards = NULL
     g_nshards = 0
+    free(g_lru_tailkey)
+    g_lru_tailkey = NULL
 
 cdef inline shard_t* shard_of(uint64_t h) noexcept nogil:
     return &g_shards[h & <uint64_t>(g_nshards - 1)]

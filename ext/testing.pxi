@@ -170,7 +170,7 @@ def check_invariants():
             nlru = 0
             for j in range(MAX_SLAB_CLASSES):
                 seg_total = 0
-                for seg in range(3):
+                for seg in range(4):
                     it = g_shards[i].heads[lru_idx(j, seg)]
                     prev = NULL
                     nseg = 0
@@ -193,6 +193,8 @@ def check_invariants():
                         raise AssertionError(f"shard {i} class {j} segment {seg}: {nseg} items of {bseg} bytes, "
                                              f"counted {g_shards[i].lru[j].seg_number[seg]} of {g_shards[i].lru[j].seg_bytes[seg]}")
                     seg_total += nseg
+                if g_lru_tailkey[<size_t>j * <size_t>g_nshards + <size_t>i] != lru_tail_key_of(&g_shards[i], j):
+                    raise AssertionError(f"shard {i} class {j}: published LRU tail key is stale")
                 if seg_total != g_shards[i].lru[j].number:
                     raise AssertionError(f"shard {i} class {j}: {seg_total} items on LRUs, number {g_shards[i].lru[j].number}")
             if nlru != nhash:

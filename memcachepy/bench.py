@@ -60,6 +60,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--key-counts", type=int, default=0, metavar="N",
                    help="count every key request and report the N most requested keys "
                    "exactly (to check a server's `stats hotkeys`)")
+    p.add_argument("--set-on-miss", action="store_true",
+                   help="a get that misses is followed by a set of its key (a cache in front "
+                   "of a database; needs -g 1)")
+    p.add_argument("--scan-every", type=int, default=0, metavar="N",
+                   help="of every N requests, the first --scan-length are gets of fresh keys "
+                   "(a one-time scan; default 0: none)")
+    p.add_argument("--scan-length", type=int, default=0, metavar="L",
+                   help="keys per scan (see --scan-every)")
     p.add_argument("-V", "--value-size", type=int, default=32, help="value bytes (default %(default)s)")
     p.add_argument("-r", "--ratio", type=_ratio, default=(10, 1),
                    help="GET:SET mix, a fixed cycle (default 10:1)")
@@ -118,7 +126,8 @@ def run_from_args(args: argparse.Namespace) -> dict[str, Any]:
         requests=0 if args.prefill_only else args.requests, rate=args.rate,
         prefill=args.prefill or args.prefill_only, key_pattern=args.key_pattern,
         tick_us=args.tick_us, lazy=not args.eager_replies, seed=args.seed, server_pid=args.server_pid,
-        zipf_s=args.zipf_s, count_keys=args.key_counts,
+        zipf_s=args.zipf_s, count_keys=args.key_counts, set_on_miss=args.set_on_miss,
+        scan_every=args.scan_every, scan_length=args.scan_length,
     )
     result["config"] = dict(
         host=host, port=args.port, connections=args.connections, threads=args.threads,
@@ -126,6 +135,7 @@ def run_from_args(args: argparse.Namespace) -> dict[str, Any]:
         ratio=f"{g}:{s}", multiget=args.multiget, duration=args.duration,
         warmup=args.warmup, requests=args.requests, rate=args.rate, prefill=args.prefill,
         key_pattern=args.key_pattern, zipf_s=args.zipf_s if args.key_pattern == "zipf" else None,
+        set_on_miss=args.set_on_miss, scan_every=args.scan_every, scan_length=args.scan_length,
     )
     return result
 

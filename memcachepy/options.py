@@ -267,8 +267,8 @@ SUBOPTION_HELP = """\
                           valid values are 0(tlsv1.0), 1(tlsv1.1), 2(tlsv1.2), 3(tlsv1.3)
    - lru_crawler, lru_maintainer, slab_reassign, slab_automove, slab_automove_ratio,
      hot_lru_pct, warm_lru_pct, hot_max_factor, warm_max_factor, lru_crawler_sleep,
-     lru_crawler_tocrawl, no_lru_segmented: memcached's meaning (segmented LRU,
-     crawler, page mover); temporary_ttl, tail_repair_time, hash_algorithm,
+     lru_crawler_tocrawl, no_lru_segmented, temporary_ttl: memcached's meaning
+     (segmented LRU, crawler, page mover, TEMP LRU); tail_repair_time, hash_algorithm,
      track_sizes, modern, no_modern, watcher_logbuf_size, worker_logbuf_size,
      read_buf_mem_limit: accepted and reported as memcached does
    - drop_privileges:     seccomp system-call allowlist after start-up (default: on)

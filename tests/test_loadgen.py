@@ -81,6 +81,35 @@ def test_hit_ratio_without_prefill_is_zero(memcached: Daemon) -> None:
     assert r["misses"] == r["get_keys"] == 10000
 
 
+def test_set_on_miss_stores_each_missed_key(memcached: Daemon) -> None:
+    # every key misses once, is then set, and hits from then on: with 1,000 keys and
+    # 20,000 gets, exactly 1,000 misses and 1,000 sets (one conn, one request in flight:
+    # the set lands before the next get; with more, two gets of a key can both miss)
+    before = stats(memcached)
+    r = lg.run(port=memcached.port, connections=1, depth=1, keyspace=1000, get_ratio=1,
+               set_ratio=0, requests=20000, set_on_miss=True, key_prefix="som:")
+    after = stats(memcached)
+    t = r["totals"]
+    assert t["gets"] == 20000 and t["errors"] == 0 and t["not_stored"] == 0
+    assert t["sets"] == t["get_keys"] - t["hits"] == 1000
+    assert after["cmd_set"] - before["cmd_set"] == 1000
+    assert after["curr_items"] == 1000
+    assert t["bad_values"] == 0
+
+
+def test_scans_ask_for_fresh_keys(memcached: Daemon) -> None:
+    # of every 100 requests the first 10 are gets of keys never asked for: with set on miss
+    # each is stored once and never hit, so misses = key space + scan keys
+    r = lg.run(port=memcached.port, connections=1, depth=1, keyspace=200, get_ratio=1,
+               set_ratio=0, requests=10000, set_on_miss=True, scan_every=100, scan_length=10,
+               key_prefix="scan:")
+    t = r["totals"]
+    assert t["gets"] == 10000
+    misses = t["get_keys"] - t["hits"]
+    assert misses == t["sets"] == 1000 + 200
+    assert stats(memcached)["curr_items"] == 1200
+
+
 def test_sequential_keys_visit_whole_key_space(memcached: Daemon) -> None:
     lg.run(port=memcached.port, connections=1, keyspace=500, get_ratio=0, set_ratio=1,
            requests=500, key_pattern="sequential", key_prefix="seq:")
@@ -163,6 +192,10 @@ def test_bad_arguments() -> None:
         lg.run(port=1, get_ratio=0, set_ratio=0, requests=1)
     with pytest.raises(ValueError):
         lg.run(port=1, host="localhost", requests=1)
+    with pytest.raises(ValueError):
+        lg.run(port=1, multiget=2, set_on_miss=True, requests=1)
+    with pytest.raises(ValueError):
+        lg.run(port=1, scan_every=10, scan_length=11, requests=1)
 
 
 def test_cli_json(memcached: Daemon) -> None:

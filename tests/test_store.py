@@ -100,6 +100,30 @@ def test_eviction_order_is_lru_with_second_chance(store_factory):
         assert st.get(b"k%05d" % i, bump=False) is None, "older untouched items go first"
 
 
+@pytest.mark.parametrize("segmented", [True, False])
+def test_eviction_order_is_the_class_lru_over_all_shards(store_factory, segmented):
+    # many shards: untouched items still leave in store order, as from memcached's one
+    # LRU per class, whichever shard holds them; items read twice survive
+    st = store_factory(maxbytes=2 * 1024 * 1024, item_size_max=512 * 1024, nshards=16,
+                       extended={} if segmented else {"no_lru_segmented": ""})
+    value = b"v" * 900
+    n = 0
+    while st.counters()["evictions"] == 0:
+        assert st.set(b"k%05d" % n, value) == "STORED"
+        n += 1
+    protected = [b"k%05d" % i for i in range(40, 60, 5)] if segmented else []
+    for k in protected:
+        assert st.get(k) is not None and st.get(k) is not None
+    for i in range(n, n + n // 2):
+        assert st.set(b"k%05d" % i, value) == "STORED"
+    evicted = st.counters()["evictions"]
+    gone = [i for i in range(n + n // 2) if st.get(b"k%05d" % i, bump=False) is None]
+    assert len(gone) == evicted
+    assert gone == [i for i in range(len(gone) + len(protected))
+                    if b"k%05d" % i not in protected]
+    core.check_invariants()
+
+
 def test_disable_evictions_gives_no_memory(store_factory):
     st = store_factory(maxbytes=2 * 1024 * 1024, item_size_max=512 * 1024, evict_to_free=False)
     results = [st.set(b"k%d" % i, b"z" * 4000) for i in range(2000)]
