@@ -623,7 +623,9 @@ cdef void stats_conns(conn_t* c) noexcept nogil:
             append_stat_str(c, name, b"conn_parse_cmd" if o == c else
                             b"conn_nread" if mc_load_int(&o.in_nread) else b"conn_waiting")
             snprintf(name, sizeof(name), b"%d:secs_since_last_cmd", o.fd)
-            append_stat_u64(c, name, now - mc_load_u32(&o.last_cmd_time))
+            # the asking conn is running its command now: 0, though its time was taken
+            # from the cached clock, which may be a second behind `now`
+            append_stat_u64(c, name, 0 if o == c else now - mc_load_u32(&o.last_cmd_time))
             o = o.next
         pthread_mutex_unlock(&g_workers[w].lock)
 
