@@ -760,8 +760,9 @@ def test_stats_conns_idle_seconds(sut_kind: str, daemon_pair) -> None:
             other_port = b":%d\r" % other.sock.getsockname()[1]
             own_port = b":%d\r" % me.sock.getsockname()[1]
             fd_of = {port: fd for fd, port in re.findall(rb"STAT (\d+):addr tcp:[\d.]+(:\d+\r)", out)}
-            assert idle[fd_of[own_port]] == 0, (d, out)
             if d.kind == KIND_MEMCACHEPY:
+                assert idle[fd_of[own_port]] == 0, (d, out)
                 assert idle[fd_of[other_port]] >= 1, (d, out)
-            else:
+            else:   # memcached's coarse clock: 0 and 1 both seen for either conn
+                assert idle[fd_of[own_port]] in (0, 1), (d, out)
                 assert idle[fd_of[other_port]] in (0, 1, 2), (d, out)
