@@ -69,6 +69,13 @@ cdef extern from "compat.h" nogil:
     int64_t mc_fetch_add_i64(int64_t*, int64_t)
     void mc_stat_add(uint64_t*, uint64_t)
     void mc_assert(bint)
+    uint64_t mc_cas_take(uint64_t*, uint64_t, uint64_t, uint64_t)
+    uint64_t g_cas_id "mc_cas_counter.v"   # settings.pxi: the CAS counter
+    void mc_track_thread(int)          # write-tracking build only (track_writes.h)
+    void mc_track_start()
+    void mc_track_stop()
+    int mc_track_dump(const char*)
+    bint mc_track_enabled()
     int mc_current_fd
 
 cdef extern from "<pthread.h>" nogil:
