@@ -257,6 +257,19 @@ def track_writes_dump(str path):
     if mc_track_dump(path.encode()) != 0:
         raise OSError("track_writes_dump failed (not a write-tracking build?)")
 
+def track_writes_requests():
+    """[(gets, sets)] each worker has served so far (bench/false_sharing
+    divides each worker's writes by its own requests)."""
+    cdef int i
+    cdef int j
+    out = []
+    for i in range(g_nworkers):
+        sets = 0
+        for j in range(MAX_SLAB_CLASSES):
+            sets += mc_load_u64(&g_workers[i].stats.slab[j].set_cmds)
+        out.append((mc_load_u64(&g_workers[i].stats.get_cmds), sets))
+    return out
+
 def track_writes_regions():
     """[(name, start address, size)] of the structures threads share, to name
     the lines a dump lists."""
