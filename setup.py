@@ -2,7 +2,9 @@
 
 Everything else about the package is in pyproject.toml. Set MEMCACHEPY_DEBUG=1
 to build with assertions and debug info, MEMCACHEPY_SANITIZE=address,undefined
-(or thread) to add sanitizers, for the reliability runs.
+(or thread) to add sanitizers, for the reliability runs. MEMCACHEPY_TRACK_WRITES=1
+(with CC=clang) builds the write-tracking core bench/false_sharing measures
+(ext/track_writes.h); never a daemon to run.
 """
 import os
 
@@ -24,6 +26,10 @@ if sanitize:
     macros.append(("MEMCACHEPY_SANITIZED", "1"))    # no seccomp filter (linux_priv.h)
     cflags.append(f"-fsanitize={sanitize}")
     ldflags.append(f"-fsanitize={sanitize}")
+
+if os.environ.get("MEMCACHEPY_TRACK_WRITES") == "1":
+    macros.append(("MEMCACHEPY_TRACK_WRITES", "1"))
+    cflags.append("-fsanitize-coverage=trace-pc-guard,trace-stores")
 
 extensions = [
     Extension(

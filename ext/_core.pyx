@@ -75,7 +75,7 @@ def _core_init(dict cfg, int nworkers):
     """Configure the globals of the core from Settings.to_core() (every key
     present: the defaults live in memcachepy/settings.py and options.py, not
     here). Only one core per process."""
-    global g_initialised, g_process_started, g_current_time, g_cas_id, g_shutdown
+    global g_initialised, g_process_started, g_current_time, g_shutdown
     global g_settings_text_a, g_settings_text_b, g_time_offset, g_ssl_last_cert_refresh
     global g_curr_conns, g_total_conns, g_rejected_conns
     if g_initialised:
@@ -133,7 +133,7 @@ def _core_init(dict cfg, int nworkers):
     g_process_started = <time_t>int(_time.time()) - ITEM_UPDATE_INTERVAL - 2
     g_time_offset = 0
     g_shutdown = 0
-    g_cas_id = 1
+    cas_reset(1, 64 if nworkers > 1 else 1)
     clock_tick()
     if g_ssl_enabled:
         g_ssl_last_cert_refresh = current_time()     # loaded just before, by tls_init()

@@ -30,6 +30,45 @@
 /* Single-writer counter bump: only the owning thread writes, others may read. */
 #define mc_stat_add(p, v)     __atomic_store_n((p), __atomic_load_n((p), __ATOMIC_RELAXED) + (v), __ATOMIC_RELAXED)
 
+/* CAS ids come in batches (settings.pxi next_cas_above): each thread keeps the
+ * rest of the range it took from the global counter, so with several workers
+ * the counter's cache line is written once per batch, not once per store.
+ * `gen` voids batches taken before the counter was (re)set. A batch is given
+ * up early when its next id is not above `floor` (the item's old CAS, or the
+ * flush horizon): a fresh batch is above every id handed out so far. */
+typedef struct { uint64_t next, end, gen; } mc_cas_batch_t;
+/* The global counter on a cache line of its own: the workers read their
+ * neighbours in .bss (the shutdown flag, the memory limit) on every request. */
+static struct { uint64_t v; char pad[56]; } __attribute__((aligned(64))) mc_cas_counter;
+static __thread mc_cas_batch_t mc_cas_batch;
+
+static inline uint64_t mc_cas_take(uint64_t *global, uint64_t n, uint64_t gen, uint64_t floor) {
+    uint64_t c = mc_cas_batch.next;
+    if (MC_UNLIKELY(c >= mc_cas_batch.end || c <= floor || mc_cas_batch.gen != gen)) {
+        uint64_t top = mc_fetch_add_u64(global, n);
+        c = top - n + 1;
+        mc_cas_batch.end = top + 1;
+        mc_cas_batch.gen = gen;
+    }
+    mc_cas_batch.next = c + 1;
+    return c;
+}
+
+/* Which thread runs: worker i (0..5), the acceptor (6), anything else (7).
+ * Only the write-tracking build (below) looks at it. */
+static __thread int mc_tw_slot = 7;
+#define MC_TW_SLOTS 8
+#define mc_track_thread(slot) (mc_tw_slot = ((slot) < 0 || (slot) > 6) ? 7 : (slot))
+
+#if defined(MEMCACHEPY_TRACK_WRITES)
+#include "track_writes.h"
+#else
+#define mc_track_start() ((void)0)
+#define mc_track_stop() ((void)0)
+#define mc_track_dump(path) (-1)
+#define mc_track_enabled() (0)
+#endif
+
 /* The socket of the request a worker thread is serving, for log lines
  * (memcached's cfd=) emitted deep inside store functions. */
 static __thread int mc_current_fd = -1;

@@ -71,8 +71,8 @@ cdef inline uint64_t lru_key(item_t* it) noexcept nogil:
 
 # The key the shard should publish for class `id` (caller holds its lock).
 cdef inline uint64_t lru_tail_key_of(shard_t* s, int id) noexcept nogil:
-    cdef item_t* h = s.tails[id]                         # SEG_HOT
-    cdef item_t* c = s.tails[2 * LRU_CLASSES + id]       # SEG_COLD
+    cdef item_t* h = s.tails[lru_idx(id, SEG_HOT)]
+    cdef item_t* c = s.tails[lru_idx(id, SEG_COLD)]
     cdef uint64_t key = LRU_KEY_NONE
     if h != NULL:
         key = lru_key(h)
@@ -96,8 +96,12 @@ cdef inline int lru_nsegs() noexcept nogil:
 cdef inline int item_seg(item_t* it) noexcept nogil:
     return (it.it_flags & ITEM_SEG_MASK) >> ITEM_SEG_SHIFT
 
+# A class's four heads (and its four tails) are neighbours in the shard's
+# arrays, so a store that links, juggles and unlinks in one class touches one
+# line of heads and one of tails rather than three of each (bench/README.md,
+# cache misses: 11 % fewer D1 misses per request at 10k keys).
 cdef inline int lru_idx(int id, int seg) noexcept nogil:
-    return seg * LRU_CLASSES + id
+    return id * 4 + seg
 
 cdef inline void lru_link_seg(shard_t* s, item_t* it, int seg) noexcept nogil:
     cdef int id = it.slabs_clsid

@@ -69,6 +69,13 @@ cdef extern from "compat.h" nogil:
     int64_t mc_fetch_add_i64(int64_t*, int64_t)
     void mc_stat_add(uint64_t*, uint64_t)
     void mc_assert(bint)
+    uint64_t mc_cas_take(uint64_t*, uint64_t, uint64_t, uint64_t)
+    uint64_t g_cas_id "mc_cas_counter.v"   # settings.pxi: the CAS counter
+    void mc_track_thread(int)          # write-tracking build only (track_writes.h)
+    void mc_track_start()
+    void mc_track_stop()
+    int mc_track_dump(const char*)
+    bint mc_track_enabled()
     int mc_current_fd
 
 cdef extern from "<pthread.h>" nogil:
@@ -277,8 +284,13 @@ cdef struct slabclass_t:
     uint64_t used_chunks
 
 # ---------------------------------------------------------------- per-class LRU stats (kept per shard)
+# The first fields (about one cache line) are the ones every store touches;
+# the event counters after them only change on evictions and moves.
 cdef struct lru_stats_t:
     uint64_t number           # items linked in this class
+    uint64_t seg_number[4]    # items in HOT, WARM, COLD, TEMP (lru.pxi)
+    uint64_t seg_bytes[4]     # their sizes, for the HOT/WARM limits
+    uint64_t moves_to_cold
     uint64_t evicted
     uint64_t evicted_nonzero
     uint64_t evicted_time     # age of the last evicted item
@@ -288,32 +300,30 @@ cdef struct lru_stats_t:
     uint64_t evicted_unfetched
     uint64_t evicted_active
     uint64_t moves_within_lru
-    uint64_t moves_to_cold
     uint64_t moves_to_warm
     uint64_t crawler_reclaimed      # crawler.pxi
     uint64_t crawler_items_checked
     uint64_t direct_reclaims        # items.pxi: LRU pulls by a storing thread
-    uint64_t seg_number[4]    # items in HOT, WARM, COLD, TEMP (lru.pxi)
-    uint64_t seg_bytes[4]     # their sizes, for the HOT/WARM limits
 
 # ---------------------------------------------------------------- shards
 # A shard owns a slice of the key space: its hash table, its LRU lists (HOT,
 # WARM and COLD per slab class) and the counters that change with them, all
-# under one mutex.
+# under one mutex. What every request touches comes first (lock, table, item
+# counters: two cache lines), then the lists and per-class counters.
 cdef struct shard_t:
     pthread_mutex_t lock
     item_t** buckets
     uint32_t hashpower
     uint64_t hash_items
-    item_t* heads[264]        # per segment and class: [seg * LRU_CLASSES + clsid]
-    item_t* tails[264]
-    lru_stats_t lru[66]
     uint64_t curr_items
     uint64_t total_items
     uint64_t bytes
     uint64_t expand_count
     item_t** old_buckets      # while the table doubles: the old half-size table (assoc.pxi)
     uint64_t expand_bucket    # ...and the first of its buckets not yet moved over
+    item_t* heads[264]        # per class and segment: [clsid * 4 + seg] (lru.pxi lru_idx)
+    item_t* tails[264]
+    lru_stats_t lru[66]
     char _pad[64]
 
 # ---------------------------------------------------------------- per-thread stats

@@ -694,7 +694,7 @@ cdef int process_mdelete(conn_t* c, token_t* tokens, size_t ntokens) noexcept no
                     item_set_client_cas(it, of.cas_in)
                     lru_cas_changed(s, it)
                 else:
-                    it.cas = next_cas()
+                    it.cas = next_cas_above(it.cas)
                     item_clear_client_cas(it)
                     lru_cas_changed(s, it)
             else:

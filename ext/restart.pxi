@@ -300,7 +300,7 @@ def restart_rebuild(list pages, long long old_process_started, unsigned long lon
                     list hashpower=None):
     """Relink every valid, live item of `pages` ([(slot, class)]) and restore
     the CAS counter and flush horizon. Returns the counts of what was found."""
-    global g_region_next, g_region_nfree, g_cas_id
+    global g_region_next, g_region_nfree
     cdef restart_counts_t rc
     cdef int64_t delta = <int64_t>(old_process_started - <long long>g_process_started)
     cdef int64_t new_oldest_live = <int64_t>oldest_live + delta
@@ -356,7 +356,7 @@ def restart_rebuild(list pages, long long old_process_started, unsigned long lon
         free(used)
         free(hs)
         free(ok)
-    mc_store_u64(&g_cas_id, current_cas if current_cas > 0 else 1)
+    cas_reset(current_cas if current_cas > 0 else 1, g_cas_batch)
     # the horizon moves onto the new clock (items it killed were dropped above;
     # a delayed flush_all still to come keeps its time); one from before this
     # clock's origin has nothing left to kill

@@ -66,7 +66,13 @@ cdef int64_t g_time_offset = 0          # test hook: shifts the clock (written u
 # after it and move the clock back for a quarter of a second.
 cdef pthread_mutex_t g_clock_lock
 cdef int g_shutdown = 0
-cdef uint64_t g_cas_id = 0
+# g_cas_id (the counter, compat.h: a cache line of its own) is declared in the .pxd.
+# CAS ids a thread takes from g_cas_id at once (compat.h mc_cas_take): 1 with a
+# single worker, where nothing shares the counter's line and ids stay
+# consecutive as memcached's; 64 with more, so the workers do not write one
+# line on every store. Ids stay unique, and a key's CAS only grows.
+cdef uint64_t g_cas_batch = 1
+cdef uint64_t g_cas_gen = 0             # bumped whenever g_cas_id is set
 
 cdef inline rel_time_t current_time() noexcept nogil:
     return mc_load_u32(&g_current_time)
@@ -123,7 +129,25 @@ cdef inline rel_time_t realtime(int64_t exptime) noexcept nogil:
 cdef inline uint64_t get_cas_id() noexcept nogil:
     return mc_fetch_add_u64(&g_cas_id, 1)
 
+# A CAS id for a store: above `floor` (the CAS of the item it replaces, so a
+# key's CAS never goes back) and above the flush horizon (an item stored after
+# flush_all must not look older than it). Ids from another thread's batch may
+# be lower or higher: CAS values are unique, not ordered across keys.
+cdef inline uint64_t next_cas_above(uint64_t floor) noexcept nogil:
+    cdef uint64_t oldest
+    if not g_settings.use_cas:
+        return 0
+    oldest = mc_load_u64(&g_settings.oldest_cas)
+    if oldest > floor:
+        floor = oldest
+    return mc_cas_take(&g_cas_id, g_cas_batch, g_cas_gen, floor)
+
 cdef inline uint64_t next_cas() noexcept nogil:
-    if g_settings.use_cas:
-        return mc_fetch_add_u64(&g_cas_id, 1)
-    return 0
+    return next_cas_above(0)
+
+# g_cas_id was set (start-up, warm restart): batches taken before are void.
+cdef inline void cas_reset(uint64_t value, uint64_t batch) noexcept nogil:
+    global g_cas_batch, g_cas_gen
+    mc_store_u64(&g_cas_id, value)
+    g_cas_batch = batch if batch > 0 else 1
+    g_cas_gen += 1

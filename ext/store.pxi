@@ -120,6 +120,8 @@ cdef void do_item_unlink(shard_t* s, item_t* it) noexcept nogil:
     item_free(it)
 
 cdef inline void do_item_replace(shard_t* s, item_t* old, item_t* it, uint64_t new_cas) noexcept nogil:
+    if new_cas == 0:
+        new_cas = next_cas_above(old.cas)     # 0 with -C: do_item_link gives 0 too
     do_item_unlink(s, old)
     do_item_link(s, it, new_cas)
 
@@ -302,7 +304,7 @@ cdef delta_result_t do_add_delta(shard_t* s, const char* key, size_t nkey, uint3
         if new_cas != 0:
             it.cas = new_cas
         else:
-            it.cas = next_cas()
+            it.cas = next_cas_above(it.cas)
         memcpy(ITEM_data(it), buf, res)
         memset(ITEM_data(it) + res, c' ', it.nbytes - res - 2)
         lru_update(s, it)

@@ -238,3 +238,46 @@ def lock_stats():
                                         mc_load_u64(&g_lock_stats[k].max_ns),
                                         mc_load_u64(&g_lock_stats[k].max_cpu_ns))
             for k in range(LK_KINDS)}
+
+
+# ---- write tracking (bench/false_sharing; a build with MEMCACHEPY_TRACK_WRITES only)
+
+def track_writes_supported():
+    """True in the write-tracking build (track_writes.h)."""
+    return bool(mc_track_enabled())
+
+def track_writes_start():
+    mc_track_start()
+
+def track_writes_stop():
+    mc_track_stop()
+
+def track_writes_dump(str path):
+    """Write the per-line, per-thread store counts to `path` (track_writes.h)."""
+    if mc_track_dump(path.encode()) != 0:
+        raise OSError("track_writes_dump failed (not a write-tracking build?)")
+
+def track_writes_requests():
+    """[(gets, sets)] each worker has served so far (bench/false_sharing
+    divides each worker's writes by its own requests)."""
+    cdef int i
+    cdef int j
+    out = []
+    for i in range(g_nworkers):
+        sets = 0
+        for j in range(MAX_SLAB_CLASSES):
+            sets += mc_load_u64(&g_workers[i].stats.slab[j].set_cmds)
+        out.append((mc_load_u64(&g_workers[i].stats.get_cmds), sets))
+    return out
+
+def track_writes_regions():
+    """[(name, start address, size)] of the structures threads share, to name
+    the lines a dump lists."""
+    cdef int i
+    out = [("g_settings", <size_t>&g_settings, sizeof(settings_t)),
+           ("g_slabclass", <size_t>&g_slabclass[0], sizeof(g_slabclass))]
+    for i in range(g_nshards):
+        out.append((f"g_shards[{i}]", <size_t>&g_shards[i], sizeof(shard_t)))
+    for i in range(g_nworkers):
+        out.append((f"g_workers[{i}]", <size_t>&g_workers[i], sizeof(worker_t)))
+    return out

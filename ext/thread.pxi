@@ -190,6 +190,7 @@ cdef void worker_loop(worker_t* w) noexcept nogil:
     cdef uint32_t ev
     cdef rel_time_t last_sweep = current_time()
     n = 0
+    mc_track_thread(w.id if w.id < 6 else 7)
     udp_conns_open(w)
     while not mc_load_int(&g_shutdown):
         # After a busy round, look once more without sleeping: requests of the
@@ -249,6 +250,7 @@ cdef void acceptor_loop(int nlisteners) noexcept nogil:
     cdef int kind
     cdef uint64_t reserved = <uint64_t>(5 * g_nworkers + 3 + nlisteners)
     cdef const char* msg = b"ERROR Too many open connections\r\n"
+    mc_track_thread(6)
     for i in range(nlisteners):
         ev.events = EPOLLIN
         ev.data.u64 = <uint64_t>i
