@@ -18,7 +18,7 @@
 
 from libc.stdlib cimport malloc, free, calloc, realloc, qsort
 from libc.string cimport memcpy, memset, memcmp, memchr, strlen, strncpy, strerror
-from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int16_t, int32_t, int64_t
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int16_t, int32_t, int64_t, uintptr_t
 from memcachepy_core cimport *
 
 include "settings.pxi"
@@ -210,7 +210,7 @@ def _core_destroy():
 cdef void _reset_counters():
     global g_malloc_fails, g_lru_maintainer_juggles, g_moving_page, g_moving_src
     global g_moving_reclaimed, g_rebal_src, g_rebal_dst, g_rebal_signal, g_slabs_moved
-    global g_rebal_rescues, g_rebal_evictions, g_rebal_busy, g_automove_next_src
+    global g_rebal_rescues, g_rebal_evictions, g_rebal_busy, g_automove_next_src, g_rebal_chunk_rescues
     global g_log_gid, g_log_watcher_sent, g_log_watcher_skipped, g_log_worker_written
     global g_listen_disabled, g_next_worker, g_lru_crawler_starts, g_total_items_baseline
     global g_conn_structures, g_acceptor_epfd, g_acceptor_wake
@@ -227,6 +227,7 @@ cdef void _reset_counters():
     g_rebal_rescues = 0
     g_rebal_evictions = 0
     g_rebal_busy = 0
+    g_rebal_chunk_rescues = 0
     g_automove_next_src = 1
     memset(g_automove_last_evicted, 0, sizeof(g_automove_last_evicted))
     g_log_gid = 0
@@ -428,8 +429,8 @@ cdef class Store:
             pthread_mutex_lock(&s.lock)
             it = item_alloc(s, k, nk, flags, exp, nv)
             if it != NULL:
-                memcpy(ITEM_data(it), v, nv - 2)
-                memcpy(ITEM_data(it) + nv - 2, b"\r\n", 2)
+                item_data_write(it, 0, v, nv - 2)
+                item_data_write(it, nv - 2, b"\r\n", 2)
                 it.hv = bucket_hv(h)
                 it.cas = cas
                 r = do_store_item(s, it, mode, &g_orphan_stats, False, 0, &cas_out, &consumed)
@@ -448,12 +449,19 @@ cdef class Store:
         cdef uint64_t h = hash_key(k, nk)
         cdef shard_t* s = shard_of(h)
         cdef item_t* it
+        cdef char* tmp = NULL
         result = None
         pthread_mutex_lock(&s.lock)
         it = do_item_get(s, k, nk, bucket_hv(h), &g_orphan_stats, bump)
         if it != NULL:
-            result = (ITEM_data(it)[:it.nbytes - 2], it.flags, it.cas)
+            tmp = <char*>malloc(it.nbytes)
+            if tmp != NULL:
+                item_data_read(it, 0, tmp, it.nbytes - 2)
+                result = (tmp[:it.nbytes - 2], it.flags, it.cas)
+                free(tmp)
         pthread_mutex_unlock(&s.lock)
+        if it != NULL and result is None:
+            raise MemoryError()
         return result
 
     def delete(self, bytes key):

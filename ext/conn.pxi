@@ -158,6 +158,7 @@ cdef void conn_detach(conn_t* c) noexcept nogil:
         item_free(c.spool)
     if c.spool_ready != NULL:
         item_free(c.spool_ready)
+    free(c.spool_buf)
     if c.ssl != NULL:
         tls_conn_free(c)
     free(c.rbuf)
@@ -264,7 +265,7 @@ cdef inline bint conn_rbuf_take(conn_t* c) noexcept nogil:
 # Give the read buffer back once everything in it has been answered.
 cdef inline void conn_rbuf_release(conn_t* c) noexcept nogil:
     cdef worker_t* w = <worker_t*>c.worker
-    if c.rbuf == NULL or c.rstart != c.rend or c.spool != NULL:
+    if c.rbuf == NULL or c.rstart != c.rend or (c.spool != NULL or c.spool_buf != NULL):
         return
     if w.spare_rbuf == NULL and c.rsize == RBUF_INITIAL:
         w.spare_rbuf = c.rbuf
@@ -386,7 +387,7 @@ cdef int conn_process(conn_t* c) noexcept nogil:
     cdef size_t sp
     cdef int r
     while True:
-        if c.state == CONN_CLOSING or c.state == CONN_WATCH or c.close_now or c.spool != NULL:
+        if c.state == CONN_CLOSING or c.state == CONN_WATCH or c.close_now or c.spool != NULL or c.spool_buf != NULL:
             return 0
         if c.nreqs == 0:
             return 0          # yielded (a spooled command may have used the budget)
@@ -556,19 +557,27 @@ cdef bint conn_spool_start(conn_t* c, size_t cont, size_t avail) noexcept nogil:
     c.spool_ready = NULL
     c.spool_adopt = it != NULL
     if it == NULL:
-        # any other command with a data block: a bare chunk, copied out at the end
-        pthread_mutex_lock(&s.lock)
-        it = item_alloc(s, b"", 0, 0, 0, vlen)
-        pthread_mutex_unlock(&s.lock)
+        # any other command with a data block: a bare chunk, copied out at
+        # the end; the command reads it as one buffer, so a block that would
+        # be chunked is malloc'd instead
+        if item_chunked_of(0, 0, vlen):
+            c.spool_buf = <char*>malloc(vlen)
+        else:
+            pthread_mutex_lock(&s.lock)
+            it = item_alloc(s, b"", 0, 0, 0, vlen)
+            pthread_mutex_unlock(&s.lock)
     c.rneed = 0
-    if it == NULL:
+    if it == NULL and c.spool_buf == NULL:
         sinc(&conn_stats(c).store_no_memory)
         out_string(c, b"SERVER_ERROR out of memory storing object")
         c.rstart += cont + have
         c.swallow = vlen - have
         c.state = CONN_SWALLOW
         return False
-    memcpy(ITEM_data(it), c.rbuf + c.rstart + cont, have)
+    if c.spool_buf != NULL:
+        memcpy(c.spool_buf, c.rbuf + c.rstart + cont, have)
+    else:
+        item_data_write(it, 0, c.rbuf + c.rstart + cont, have)
     c.spool = it
     c.spool_len = vlen
     c.spool_have = have
@@ -583,12 +592,21 @@ cdef void conn_spool_finish(conn_t* c) noexcept nogil:
     cdef int r
     if linelen > 1 and p[linelen - 1] == c'\r':
         linelen -= 1
-    r = process_command(c, p, linelen, ITEM_data(c.spool), c.spool_len)
+    cdef const char* data
+    if c.spool_buf != NULL:
+        data = c.spool_buf
+    elif c.spool_adopt:
+        data = <char*>c.spool     # process_update takes the item: no byte is read through this
+    else:
+        data = ITEM_data(c.spool)   # a bare chunk, one contiguous block
+    r = process_command(c, p, linelen, data, c.spool_len)
     if c.in_nread:
         mc_store_int(&c.in_nread, 0)
     if c.spool != NULL:       # not taken by the command (see process_update)
         item_free(c.spool)
         c.spool = NULL
+    free(c.spool_buf)
+    c.spool_buf = NULL
     c.spool_adopt = False
     c.rstart += c.spool_line
     if r < 0:
@@ -600,9 +618,19 @@ cdef void conn_spool_finish(conn_t* c) noexcept nogil:
 cdef bint conn_read_event(conn_t* c) noexcept nogil:
     cdef ssize_t n
     cdef worker_t* w = <worker_t*>c.worker
+    cdef char* dst
+    cdef size_t room
     conn_drive_start(c, True)
-    if c.spool != NULL:
-        n = conn_recv(c, ITEM_data(c.spool) + c.spool_have, c.spool_len - c.spool_have)
+    if c.spool != NULL or c.spool_buf != NULL:
+        # straight into the item: up to the end of the chunk the next byte is in
+        if c.spool_buf != NULL:
+            dst = c.spool_buf + c.spool_have
+            room = c.spool_len - c.spool_have
+        else:
+            dst = item_data_span(c.spool, c.spool_have, &room)
+            if room > c.spool_len - c.spool_have:
+                room = c.spool_len - c.spool_have
+        n = conn_recv(c, dst, room)
         if n == 0:
             conn_close(c)
             return False

@@ -1,7 +1,15 @@
 # items.pxi -- item layout, allocation and liveness.
 #
 # An item is one slab chunk: item_t header, key bytes, value bytes ending in
-# CRLF. item_alloc() is where a store gets memory: it asks the slab allocator
+# CRLF; or, when its ntotal or footprint is above slab_chunk_max, a chunked
+# item as memcached's: a header chunk (item_t, key, item_chain_t) from the
+# class that fits it, and the value in a chain of chunks (item_chunk_t), each
+# of slab_chunk_max bytes but the last, which comes from the class that fits
+# the rest (memcached's do_item_alloc_chunk). The chain is allocated with the
+# header, evicting per chunk class as needed, and freed with it. Code that
+# reads or writes a value goes through item_data_read / item_data_write /
+# item_data_span, which walk the chain; ITEM_data is only for items known to
+# be small (incr results, empty tombstones). item_alloc() is where a store gets memory: it asks the slab allocator
 # and, when the class is full, asks the LRU (lru.pxi) to reclaim or evict from
 # the tail and tries again. Liveness (expiry and flush_all) is decided lazily,
 # when an item is looked up, exactly as memcached's do_item_get does.
@@ -35,8 +43,117 @@ cdef enum:
 cdef inline size_t item_footprint_of(size_t nkey, size_t nbytes) noexcept nogil:
     return sizeof(item_t) + nkey + nbytes
 
+cdef enum:
+    MC_CHUNK_HEADER = 48   # memcached's sizeof(item_chunk): a chunk's value room is its size less this
+
+# True when an item of this shape is chunked (see the top of this file).
+cdef inline bint item_chunked_of(size_t nkey, uint32_t flags, size_t nbytes) noexcept nogil:
+    return (mc_item_ntotal(nkey, flags, nbytes) > g_settings.slab_chunk_size_max or
+            item_footprint_of(nkey, nbytes) > g_settings.slab_chunk_size_max)
+
+cdef inline bint item_chunked(item_t* it) noexcept nogil:
+    return item_chunked_of(it.nkey, it.flags, it.nbytes)
+
+cdef inline item_chain_t* ITEM_chain(item_t* it) noexcept nogil:
+    return <item_chain_t*>((<char*>it) + ((sizeof(item_t) + it.nkey + 7) & ~(<size_t>7)))
+
+cdef inline char* CHUNK_data(item_chunk_t* ch) noexcept nogil:
+    return (<char*>ch) + sizeof(item_chunk_t)
+
+# The bytes an item's own chunk holds (the header chunk of a chunked item).
 cdef inline size_t ITEM_footprint(item_t* it) noexcept nogil:
+    if item_chunked(it):
+        return ((sizeof(item_t) + it.nkey + 7) & ~(<size_t>7)) + sizeof(item_chain_t)
     return sizeof(item_t) + it.nkey + it.nbytes
+
+# memcached's size of a chunked item's header (its item, key and NUL, client
+# flags, one item_chunk, CAS): the class of our header chunk is chosen for it.
+cdef inline size_t mc_header_ntotal(size_t nkey, uint32_t flags) noexcept nogil:
+    return (MC_ITEM_HEADER + nkey + 1 + (4 if flags != 0 else 0) + MC_CHUNK_HEADER
+            + (8 if g_settings.use_cas else 0))
+
+# Chunk `ch` and the offset in it where value byte `off` lives (off < nbytes).
+cdef inline item_chunk_t* chunk_at(item_t* it, size_t off, size_t* inner) noexcept nogil:
+    cdef item_chunk_t* ch = ITEM_chain(it).first
+    while ch != NULL and off >= ch.used:
+        off -= ch.used
+        ch = ch.next
+    inner[0] = off
+    return ch
+
+# Copy n value bytes starting at `off` out to dst.
+cdef void item_data_read(item_t* it, size_t off, char* dst, size_t n) noexcept nogil:
+    cdef item_chunk_t* ch
+    cdef size_t inner
+    cdef size_t k
+    if not item_chunked(it):
+        memcpy(dst, ITEM_data(it) + off, n)
+        return
+    ch = chunk_at(it, off, &inner)
+    while n > 0 and ch != NULL:
+        k = ch.used - inner
+        if k > n:
+            k = n
+        memcpy(dst, CHUNK_data(ch) + inner, k)
+        dst += k
+        n -= k
+        inner = 0
+        ch = ch.next
+
+# Copy n bytes from src into the value at `off` (the chain is already sized).
+cdef void item_data_write(item_t* it, size_t off, const char* src, size_t n) noexcept nogil:
+    cdef item_chunk_t* ch
+    cdef size_t inner
+    cdef size_t k
+    if not item_chunked(it):
+        memcpy(ITEM_data(it) + off, src, n)
+        return
+    ch = chunk_at(it, off, &inner)
+    while n > 0 and ch != NULL:
+        k = ch.used - inner
+        if k > n:
+            k = n
+        memcpy(CHUNK_data(ch) + inner, src, k)
+        src += k
+        n -= k
+        inner = 0
+        ch = ch.next
+
+# Where value byte `off` lives and how many bytes follow it contiguously
+# (off < nbytes): what a recv() into the item may fill in one go.
+cdef char* item_data_span(item_t* it, size_t off, size_t* avail) noexcept nogil:
+    cdef item_chunk_t* ch
+    cdef size_t inner
+    if not item_chunked(it):
+        avail[0] = it.nbytes - off
+        return ITEM_data(it) + off
+    ch = chunk_at(it, off, &inner)
+    if ch == NULL:
+        avail[0] = 0
+        return NULL
+    avail[0] = ch.used - inner
+    return CHUNK_data(ch) + inner
+
+# Value byte `off`.
+cdef inline char item_data_byte(item_t* it, size_t off) noexcept nogil:
+    cdef char b = 0
+    item_data_read(it, off, &b, 1)
+    return b
+
+# Copy n value bytes of `src` from soff into `dst` at doff, chunk span by span.
+cdef void item_data_copy(item_t* dst, size_t doff, item_t* src, size_t soff, size_t n) noexcept nogil:
+    cdef char* p
+    cdef size_t k
+    while n > 0:
+        p = item_data_span(src, soff, &k)
+        if p == NULL or k == 0:
+            return
+        if k > n:
+            k = n
+        item_data_write(dst, doff, p, k)
+        doff += k
+        soff += k
+        n -= k
 
 cdef inline size_t mc_item_ntotal(size_t nkey, uint32_t flags, size_t nbytes) noexcept nogil:
     return (MC_ITEM_HEADER + nkey + 1 + (4 if flags != 0 else 0) + nbytes
@@ -47,6 +164,9 @@ cdef inline size_t ITEM_ntotal(item_t* it) noexcept nogil:
 
 # The class an item of this shape goes to; 0 if none can hold it.
 cdef inline int item_clsid_of(size_t nkey, uint32_t flags, size_t nbytes) noexcept nogil:
+    if item_chunked_of(nkey, flags, nbytes):
+        # chunked: it lives in the LRU of the largest class, as memcached's
+        return g_power_largest if mc_item_ntotal(nkey, flags, nbytes) <= g_settings.item_size_max else 0
     cdef size_t ntotal = mc_item_ntotal(nkey, flags, nbytes)
     cdef size_t footprint = item_footprint_of(nkey, nbytes)
     return slabs_clsid(ntotal if ntotal > footprint else footprint)
@@ -87,29 +207,122 @@ cdef inline item_state_t item_dead(item_t* it, rel_time_t now) noexcept nogil:
         return ITEM_EXPIRED
     return ITEM_LIVE
 
-# Allocate an unlinked item in `shard`'s name, evicting if the class is full.
-# Returns NULL when the item can never fit (check item_size_ok) or memory is
-# exhausted and eviction is disabled or impossible.
-cdef item_t* item_alloc(shard_t* shard, const char* key, size_t nkey, uint32_t flags,
-                        rel_time_t exptime, size_t nbytes) noexcept nogil:
-    cdef size_t ntotal = mc_item_ntotal(nkey, flags, nbytes)
-    cdef int id = item_clsid_of(nkey, flags, nbytes)
-    cdef item_t* it = NULL
+# One chunk of class `id` for `shard`'s store, evicting from that class's
+# tail until one is free (memcached's do_item_alloc_pull); NULL when memory is
+# exhausted and nothing can be evicted.
+cdef void* item_alloc_pull(shard_t* shard, size_t size, int id) noexcept nogil:
+    cdef void* p = NULL
     cdef int tries
-    if id == 0 or ntotal > g_settings.item_size_max:
-        return NULL
     if not g_settings.lru_segmented:
         # With the flat LRU memcached first reclaims expired and flushed items
         # at the tail, without evicting: memory a dead item held is reused and
         # counted as `reclaimed` (t/issue_183.t). Pinned items are skipped.
         lru_pull_tail_seg(shard, id, SEG_COLD, 0, 0, True, NULL, True, False)
     for tries in range(10):
-        it = <item_t*>slabs_alloc(ntotal, id)
-        if it != NULL:
+        p = slabs_alloc(size, id)
+        if p != NULL:
             break
         # evicts unless -M (lru.pxi checks evict_to_free, as memcached)
         if not lru_pull_tail(shard, id):
             break
+    return p
+
+# Chain one more chunk to chunked item `it` after `last`, sized for `remain`
+# more bytes as memcached's do_item_alloc_chunk: slab_chunk_max at most,
+# else the class that fits the rest (a full-size one when that class has no
+# memory); `remain` 0 gives an empty chunk, as memcached's appends leave.
+# NULL when memory ran out.
+cdef item_chunk_t* item_chunk_alloc(shard_t* shard, item_t* it, item_chunk_t* last,
+                                    size_t remain) noexcept nogil:
+    cdef size_t cmax = g_settings.slab_chunk_size_max
+    cdef size_t size = remain + MC_CHUNK_HEADER
+    cdef item_chunk_t* ch
+    cdef int id
+    if size > cmax:
+        size = cmax
+    id = slabs_clsid(size)
+    ch = <item_chunk_t*>item_alloc_pull(shard, 0, id)
+    if ch == NULL and size < cmax:
+        size = cmax
+        id = slabs_clsid(size)
+        ch = <item_chunk_t*>item_alloc_pull(shard, 0, id)
+    if ch != NULL:
+        slabs_chain_link(it, ITEM_chain(it), last, ch, id, <uint32_t>(size - MC_CHUNK_HEADER))
+    return ch
+
+# The chain of a chunked item whose value arrives whole (a store): chunks
+# allocated while bytes remain, as memcached's read into a chunked item.
+# False when memory ran out; the caller frees the header and what was chained.
+cdef bint item_alloc_chain(shard_t* shard, item_t* it, size_t nbytes) noexcept nogil:
+    cdef item_chunk_t* last = NULL
+    cdef size_t remain = nbytes
+    while remain > 0:
+        last = item_chunk_alloc(shard, it, last, remain)
+        if last == NULL:
+            return False
+        last.used = last.size if last.size < remain else <uint32_t>remain
+        remain -= last.used
+    return True
+
+# Append n value bytes of `src` (from its start) to the chain of chunked item
+# `it` built lazily (item_alloc with lazy_chain), the way memcached's append
+# and prepend copy (_store_item_copy_chunks): fill the last chunk; whenever
+# a chunk is full, chain one sized for what is left of this copy, even when
+# nothing is (so stats slabs count the same chunks). False on no memory.
+cdef bint item_chain_fill(shard_t* shard, item_t* it, item_t* src, size_t n) noexcept nogil:
+    cdef item_chunk_t* dch = ITEM_chain(it).first
+    cdef size_t done = 0
+    cdef size_t todo
+    cdef size_t k
+    cdef char* p
+    if n == 0:
+        return True
+    while dch != NULL and dch.next != NULL:
+        dch = dch.next
+    if dch == NULL or dch.used == dch.size:
+        dch = item_chunk_alloc(shard, it, dch, n)
+        if dch == NULL:
+            return False
+    while done < n:
+        todo = dch.size - dch.used
+        if todo > n - done:
+            todo = n - done
+        while todo > 0:
+            p = item_data_span(src, done, &k)
+            if p == NULL or k == 0:
+                return False
+            if k > todo:
+                k = todo
+            memcpy(CHUNK_data(dch) + dch.used, p, k)
+            dch.used += <uint32_t>k
+            done += k
+            todo -= k
+        if dch.used == dch.size:
+            dch = item_chunk_alloc(shard, it, dch, n - done)
+            if dch == NULL:
+                return False
+    return True
+
+# Allocate an unlinked item in `shard`'s name, evicting if the class is full.
+# Returns NULL when the item can never fit (check item_size_ok) or memory is
+# exhausted and eviction is disabled or impossible.
+# `lazy_chain`: a chunked item gets its header only; item_chain_fill builds
+# the chain (append/prepend).
+cdef item_t* item_alloc(shard_t* shard, const char* key, size_t nkey, uint32_t flags,
+                        rel_time_t exptime, size_t nbytes, bint lazy_chain=False) noexcept nogil:
+    cdef size_t ntotal = mc_item_ntotal(nkey, flags, nbytes)
+    cdef int id = item_clsid_of(nkey, flags, nbytes)
+    cdef bint chunked = item_chunked_of(nkey, flags, nbytes)
+    cdef int hdr_id = id
+    cdef item_t* it = NULL
+    cdef item_chain_t* chain
+    if id == 0 or ntotal > g_settings.item_size_max:
+        return NULL
+    if chunked:
+        hdr_id = slabs_clsid(mc_header_ntotal(nkey, flags))
+        it = <item_t*>item_alloc_pull(shard, 0, hdr_id)
+    else:
+        it = <item_t*>item_alloc_pull(shard, ntotal, id)
     if it == NULL:
         shard.lru[id].outofmemory += 1
         return NULL
@@ -126,8 +339,21 @@ cdef item_t* item_alloc(shard_t* shard, const char* key, size_t nkey, uint32_t f
     it.slabs_clsid = <uint8_t>id
     it.nkey = <uint8_t>nkey
     memcpy(ITEM_key(it), key, nkey)
+    if chunked:
+        chain = ITEM_chain(it)
+        chain.first = NULL
+        chain.hdr_clsid = <uint32_t>hdr_id
+        chain.nchunks = 0
+        slabs_requested_add(id, ntotal)
+        if not lazy_chain and not item_alloc_chain(shard, it, nbytes):
+            item_free(it)
+            shard.lru[id].outofmemory += 1
+            return NULL
     return it
 
-# Return an unlinked item's chunk to its slab class.
+# Return an unlinked item's memory (all its chunks) to the slab classes.
 cdef inline void item_free(item_t* it) noexcept nogil:
-    slabs_free(it, ITEM_ntotal(it), it.slabs_clsid)
+    if item_chunked(it):
+        slabs_free_chain(it, ITEM_chain(it), ITEM_ntotal(it))
+    else:
+        slabs_free(it, ITEM_ntotal(it), it.slabs_clsid)

@@ -225,7 +225,7 @@ cdef enum:
     KEY_MAX_LENGTH = 250
     MAX_TOKENS = 24
     MC_MAX_CLASSES = 64            # memcached's MAX_NUMBER_OF_SLAB_CLASSES
-    MAX_SLAB_CLASSES = 66          # ours: memcached's classes plus one for items > slab_chunk_max
+    MAX_SLAB_CLASSES = 66          # memcached's 64 and room (LRU arrays are sized by it)
     SLAB_PAGE_SIZE = 1048576       # 1 MiB pages, as memcached
     CHUNK_ALIGN_BYTES = 8
     REALTIME_MAXDELTA = 2592000    # 30 days: relative vs absolute exptime
@@ -253,8 +253,13 @@ cdef enum:
     ITEM_TOKEN_SENT = 16
     ITEM_KEY_BINARY = 32
 
-# One chunk per item: this header, then the key, then the value with its
-# trailing "\r\n" (so a hit is one memcpy of data+CRLF into the reply).
+# An item no larger than slab_chunk_max is one chunk: this header, then the
+# key, then the value with its trailing "\r\n" (a hit is one memcpy of
+# data+CRLF into the reply). A larger one is chunked, as memcached's: this
+# header and key in a small chunk, followed (8-aligned) by an item_chain_t,
+# and the value in a chain of item_chunk_t from the ordinary classes
+# (items.pxi). Whether an item is chunked follows from its shape alone
+# (item_chunked: key, flags and value length), so no flag bit is spent on it.
 cdef struct item_t:
     item_t* next          # LRU toward head
     item_t* prev          # LRU toward tail
@@ -268,6 +273,28 @@ cdef struct item_t:
     uint16_t it_flags
     uint8_t slabs_clsid
     uint8_t nkey
+
+# A chunk of a chunked item's value. Laid over item_t so the page mover, which
+# reads every chunk of a page as an item header, tells them apart: `magic`
+# sits where item_t.cas is and `zero` where item_t.nbytes is (never 0 in an
+# item, which always holds at least its CRLF). magic is CHUNK_MAGIC only while
+# the chunk is in a chain: slabs.pxi clears it whenever a chunk is handed out
+# or freed, under g_slabs_lock, and chains are linked and freed under it.
+cdef struct item_chunk_t:
+    item_chunk_t* next    # toward the end of the value
+    item_chunk_t* prev    # toward the start (NULL for the first chunk)
+    item_t* head          # the header item owning the chain
+    uint64_t magic
+    uint32_t size         # value bytes this chunk holds when full
+    uint32_t used         # value bytes it holds
+    uint32_t clsid        # its slab class
+    uint32_t zero
+
+# Follows the key (8-aligned) in a chunked item's header chunk.
+cdef struct item_chain_t:
+    item_chunk_t* first
+    uint32_t hdr_clsid    # the header chunk's own class (slabs_clsid is the LRU's)
+    uint32_t nchunks
 
 # ---------------------------------------------------------------- slabs
 cdef struct slabclass_t:
@@ -392,6 +419,7 @@ cdef struct conn_t:
     item_t* spool        # a large data block still arriving (conn.pxi)
     item_t* spool_ready  # set/add/...: the item itself, allocated when its line was read
     bint spool_adopt     # spool is that item: the command takes it instead of copying
+    char* spool_buf      # a block of another command too large for one chunk: malloc'd
     size_t spool_len
     size_t spool_have
     size_t spool_line

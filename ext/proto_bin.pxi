@@ -269,7 +269,7 @@ cdef int bin_get_or_touch(conn_t* c, bin_req_t* r) noexcept nogil:
             if return_key:
                 memcpy(p, ITEM_key(it), nkey)
                 p += nkey
-            memcpy(p, ITEM_data(it), vlen)
+            item_data_read(it, 0, p, vlen)
         pthread_mutex_unlock(&s.lock)
         return 0
     pthread_mutex_unlock(&s.lock)
@@ -315,9 +315,8 @@ cdef void bin_complete_update(conn_t* c, bin_req_t* r, int comm, uint32_t flags,
         pthread_mutex_unlock(&s.lock)
         bin_error(c, r, BIN_ST_ENOMEM, b"Out of memory allocating item", 0)
         return
-    memcpy(ITEM_data(it), value, vlen)
-    ITEM_data(it)[vlen] = c'\r'
-    ITEM_data(it)[vlen + 1] = c'\n'
+    item_data_write(it, 0, value, vlen)
+    item_data_write(it, vlen, b"\r\n", 2)
     it.hv = bucket_hv(h)
     it.cas = r.cas
     if r.cas != 0 and comm != NREAD_APPEND and comm != NREAD_PREPEND:

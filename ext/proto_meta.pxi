@@ -445,7 +445,7 @@ cdef int process_mget(conn_t* c, token_t* tokens, size_t ntokens) noexcept nogil
     else:
         memcpy(out, hdr, n)
         if value:
-            memcpy(out + n, ITEM_data(it), it.nbytes)
+            item_data_read(it, 0, out + n, it.nbytes)
             n += it.nbytes
         c.wlen += n
     if ttl_set:
@@ -563,7 +563,7 @@ cdef int process_mset(conn_t* c, token_t* tokens, size_t ntokens,
         pthread_mutex_unlock(&s.lock)
         out_errstring(c, b"CLIENT_ERROR bad data chunk")
         return <int>vlen
-    memcpy(ITEM_data(it), data, vlen)
+    item_data_write(it, 0, data, vlen)
     it.hv = hv
     it.cas = of.req_cas if of.has_cas else 0
     if of.key_binary:

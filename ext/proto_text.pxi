@@ -52,7 +52,7 @@ cdef inline bint write_value(conn_t* c, item_t* it, bint return_cas) noexcept no
     p[0] = c'\r'
     p[1] = c'\n'
     p += 2
-    memcpy(p, ITEM_data(it), it.nbytes)
+    item_data_read(it, 0, p, it.nbytes)
     p += it.nbytes
     c.wlen += <size_t>(p - start)
     return True
@@ -255,7 +255,7 @@ cdef int process_update(conn_t* c, token_t* tokens, size_t ntokens, int comm, bi
             pthread_mutex_unlock(&s.lock)
         return conn_swallow(c, vlen, avail)
     if avail < vlen:
-        if vlen >= SPOOL_MIN and c.spool == NULL and c.spool_ready == NULL:
+        if vlen >= SPOOL_MIN and c.spool == NULL and c.spool_buf == NULL and c.spool_ready == NULL:
             # A large value is received straight into its item, as memcached
             # reads into the item it allocated for the line (conn.pxi spools).
             pthread_mutex_lock(&s.lock)
@@ -268,7 +268,7 @@ cdef int process_update(conn_t* c, token_t* tokens, size_t ntokens, int comm, bi
         c.rneed = vlen
         return PROC_NEED_MORE
     pthread_mutex_lock(&s.lock)
-    if c.spool_adopt and c.spool != NULL and data == ITEM_data(c.spool) and \
+    if c.spool_adopt and c.spool != NULL and data == <char*>c.spool and \
             c.spool.nkey == nkey and c.spool.nbytes == vlen and c.spool.flags == flags:
         it = c.spool              # the value arrived in it already
         c.spool = NULL
@@ -281,8 +281,8 @@ cdef int process_update(conn_t* c, token_t* tokens, size_t ntokens, int comm, bi
         return <int>vlen
     sinc(&st.slab[it.slabs_clsid].set_cmds)
     if data != NULL:
-        memcpy(ITEM_data(it), data, vlen)
-    if ITEM_data(it)[vlen - 2] != c'\r' or ITEM_data(it)[vlen - 1] != c'\n':
+        item_data_write(it, 0, data, vlen)
+    if item_data_byte(it, vlen - 2) != c'\r' or item_data_byte(it, vlen - 1) != c'\n':
         item_free(it)
         pthread_mutex_unlock(&s.lock)
         out_string(c, b"CLIENT_ERROR bad data chunk")
@@ -497,7 +497,7 @@ cdef int process_command(conn_t* c, const char* line, size_t length,
     nul = <const char*>memchr(line, 0, length)
     if nul != NULL:
         length = <size_t>(nul - line)      # memcached sees the line as a C string
-    if c.rneed == 0 and c.get_resume == 0 and c.spool == NULL:
+    if c.rneed == 0 and c.get_resume == 0 and c.spool == NULL and c.spool_buf == NULL:
         if g_settings.verbose > 1:
             if not c.announced:
                 c.announced = True

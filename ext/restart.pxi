@@ -23,6 +23,15 @@
 # were in, as memcached's do; within a segment the order is the pages' order,
 # not recency (memcached keeps its old list pointers; we never trust them).
 #
+# Chunked items (items.pxi) keep raw pointers in their chains; the old
+# mapping's base address is saved with the page table, so a chain can be
+# translated. A chunked header is relinked only if every chunk of its chain
+# translates into a page of the table, sits at a chunk boundary of that
+# page's class, is marked and names the header as its head, and the chunks
+# hold exactly the value; its pointers are then rewritten for this mapping
+# and its chunks claimed. Chain chunks are left alone by the page walk; a last
+# sweep frees every chunk no relinked header claimed.
+#
 # Locking: the region allocator is guarded by g_slabs_lock (it is called from
 # do_slabs_newslab and rebal_finish). restart_rebuild and restart_pages run
 # while no worker, acceptor or mover thread exists (before start / after
@@ -94,15 +103,28 @@ cdef struct restart_counts_t:
     uint64_t duplicate
     uint64_t free_chunks
 
+cdef enum:
+    CHUNK_CLAIMED = 0x80000000    # item_chunk_t.clsid during a rebuild: a relinked header owns it
+
+cdef inline bint chunk_marked(void* p) noexcept nogil:
+    return (<item_chunk_t*>p).magic == CHUNK_MAGIC and (<item_chunk_t*>p).zero == 0
+
 # Is the chunk at `it` (in a page of class `id`) a consistent item header?
 cdef bint restart_item_valid(item_t* it, int id) noexcept nogil:
     cdef uint32_t chunk = g_slabclass[id].size
     cdef char* data
     if (it.it_flags & ITEM_LINKED) == 0:
         return False
-    if it.slabs_clsid != id or it.nkey == 0 or it.nkey > KEY_MAX_LENGTH:
+    if it.nkey == 0 or it.nkey > KEY_MAX_LENGTH:
         return False
     if it.nbytes < 2 or it.nbytes > g_settings.item_size_max + 2:
+        return False
+    if item_chunked(it):
+        # the header only; its chain is checked when it is relinked
+        return (it.slabs_clsid == g_power_largest and ITEM_chain(it).hdr_clsid == <uint32_t>id
+                and ITEM_footprint(it) <= chunk
+                and mc_item_ntotal(it.nkey, it.flags, it.nbytes) <= g_settings.item_size_max)
+    if it.slabs_clsid != id:
         return False
     if ITEM_footprint(it) > chunk or ITEM_ntotal(it) > chunk:
         return False
@@ -113,7 +135,76 @@ cdef bint restart_item_valid(item_t* it, int id) noexcept nogil:
         return False
     return True
 
+# Translate and check the chain of chunked header `it` (old address
+# `old_it`); on success rewrite its pointers for this mapping and claim its
+# chunks. `slot_cls` is each slot's class in the page table (0: none).
+cdef bint restart_chain(item_t* it, int64_t shift, uint8_t* slot_cls) noexcept nogil:
+    cdef item_chain_t* chain = ITEM_chain(it)
+    cdef uintptr_t old_it = <uintptr_t>(<int64_t><uintptr_t>it - shift)
+    cdef uintptr_t oldp = <uintptr_t>chain.first
+    cdef uintptr_t oldprev = 0
+    cdef uint64_t off
+    cdef uint64_t slot
+    cdef uint64_t inpage
+    cdef int cls
+    cdef item_chunk_t* ch
+    cdef uint64_t total = 0
+    cdef uint32_t n = 0
+    cdef uint64_t region = g_region_nslots * g_region_slot_size
+    while oldp != 0:
+        off = <uint64_t>(<int64_t>oldp + shift - <int64_t><uintptr_t>g_region_base)
+        if <int64_t>oldp + shift < <int64_t><uintptr_t>g_region_base or off >= region:
+            return False
+        slot = off // g_region_slot_size
+        inpage = off % g_region_slot_size
+        cls = slot_cls[slot]
+        if cls == 0 or inpage % g_slabclass[cls].size != 0 or \
+                inpage // g_slabclass[cls].size >= g_slabclass[cls].perslab:
+            return False
+        ch = <item_chunk_t*>(g_region_base + off)
+        if not chunk_marked(ch) or ch.clsid != <uint32_t>cls or <uintptr_t>ch.head != old_it or \
+                <uintptr_t>ch.prev != oldprev or ch.used > ch.size or \
+                ch.size + MC_CHUNK_HEADER > g_slabclass[cls].size or n >= chain.nchunks:
+            return False
+        total += ch.used
+        n += 1
+        oldprev = oldp
+        oldp = <uintptr_t>ch.next
+    if total != it.nbytes or n != chain.nchunks:
+        return False
+    # valid: rewrite for this mapping and claim
+    if chain.first != NULL:
+        chain.first = <item_chunk_t*>(<int64_t><uintptr_t>chain.first + shift)
+    ch = chain.first
+    while ch != NULL:
+        ch.head = it
+        if ch.prev != NULL:
+            ch.prev = <item_chunk_t*>(<int64_t><uintptr_t>ch.prev + shift)
+        if ch.next != NULL:
+            ch.next = <item_chunk_t*>(<int64_t><uintptr_t>ch.next + shift)
+        ch.clsid |= CHUNK_CLAIMED
+        ch = ch.next
+    return item_data_byte(it, it.nbytes - 2) == b'\r' and item_data_byte(it, it.nbytes - 1) == b'\n'
+
+# Last step of a rebuild, per page: chain chunks a relinked header claimed
+# count as used; the others are freed.
+cdef void restart_sweep_page(char* page, int id, restart_counts_t* rc) noexcept nogil:
+    cdef slabclass_t* p = &g_slabclass[id]
+    cdef uint64_t i
+    cdef item_chunk_t* ch
+    for i in range(p.perslab):
+        ch = <item_chunk_t*>(page + i * p.size)
+        if not chunk_marked(ch):
+            continue
+        if ch.clsid & CHUNK_CLAIMED:
+            ch.clsid &= ~(<uint32_t>CHUNK_CLAIMED)
+            p.used_chunks += 1
+        else:
+            restart_chunk_free(p, <item_t*>ch)
+            rc.free_chunks += 1
+
 cdef inline void restart_chunk_free(slabclass_t* p, item_t* it) noexcept nogil:
+    (<item_chunk_t*>it).magic = 0
     it.it_flags = 0
     (<void**>it)[0] = p.slots
     p.slots = it
@@ -134,11 +225,12 @@ cdef enum:
 # cache misses on them were most of a rebuild's time.
 cdef int restart_page(uint64_t slot, int id, int64_t delta, int64_t old_oldest_live,
                       uint64_t old_oldest_cas, bint flush_passed, uint64_t* hs,
-                      char* ok, restart_counts_t* rc) noexcept nogil:
+                      char* ok, restart_counts_t* rc, int64_t shift, bint chains,
+                      uint8_t* slot_cls) noexcept nogil:
     global g_mem_malloced
     cdef slabclass_t* p = &g_slabclass[id]
     cdef char* page = g_region_base + slot * g_region_slot_size
-    cdef uint64_t length = slabs_page_bytes(id)
+    cdef uint64_t length = SLAB_PAGE_SIZE
     cdef uint64_t i
     cdef uint64_t n = p.perslab
     cdef item_t* it
@@ -162,7 +254,9 @@ cdef int restart_page(uint64_t slot, int id, int64_t delta, int64_t old_oldest_l
     for i in range(n):
         ok[i] = 0
         it = <item_t*>(page + i * p.size)
-        if not restart_item_valid(it, id):
+        if chunk_marked(it):
+            continue               # a chain's chunk: the sweep decides
+        if not restart_item_valid(it, id) or (item_chunked(it) and not chains):
             if it.it_flags & ITEM_LINKED:
                 rc.invalid += 1
             restart_chunk_free(p, it)
@@ -208,6 +302,10 @@ cdef int restart_page(uint64_t slot, int id, int64_t delta, int64_t old_oldest_l
             rc.duplicate += 1
             restart_chunk_free(p, it)
             continue
+        if item_chunked(it) and not restart_chain(it, shift, slot_cls):
+            rc.invalid += 1
+            restart_chunk_free(p, it)
+            continue
         it.it_flags &= ~ITEM_PINNED
         it.next = NULL
         it.prev = NULL
@@ -223,7 +321,10 @@ cdef int restart_page(uint64_t slot, int id, int64_t delta, int64_t old_oldest_l
         s.total_items += 1
         s.bytes += ITEM_ntotal(it)
         sizes_track(it, 1)
-        p.requested += ITEM_ntotal(it)
+        if item_chunked(it):
+            g_slabclass[it.slabs_clsid].requested += ITEM_ntotal(it)
+        else:
+            p.requested += ITEM_ntotal(it)
         p.used_chunks += 1
         if dead:
             rc.expired += 1
@@ -262,7 +363,7 @@ def restart_pages():
     for id in range(1, MAX_SLAB_CLASSES):
         for j in range(g_slabclass[id].slabs):
             out.append(((<char*>g_slabclass[id].slab_list[j] - g_region_base) // g_region_slot_size,
-                        id, slabs_page_bytes(id)))
+                        id, SLAB_PAGE_SIZE))
     out.sort()
     return out
 
@@ -275,6 +376,7 @@ def restart_state():
         "oldest_cas": int(mc_load_u64(&g_settings.oldest_cas)),
         "oldest_live": int(mc_load_u32(&g_settings.oldest_live)),
         "item_header": int(sizeof(item_t)),
+        "region_base": int(<uintptr_t>g_region_base),
         "hashpower": [g_shards[i].hashpower for i in range(g_nshards)],
     }
 
@@ -297,7 +399,7 @@ cdef int restart_presize(int i, uint32_t hashpower) noexcept nogil:
 
 def restart_rebuild(list pages, long long old_process_started, unsigned long long current_cas,
                     unsigned long long oldest_cas, unsigned int oldest_live,
-                    list hashpower=None):
+                    list hashpower=None, old_base=None):
     """Relink every valid, live item of `pages` ([(slot, class)]) and restore
     the CAS counter and flush horizon. Returns the counts of what was found."""
     global g_region_next, g_region_nfree
@@ -312,6 +414,11 @@ def restart_rebuild(list pages, long long old_process_started, unsigned long lon
     cdef char* ok = NULL
     cdef uint64_t maxper = 1
     cdef uint64_t k
+    cdef uint8_t* slot_cls = NULL
+    # chains hold the old mapping's addresses: without its base, chunked
+    # items are dropped (their chunks freed by the sweep)
+    cdef bint chains = old_base is not None
+    cdef int64_t shift = (<int64_t><uintptr_t>g_region_base - <int64_t><uintptr_t>old_base) if chains else 0
     if g_region_base == NULL:
         raise RuntimeError("no memory region attached")
     memset(&rc, 0, sizeof(rc))
@@ -320,15 +427,19 @@ def restart_rebuild(list pages, long long old_process_started, unsigned long lon
             if restart_presize(<int>k, <uint32_t>hashpower[k]) != 0:
                 raise MemoryError("cannot size the hash tables")
     used = <char*>calloc(g_region_nslots if g_region_nslots else 1, 1)
-    if used == NULL:
+    slot_cls = <uint8_t*>calloc(g_region_nslots if g_region_nslots else 1, 1)
+    if used == NULL or slot_cls == NULL:
+        free(used)
+        free(slot_cls)
         raise MemoryError()
     try:
         for slot, id, _length in pages:
             if slot >= g_region_nslots or id < 1 or id >= MAX_SLAB_CLASSES or \
                     g_slabclass[id].size == 0 or used[slot] or \
-                    slabs_page_bytes(id) > g_region_slot_size:
+                    SLAB_PAGE_SIZE > g_region_slot_size:
                 raise ValueError(f"bad page table entry ({slot}, {id})")
             used[slot] = 1
+            slot_cls[slot] = <uint8_t>id
         for k in range(1, MAX_SLAB_CLASSES):
             if g_slabclass[k].perslab > maxper:
                 maxper = g_slabclass[k].perslab
@@ -339,8 +450,10 @@ def restart_rebuild(list pages, long long old_process_started, unsigned long lon
         for slot, id, _length in pages:
             with nogil:
                 if restart_page(slot, id, delta, oldest_live, oldest_cas, flush_passed,
-                                hs, ok, &rc) != 0:
+                                hs, ok, &rc, shift, chains, slot_cls) != 0:
                     raise MemoryError()
+        for slot, id, _length in pages:
+            restart_sweep_page(g_region_base + <uint64_t>slot * g_region_slot_size, id, &rc)
         # every slot not in the table is free; slots past the last page are
         # handed out from the end, the gaps from the stack
         g_region_next = 0
@@ -354,6 +467,7 @@ def restart_rebuild(list pages, long long old_process_started, unsigned long lon
                 g_region_nfree += 1
     finally:
         free(used)
+        free(slot_cls)
         free(hs)
         free(ok)
     cas_reset(current_cas if current_cas > 0 else 1, g_cas_batch)

@@ -18,8 +18,11 @@
 # Class sizes follow memcached: the smallest chunk is the item header plus -n
 # bytes, each next class is -f times larger (8-byte aligned) until
 # slab_chunk_size_max, which is the last class. Items larger than that (up to
-# -I) get a class whose chunk is -I bytes, one per page of that size, so an item
-# is always one contiguous chunk.
+# -I) are chunked as memcached's (items.pxi): a header chunk from a small
+# class and a chain of slab_chunk_max chunks, the last from the class that
+# fits the rest. The chain is linked, and freed as a whole, under
+# g_slabs_lock, so the page mover, holding it, can trust a chunk's magic and
+# head (item_chunk_t in memcachepy_core.pxd).
 #
 # Locking: g_slabs_lock guards everything here. Lock order: shard -> slabs.
 
@@ -28,18 +31,18 @@ from libc.string cimport memset
 
 cdef slabclass_t g_slabclass[MAX_SLAB_CLASSES]
 cdef int g_power_largest = 0
-cdef int g_large_class = 0          # class for items > slab_chunk_size_max, 0 if none
 cdef uint64_t g_mem_limit = 0
 cdef uint64_t g_mem_malloced = 0
 cdef uint64_t g_malloc_fails = 0
 cdef pthread_mutex_t g_slabs_lock
 
 cdef enum:
-    LARGE_CLASS_SLACK = 8
     SLAB_GLOBAL_PAGE_POOL = 0
 
+cdef uint64_t CHUNK_MAGIC = 0x4b4e484344454e43    # a chunk in a chain ("CNEDCHNK")
+
 cdef void slabs_init(uint64_t limit, double factor, uint32_t item_header) noexcept nogil:
-    global g_power_largest, g_large_class, g_mem_limit, g_mem_malloced
+    global g_power_largest, g_mem_limit, g_mem_malloced
     cdef int i = 0
     cdef uint32_t size = item_header + <uint32_t>g_settings.chunk_size
     cdef uint32_t chunk_max = g_settings.slab_chunk_size_max
@@ -69,15 +72,6 @@ cdef void slabs_init(uint64_t limit, double factor, uint32_t item_header) noexce
     g_power_largest = i
     g_slabclass[i].size = chunk_max
     g_slabclass[i].perslab = SLAB_PAGE_SIZE // chunk_max
-    # The size limit itself is memcached's (items.pxi, mc_item_ntotal); our item
-    # header is up to 7 bytes larger than memcached's smallest (-C, no flags), so
-    # the class for the largest items has that much slack to hold every item
-    # memcached would accept.
-    g_large_class = 0
-    if g_settings.item_size_max + LARGE_CLASS_SLACK > chunk_max:
-        g_large_class = i + 1
-        g_slabclass[i + 1].size = g_settings.item_size_max + LARGE_CLASS_SLACK
-        g_slabclass[i + 1].perslab = 1
 
 cdef void slabs_destroy() noexcept nogil:
     global g_mem_malloced
@@ -91,14 +85,14 @@ cdef void slabs_destroy() noexcept nogil:
     memset(g_slabclass, 0, sizeof(g_slabclass))
     g_mem_malloced = 0
 
-# Smallest class whose chunks hold `size` bytes; 0 if none can.
+# Smallest class whose chunks hold `size` bytes; 0 if none can (a chunked item).
 cdef inline int slabs_clsid(size_t size) noexcept nogil:
     cdef int lo = 1
     cdef int hi
     cdef int mid
     if size == 0:
         return 0
-    hi = g_large_class if g_large_class else g_power_largest
+    hi = g_power_largest
     if size > g_slabclass[hi].size:
         return 0
     # binary search: classes are sorted by size
@@ -109,11 +103,6 @@ cdef inline int slabs_clsid(size_t size) noexcept nogil:
         else:
             lo = mid + 1
     return lo
-
-cdef inline uint64_t slabs_page_bytes(int id) noexcept nogil:
-    if id == g_large_class:
-        return g_slabclass[id].size
-    return SLAB_PAGE_SIZE
 
 # Caller holds g_slabs_lock. Pop the newest page of the global pool, NULL if empty.
 cdef char* get_page_from_global_pool() noexcept nogil:
@@ -163,12 +152,10 @@ cdef uint64_t global_page_pool_size() noexcept nogil:
 cdef int do_slabs_newslab(int id) noexcept nogil:
     global g_mem_malloced, g_malloc_fails
     cdef slabclass_t* p = &g_slabclass[id]
-    cdef uint64_t length = slabs_page_bytes(id)
+    cdef uint64_t length = SLAB_PAGE_SIZE
     cdef void** nl
     cdef char* page = NULL
-    # pooled pages are page-sized; the class of the largest items has its own size
-    cdef bint pooled = length == SLAB_PAGE_SIZE and \
-        g_slabclass[SLAB_GLOBAL_PAGE_POOL].slabs > 0
+    cdef bint pooled = g_slabclass[SLAB_GLOBAL_PAGE_POOL].slabs > 0
     if g_mem_limit and g_mem_malloced + length > g_mem_limit and p.slabs > 0 \
             and not pooled:
         return 0
@@ -226,13 +213,17 @@ cdef void* slabs_alloc_chunk(size_t size, int id, bint newpage) noexcept nogil:
     if ret != NULL:
         p.requested += size
         p.used_chunks += 1
+        # no stale chunk mark may survive into whatever the caller makes of it
+        (<item_chunk_t*>ret).magic = 0
     pthread_mutex_unlock(&g_slabs_lock)
     return ret
 
-cdef void slabs_free(void* ptr, size_t size, int id) noexcept nogil:
+# Caller holds g_slabs_lock. One chunk back to its class (or counted, if its
+# page is being emptied).
+cdef inline void do_slabs_free(void* ptr, size_t size, int id) noexcept nogil:
     global g_moving_reclaimed
     cdef slabclass_t* p = &g_slabclass[id]
-    pthread_mutex_lock(&g_slabs_lock)
+    (<item_chunk_t*>ptr).magic = 0
     if MC_UNLIKELY(in_moving_page(ptr)):
         # the page is being emptied (slabs_rebalance.pxi): count, don't reuse
         g_moving_reclaimed += 1
@@ -242,6 +233,54 @@ cdef void slabs_free(void* ptr, size_t size, int id) noexcept nogil:
         p.sl_curr += 1
     p.requested -= size
     p.used_chunks -= 1
+
+# Append `ch` (a chunk of class `id` just taken with slabs_alloc) to the chain
+# of chunked item `it` after `last` (NULL: as the first chunk). Under
+# g_slabs_lock, so the page mover never sees a half-linked chunk.
+cdef void slabs_chain_link(item_t* it, item_chain_t* chain, item_chunk_t* last,
+                           item_chunk_t* ch, int id, uint32_t size) noexcept nogil:
+    pthread_mutex_lock(&g_slabs_lock)
+    ch.next = NULL
+    ch.prev = last
+    ch.head = it
+    ch.size = size
+    ch.used = 0
+    ch.clsid = <uint32_t>id
+    ch.zero = 0
+    ch.magic = CHUNK_MAGIC
+    if last == NULL:
+        chain.first = ch
+    else:
+        last.next = ch
+    chain.nchunks += 1
+    pthread_mutex_unlock(&g_slabs_lock)
+
+# Free a chunked item: its header chunk and every chunk of its chain, in one
+# hold of g_slabs_lock (the page mover relies on a chain never being half
+# freed). `requested` is what the item counted in its LRU class.
+cdef void slabs_free_chain(item_t* it, item_chain_t* chain, size_t requested) noexcept nogil:
+    cdef item_chunk_t* ch = chain.first
+    cdef item_chunk_t* nx
+    pthread_mutex_lock(&g_slabs_lock)
+    while ch != NULL:
+        nx = ch.next
+        do_slabs_free(ch, 0, <int>ch.clsid)
+        ch = nx
+    chain.first = NULL
+    chain.nchunks = 0
+    g_slabclass[it.slabs_clsid].requested -= requested
+    do_slabs_free(it, 0, <int>chain.hdr_clsid)
+    pthread_mutex_unlock(&g_slabs_lock)
+
+# A chunked item's full size counts in its LRU class's mem_requested, as memcached's.
+cdef void slabs_requested_add(int id, size_t size) noexcept nogil:
+    pthread_mutex_lock(&g_slabs_lock)
+    g_slabclass[id].requested += size
+    pthread_mutex_unlock(&g_slabs_lock)
+
+cdef void slabs_free(void* ptr, size_t size, int id) noexcept nogil:
+    pthread_mutex_lock(&g_slabs_lock)
+    do_slabs_free(ptr, size, id)
     pthread_mutex_unlock(&g_slabs_lock)
 
 cdef void slabs_adjust_mem_limit(uint64_t new_limit) noexcept nogil:

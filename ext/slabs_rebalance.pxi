@@ -15,6 +15,15 @@
 #     CAS) or, when there is none, evict it;
 #  3. once every chunk is accounted for, hand the page to dst.
 #
+# A chunk of a chunked item's chain (item_chunk_t, marked with CHUNK_MAGIC) is
+# recognised under the slabs lock, where its head is valid (chains are linked
+# and freed under it); under the head's shard lock, with the head still
+# linked and the chunk still in its chain, the chunk is copied into a free
+# chunk of the class and the chain relinked (slab_reassign_chunk_rescues), or
+# the whole item is evicted. A chunked item's header chunk is rescued like
+# any item, and its chunks are told their new head. Chunks of the page never
+# carved are skipped: they were never written.
+#
 # Reading a chunk's header before holding its shard lock is safe because the
 # page is no longer handed out: its memory stays valid and the shard lock plus
 # the hash-table check decide whether the bytes are a live item.
@@ -31,6 +40,8 @@ cdef uint64_t g_slabs_moved = 0
 cdef uint64_t g_rebal_rescues = 0
 cdef uint64_t g_rebal_evictions = 0
 cdef uint64_t g_rebal_busy = 0
+cdef uint64_t g_rebal_chunk_rescues = 0
+cdef char* g_moving_carved_end = NULL   # chunks of the moving page from here on were never used
 cdef int g_automove_next_src = 1
 cdef uint64_t g_automove_last_evicted[MAX_SLAB_CLASSES]
 
@@ -77,7 +88,7 @@ cdef reassign_result_t slabs_reassign(int src, int dst) noexcept nogil:
 
 # Step 1, under the slabs lock.
 cdef void rebal_start() noexcept nogil:
-    global g_moving_page, g_moving_src, g_moving_reclaimed
+    global g_moving_page, g_moving_src, g_moving_reclaimed, g_moving_carved_end
     cdef slabclass_t* p = &g_slabclass[g_rebal_src]
     cdef char* page
     cdef void** pos
@@ -94,11 +105,67 @@ cdef void rebal_start() noexcept nogil:
         else:
             pos = <void**>pos[0]
     p.sl_curr -= removed
+    g_moving_carved_end = page + SLAB_PAGE_SIZE
     if p.end_page_free and p.end_page_ptr >= page and p.end_page_ptr < page + SLAB_PAGE_SIZE:
         removed += p.end_page_free
         p.end_page_free = 0
+        g_moving_carved_end = p.end_page_ptr
     g_moving_reclaimed = removed
     lockstat_unlock(&g_slabs_lock, LK_PAGE_MOVE, t0)
+
+# Step 2 for a chunk of a chain (the caller saw its mark under the slabs
+# lock and copied its head's key). Returns True when it is no longer in use.
+cdef bint rebal_clear_data_chunk(item_chunk_t* ch, item_t* head, const char* key,
+                                 size_t nkey, int id) noexcept nogil:
+    global g_rebal_chunk_rescues, g_rebal_evictions, g_rebal_busy
+    cdef uint64_t h = hash_key(key, nkey)
+    cdef shard_t* s = shard_of(h)
+    cdef item_chain_t* chain
+    cdef item_chunk_t* cur
+    cdef item_chunk_t* nw
+    cdef lock_hold_t t0 = lockstat_lock(&s.lock)
+    if assoc_find(s, key, nkey, bucket_hv(h)) != head:
+        # its item is not linked (a value still arriving, or one being
+        # replaced or freed): wait until it is linked or freed
+        lockstat_unlock(&s.lock, LK_PAGE_MOVE, t0)
+        return False
+    chain = ITEM_chain(head)
+    cur = chain.first
+    while cur != NULL and cur != ch:
+        cur = cur.next
+    if cur == NULL:
+        lockstat_unlock(&s.lock, LK_PAGE_MOVE, t0)
+        return False
+    if head.it_flags & ITEM_PINNED:
+        g_rebal_busy += 1
+        lockstat_unlock(&s.lock, LK_PAGE_MOVE, t0)
+        return False
+    if item_dead(head, current_time()):
+        do_item_unlink(s, head)
+        lockstat_unlock(&s.lock, LK_PAGE_MOVE, t0)
+        return True
+    nw = <item_chunk_t*>slabs_alloc_chunk(0, id, False)
+    if nw == NULL:
+        s.lru[head.slabs_clsid].evicted += 1
+        g_rebal_evictions += 1
+        do_item_unlink(s, head)
+        lockstat_unlock(&s.lock, LK_PAGE_MOVE, t0)
+        return True
+    # rescue: the same bytes in another chunk of the class, relinked in
+    # place, in one hold of the slabs lock (the chain is never seen half moved)
+    pthread_mutex_lock(&g_slabs_lock)
+    memcpy(nw, ch, sizeof(item_chunk_t) + ch.used)
+    if nw.prev != NULL:
+        nw.prev.next = nw
+    else:
+        chain.first = nw
+    if nw.next != NULL:
+        nw.next.prev = nw
+    do_slabs_free(ch, 0, id)
+    pthread_mutex_unlock(&g_slabs_lock)
+    g_rebal_chunk_rescues += 1
+    lockstat_unlock(&s.lock, LK_PAGE_MOVE, t0)
+    return True
 
 # Step 2 for one chunk. Returns True when the chunk no longer holds a live item.
 cdef bint rebal_clear_chunk(item_t* it, int id) noexcept nogil:
@@ -112,6 +179,17 @@ cdef bint rebal_clear_chunk(item_t* it, int id) noexcept nogil:
     cdef item_t** pos
     cdef size_t ntotal
     cdef lock_hold_t t0
+    cdef item_chunk_t* ch = <item_chunk_t*>it
+    cdef item_t* head = NULL
+    cdef bint chunked
+    pthread_mutex_lock(&g_slabs_lock)
+    if ch.magic == CHUNK_MAGIC and ch.zero == 0:
+        head = ch.head
+        nkey = head.nkey
+        memcpy(key, ITEM_key(head), nkey)
+    pthread_mutex_unlock(&g_slabs_lock)
+    if head != NULL:
+        return rebal_clear_data_chunk(ch, head, key, nkey, id)
     if nkey == 0:
         return True
     memcpy(key, ITEM_key(it), nkey)
@@ -131,11 +209,20 @@ cdef bint rebal_clear_chunk(item_t* it, int id) noexcept nogil:
         do_item_unlink(s, it)
         lockstat_unlock(&s.lock, LK_PAGE_MOVE, t0)
         return True
-    ntotal = ITEM_ntotal(it)
+    chunked = item_chunked(it)
+    # a chunked item's header counts nothing in its own class's mem_requested
+    ntotal = 0 if chunked else ITEM_ntotal(it)
     nw = <item_t*>slabs_alloc_chunk(ntotal, id, False)
     if nw != NULL:
         # rescue: same bytes, same place in the hash chain and the LRU
         memcpy(nw, it, ITEM_footprint(it))
+        if chunked:
+            pthread_mutex_lock(&g_slabs_lock)
+            ch = ITEM_chain(nw).first
+            while ch != NULL:
+                ch.head = nw
+                ch = ch.next
+            pthread_mutex_unlock(&g_slabs_lock)
         pos = assoc_head(s, it.hv)
         while pos[0] != it:
             pos = &pos[0].h_next
@@ -143,11 +230,11 @@ cdef bint rebal_clear_chunk(item_t* it, int id) noexcept nogil:
         if nw.prev != NULL:
             nw.prev.next = nw
         else:
-            s.heads[lru_idx(id, item_seg(nw))] = nw
+            s.heads[lru_idx(nw.slabs_clsid, item_seg(nw))] = nw
         if nw.next != NULL:
             nw.next.prev = nw
         else:
-            s.tails[lru_idx(id, item_seg(nw))] = nw
+            s.tails[lru_idx(nw.slabs_clsid, item_seg(nw))] = nw
         # the old chunk is no item any more: a warm restart (-e) that walks
         # this page, should the process stop before the move ends, must not
         # take the stale copy for a live item
@@ -155,7 +242,7 @@ cdef bint rebal_clear_chunk(item_t* it, int id) noexcept nogil:
         slabs_free(it, ntotal, id)
         g_rebal_rescues += 1
     else:
-        s.lru[id].evicted += 1
+        s.lru[it.slabs_clsid].evicted += 1
         g_rebal_evictions += 1
         do_item_unlink(s, it)
     lockstat_unlock(&s.lock, LK_PAGE_MOVE, t0)
@@ -206,6 +293,8 @@ cdef void rebal_finish() noexcept nogil:
             # of dst's (a warm restart walks pages by their class)
             memset(page, 0, SLAB_PAGE_SIZE)
         for i in range(dp.perslab):
+            # no mark of the page's old life may sit at a chunk of its new one
+            (<item_chunk_t*>(page + i * dp.size)).magic = 0
             (<void**>(page + i * dp.size))[0] = dp.slots
             dp.slots = page + i * dp.size
             dp.sl_curr += 1
@@ -230,6 +319,8 @@ cdef void slabs_rebalance_run() noexcept nogil:
     while True:
         done = True
         for i in range(perslab):
+            if g_moving_page + <size_t>i * size >= g_moving_carved_end:
+                break             # never carved: never written, already counted
             if not rebal_clear_chunk(<item_t*>(g_moving_page + <size_t>i * size), id):
                 done = False
         pthread_mutex_lock(&g_slabs_lock)

@@ -372,7 +372,7 @@ cdef void stats_general(conn_t* c) noexcept nogil:
     append_stat_u64(c, b"hash_is_expanding", 0)
     if g_settings.slab_reassign:
         append_stat_u64(c, b"slab_reassign_rescues", g_rebal_rescues)
-        append_stat_u64(c, b"slab_reassign_chunk_rescues", 0)
+        append_stat_u64(c, b"slab_reassign_chunk_rescues", g_rebal_chunk_rescues)
         append_stat_u64(c, b"slab_reassign_evictions_nomem", g_rebal_evictions)
         append_stat_u64(c, b"slab_reassign_inline_reclaim", 0)
         append_stat_u64(c, b"slab_reassign_busy_items", g_rebal_busy)

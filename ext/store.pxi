@@ -172,6 +172,7 @@ cdef store_result_t do_store_item(shard_t* s, item_t* it, int comm, thread_stats
     cdef int cas_res = 0     # 0 none, 1 match, 2 badval, 3 stale
     cdef bint do_store = False
     cdef item_t* new_it = NULL
+    cdef bint ok
     consumed[0] = False
     if old != NULL:
         old_cas = old.cas
@@ -205,17 +206,29 @@ cdef store_result_t do_store_item(shard_t* s, item_t* it, int comm, thread_stats
             else:
                 old.it_flags |= ITEM_PINNED
                 new_it = item_alloc(s, ITEM_key(it), it.nkey, old.flags, old.exptime,
-                                    it.nbytes + old.nbytes - 2)
+                                    it.nbytes + old.nbytes - 2, True)
+                if new_it != NULL and item_chunked(new_it):
+                    # the chain is built as memcached's append builds it
+                    if comm == NREAD_APPEND:
+                        ok = (item_chain_fill(s, new_it, old, old.nbytes - 2) and
+                              item_chain_fill(s, new_it, it, it.nbytes))
+                    else:
+                        ok = (item_chain_fill(s, new_it, it, it.nbytes - 2) and
+                              item_chain_fill(s, new_it, old, old.nbytes))
+                    if not ok:
+                        item_free(new_it)
+                        new_it = NULL
+                elif new_it != NULL:
+                    if comm == NREAD_APPEND:
+                        item_data_copy(new_it, 0, old, 0, old.nbytes - 2)
+                        item_data_copy(new_it, old.nbytes - 2, it, 0, it.nbytes)
+                    else:
+                        item_data_copy(new_it, 0, it, 0, it.nbytes - 2)
+                        item_data_copy(new_it, it.nbytes - 2, old, 0, old.nbytes)
                 old.it_flags &= ~ITEM_PINNED
                 if new_it != NULL:
                     new_it.hv = it.hv
                     new_it.it_flags |= (old.it_flags & ITEM_KEY_BINARY)
-                    if comm == NREAD_APPEND:
-                        memcpy(ITEM_data(new_it), ITEM_data(old), old.nbytes - 2)
-                        memcpy(ITEM_data(new_it) + old.nbytes - 2, ITEM_data(it), it.nbytes)
-                    else:
-                        memcpy(ITEM_data(new_it), ITEM_data(it), it.nbytes - 2)
-                        memcpy(ITEM_data(new_it) + it.nbytes - 2, ITEM_data(old), old.nbytes)
                     do_store = True
         else:
             do_store = True
@@ -279,7 +292,8 @@ cdef delta_result_t do_add_delta(shard_t* s, const char* key, size_t nkey, uint3
     cdef item_t* new_it
     if it == NULL:
         return DELTA_NOT_FOUND
-    if it.nbytes <= 2:
+    if it.nbytes <= 2 or item_chunked(it):
+        # a chunked value (over slab_chunk_max bytes) is no number
         return DELTA_NON_NUMERIC
     if cas != NULL and cas[0] != 0 and it.cas != cas[0]:
         return DELTA_CAS_MISMATCH

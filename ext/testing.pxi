@@ -49,6 +49,8 @@ def feed(bytes data, cuts=None, size_t output_limit=64 << 20):
     cdef size_t k
     cdef size_t max_pending = 0
     cdef size_t max_rbuf = 0
+    cdef char* dst
+    cdef size_t room
     cdef int r
     cdef int saved_verbose = g_settings.verbose
     cdef bint closed = False
@@ -71,17 +73,38 @@ def feed(bytes data, cuts=None, size_t output_limit=64 << 20):
     try:
         for end in ends:
             while pos < end and not closed:
-                if not conn_rbuf_room(c):
-                    closed = True
-                    break
-                if c.rsize > max_rbuf:
-                    max_rbuf = c.rsize
-                k = end - pos
-                if k > c.rsize - c.rend:
-                    k = c.rsize - c.rend
-                memcpy(c.rbuf + c.rend, src + pos, k)
-                c.rend += k
-                pos += k
+                if c.spool != NULL or c.spool_buf != NULL:
+                    # a large block is being received into its item, as
+                    # conn_read_event does: up to the end of one chunk a time
+                    if c.spool_buf != NULL:
+                        dst = c.spool_buf + c.spool_have
+                        room = c.spool_len - c.spool_have
+                    else:
+                        dst = item_data_span(c.spool, c.spool_have, &room)
+                        if room > c.spool_len - c.spool_have:
+                            room = c.spool_len - c.spool_have
+                    k = end - pos
+                    if k > room:
+                        k = room
+                    memcpy(dst, src + pos, k)
+                    pos += k
+                    c.spool_have += k
+                    if c.spool_have < c.spool_len:
+                        continue
+                    with nogil:
+                        conn_spool_finish(c)
+                else:
+                    if not conn_rbuf_room(c):
+                        closed = True
+                        break
+                    if c.rsize > max_rbuf:
+                        max_rbuf = c.rsize
+                    k = end - pos
+                    if k > c.rsize - c.rend:
+                        k = c.rsize - c.rend
+                    memcpy(c.rbuf + c.rend, src + pos, k)
+                    c.rend += k
+                    pos += k
                 # conn_drive(): process, flushing whenever output must drain,
                 # then flush what the batch produced.
                 while True:
@@ -99,15 +122,45 @@ def feed(bytes data, cuts=None, size_t output_limit=64 << 20):
                 break
     finally:
         g_settings.verbose = saved_verbose
+        if c.spool != NULL:
+            item_free(c.spool)
+        if c.spool_ready != NULL:
+            item_free(c.spool_ready)
+        free(c.spool_buf)
         free(c.rbuf)
         free(c.wbuf)
         free(c)
     return bytes(out), closed, max_pending, max_rbuf
 
 
+cdef check_chain(item_t* it):
+    # a chunked item's chain: every chunk marked, owned by it, within its
+    # class, the used bytes adding up to the value
+    cdef item_chain_t* chain = ITEM_chain(it)
+    cdef item_chunk_t* ch = chain.first
+    cdef item_chunk_t* prev = NULL
+    cdef uint64_t total = 0
+    cdef uint32_t n = 0
+    key = ITEM_key(it)[:it.nkey]
+    if chain.hdr_clsid == 0 or chain.hdr_clsid > <uint32_t>g_power_largest:
+        raise AssertionError(f"{key!r}: header class {chain.hdr_clsid}")
+    while ch != NULL:
+        if ch.magic != CHUNK_MAGIC or ch.zero != 0 or ch.head != it or ch.prev != prev:
+            raise AssertionError(f"{key!r}: chunk {n} not marked as this item's")
+        if ch.clsid == 0 or ch.clsid > <uint32_t>g_power_largest or \
+                ch.size + MC_CHUNK_HEADER > g_slabclass[ch.clsid].size or ch.used > ch.size:
+            raise AssertionError(f"{key!r}: chunk {n} of class {ch.clsid} size {ch.size} used {ch.used}")
+        total += ch.used
+        n += 1
+        prev = ch
+        ch = ch.next
+    if total != it.nbytes or n != chain.nchunks:
+        raise AssertionError(f"{key!r}: chain holds {total} bytes in {n} chunks, item {it.nbytes} in {chain.nchunks}")
+
 def check_invariants():
     """Raise AssertionError if the store's structures disagree. Returns the
     number of linked items."""
+    cdef uint64_t nchunks = 0
     cdef int i
     cdef int j
     cdef uint64_t b
@@ -152,15 +205,19 @@ def check_invariants():
                         raise AssertionError(f"shard {i}: key length {it.nkey}")
                     if it.nbytes < 2:
                         raise AssertionError(f"shard {i}: value length {it.nbytes}")
-                    d = ITEM_data(it)
-                    if d[it.nbytes - 2] != c'\r' or d[it.nbytes - 1] != c'\n':
+                    if item_data_byte(it, it.nbytes - 2) != c'\r' or item_data_byte(it, it.nbytes - 1) != c'\n':
                         raise AssertionError(f"shard {i}: value of {ITEM_key(it)[:it.nkey]!r} lost its CRLF")
+                    if item_chunked(it):
+                        check_chain(it)
                     if bucket_hv(hash_key(ITEM_key(it), it.nkey)) != it.hv:
                         raise AssertionError(f"shard {i}: stored hash does not match key")
-                    if (it.slabs_clsid == 0 or ITEM_footprint(it) > g_slabclass[it.slabs_clsid].size
+                    if (it.slabs_clsid == 0 or ITEM_footprint(it) > g_slabclass[
+                                ITEM_chain(it).hdr_clsid if item_chunked(it) else it.slabs_clsid].size
                             or item_clsid_of(it.nkey, it.flags, it.nbytes) != it.slabs_clsid):
                         raise AssertionError(f"shard {i}: item larger than its chunk")
                     nbytes += ITEM_ntotal(it)
+                    if item_chunked(it):
+                        nchunks += ITEM_chain(it).nchunks
                     it = it.h_next
             if nhash != g_shards[i].hash_items or nhash != g_shards[i].curr_items:
                 raise AssertionError(f"shard {i}: {nhash} hashed, hash_items {g_shards[i].hash_items}, "
@@ -206,8 +263,9 @@ def check_invariants():
     for j in range(MAX_SLAB_CLASSES):
         used += g_slabclass[j].used_chunks
     pthread_mutex_unlock(&g_slabs_lock)
-    if used != total_items:
-        raise AssertionError(f"slabs: {used} chunks in use, {total_items} items linked")
+    if used != total_items + nchunks:
+        raise AssertionError(f"slabs: {used} chunks in use, {total_items} items linked "
+                             f"with {nchunks} chunks in chains")
     return total_items
 
 

@@ -268,6 +268,8 @@ cdef inline void udp_reset_conn(conn_t* c) noexcept nogil:
     if c.spool_ready != NULL:
         item_free(c.spool_ready)
         c.spool_ready = NULL
+    free(c.spool_buf)
+    c.spool_buf = NULL
     c.spool_adopt = False
     if c.in_nread:
         mc_store_int(&c.in_nread, 0)

@@ -41,28 +41,21 @@ __all__ = ["RestartFile", "META_VERSION", "SLAB_PAGE_SIZE", "region_geometry"]
 META_VERSION = 1
 META_MAGIC = "memcachepy-restart"
 SLAB_PAGE_SIZE = 1024 * 1024
-LARGE_CLASS_SLACK = 8        # ext/slabs.pxi
 MAX_CLASSES = 64
 # Bumped whenever item_t or the chunk layout changes: an old memory file is
 # then refused (cold start) instead of being read with the wrong layout.
-ITEM_LAYOUT_VERSION = 1
+ITEM_LAYOUT_VERSION = 2     # 2: items above slab_chunk_max are chains of chunks
 
 
 def region_geometry(s: Settings) -> Tuple[int, int]:
     """(slot size, number of slots) of the memory file for these settings.
 
-    A slot holds one page of any class: 1 MiB, or the large class's page of
-    -I plus slack when items bigger than slab_chunk_max exist.  Enough slots
-    for the memory limit in the smallest page size, plus the first page every
-    class may take beyond the limit.
+    A slot holds one page (1 MiB: items above slab_chunk_max are chains of
+    chunks from the ordinary classes).  Enough slots for the memory limit,
+    plus the first page every class may take beyond the limit.
     """
     slot = SLAB_PAGE_SIZE
-    smallest = SLAB_PAGE_SIZE
-    if s.item_size_max + LARGE_CLASS_SLACK > s.slab_chunk_size_max:
-        large = s.item_size_max + LARGE_CLASS_SLACK
-        slot = max(slot, (large + 4095) // 4096 * 4096)
-        smallest = min(smallest, large)
-    nslots = s.maxbytes // smallest + MAX_CLASSES + 2
+    nslots = s.maxbytes // SLAB_PAGE_SIZE + MAX_CLASSES + 2
     return slot, nslots
 
 
@@ -283,7 +276,7 @@ class RestartFile:
                 [(slot, cls, length) for slot, cls, length, _ in m.pages],
                 int(m.values["process_started"]), int(m.values["current_cas"]),
                 int(m.values["oldest_cas"]), int(m.values["oldest_live"]),
-                hp)
+                hp, int(m.values["region_base"]) if "region_base" in m.values else None)
         except ValueError as e:
             # the page table is checked as a whole before any item is linked,
             # so the core is still empty: a cold start is all that is left
@@ -323,6 +316,7 @@ class RestartFile:
             "oldest_cas": str(state["oldest_cas"]),
             "oldest_live": str(state["oldest_live"]),
             "hashpower": ",".join(str(h) for h in state["hashpower"]),
+            "region_base": str(state["region_base"]),     # chains of chunked items point into it
         })
         out = [f"{META_MAGIC} {META_VERSION}"]
         out += [f"{k} {v}" for k, v in values.items()]

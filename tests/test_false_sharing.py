@@ -97,5 +97,7 @@ def test_no_line_written_by_every_worker_on_every_request() -> None:
     left = [name for _, _, name in res["set"]["per_request_shared"]]
     assert left, "the slab allocator's lock is expected to remain on the set path"
     for name in left:
-        assert name.startswith("global ") and "g_slabclass" in name, left
+        # the slab allocator's lock and classes (which lines they share with
+        # neighbouring globals depends on the link layout)
+        assert name.startswith("global ") and ("g_slabclass" in name or "g_slabs_lock" in name), left
         assert "g_cas_id" not in name and "g_shutdown" not in name, left

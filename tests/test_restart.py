@@ -319,7 +319,7 @@ def test_damaged_state_starts_cold(start_daemon, memdir, damage, reason) -> None
         # a class this -f/-n/-I never makes: only the core's own check sees it
         _rewrite_meta(path, lambda b: b.replace(b"\npage 0 1 ", b"\npage 0 60 ", 1))
     elif damage == "old-layout":
-        _rewrite_meta(path, lambda b: b.replace(b"item_layout 1/", b"item_layout 0/", 1))
+        _rewrite_meta(path, lambda b: b.replace(b"item_layout 2/", b"item_layout 1/", 1))
     _cold(start_daemon("memcachepy", "-e", path), reason)
 
 

@@ -520,18 +520,8 @@ t("item_size_max_2k", s("k", b"x" * 1900), s("j", b"x" * 2100), b"get k j\r\n",
 # Transcripts where memcachepy differs from memcached by design (README, "Differences from
 # memcached 1.6.18"): the memcached pair is still checked for determinism, and memcachepy's
 # output is checked against what the design says instead.
-def _one_chunk_per_item(out: bytes) -> None:
-    # memcached chains a 600 KB item over chunks of classes 2, 31 and 39; memcachepy keeps it
-    # in one chunk of its extra class, sized for the largest item -I allows (1 MiB by default).
-    slabs = dict(re.findall(rb"STAT (\d+):chunk_size (\d+)", out))
-    assert len(slabs) == 1 and int(next(iter(slabs.values()))) >= 1048576, slabs
-    assert b"STAT active_slabs 1\r\n" in out
-    cls = next(iter(slabs))
-    assert b"STAT %s:used_chunks 1\r\n" % cls in out
-    assert b"STAT items:%s:number 1\r\n" % cls in out
-
-
-DESIGN_DIFFERENCES = {"stats_slabs_chunked_item": _one_chunk_per_item}
+# (none left: chunked items, the last one, are memcached's since issue 13)
+DESIGN_DIFFERENCES: dict = {}
 
 
 @pytest.mark.timeout(60)
