@@ -102,7 +102,8 @@ def test_rss_within_limit_mixed_sizes(start_daemon, m: int) -> None:
 @pytest.mark.timeout(120)
 def test_rss_flat_with_expiring_and_evicted_items(start_daemon) -> None:
     """Sets with 1-2 s TTLs and evictions at -m 16 for ~16 s: once every class has its
-    pages, RSS must not grow (expired and evicted chunks are reused, nothing leaks)."""
+    pages, RSS (less the hash table) must not grow (expired and evicted chunks are reused,
+    nothing leaks)."""
     d = start_daemon(KIND_MEMCACHEPY, "-m", "16", "-t", "2")
     samples = []
     t0 = time.monotonic()
@@ -115,15 +116,19 @@ def test_rss_flat_with_expiring_and_evicted_items(start_daemon) -> None:
             t.start()
         for t in threads:
             t.join()
-        samples.append(rss_mb(d.proc.pid))
+        # the hash table is not slab memory: while it doubles, old and new tables coexist,
+        # and it may double late as small items replace big ones (seen: +4 MB under load)
+        samples.append(rss_mb(d.proc.pid) - int(stats(d)["hash_bytes"]) / MB)
     st = stats(d)
     print(f"RSS (MB) over {len(samples)} samples: first {samples[0]:.0f}, at 1/3 "
           f"{samples[len(samples) // 3]:.0f}, max {max(samples):.0f}, last {samples[-1]:.0f}; "
           f"evictions {st['evictions']}, "
           f"reclaimed {st['reclaimed']}, expired_unfetched {st['expired_unfetched']}")
     assert len(samples) >= 4
-    warm = samples[len(samples) // 3]
-    assert max(samples[len(samples) // 3:]) - warm <= 3, samples
+    # a leak grows with time: the last third may not rise above the middle third's peak
+    third = len(samples) // 3
+    warm = max(samples[third:2 * third] or samples[third:third + 1])
+    assert max(samples[2 * third:]) - warm <= 3, samples
     assert int(st["evictions"]) + int(st["reclaimed"]) > 0
 
 
