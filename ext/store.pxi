@@ -278,6 +278,79 @@ cdef inline char* write_i64(char* p, int64_t v) noexcept nogil:
         return write_u64(p + 1, <uint64_t>(-v))
     return write_u64(p, <uint64_t>v)
 
+# safe_strtoull over a chunked item's value (CRLF included), span by span:
+# blanks, a sign, digits, then the end or a blank; a value that reads as
+# negative is refused when a '-' is anywhere in it. Only -C items under
+# memcached's chunking threshold get here (do_add_delta).
+cdef bint item_chain_strtoull(item_t* it, uint64_t* out) noexcept nogil:
+    cdef size_t off = 0
+    cdef size_t k
+    cdef size_t i
+    cdef char* p
+    cdef char ch
+    cdef int state = 0          # 0 blanks, 1 after the sign, 2 digits, 3 done
+    cdef bint neg = False
+    cdef bint overflow = False
+    cdef bint ended = True      # no byte after the digits: the number ends there
+    cdef bint has_minus = False
+    cdef uint64_t v = 0
+    cdef uint64_t d
+    out[0] = 0
+    while off < it.nbytes:
+        p = item_data_span(it, off, &k)
+        if p == NULL or k == 0:
+            return False
+        if k > it.nbytes - off:
+            k = it.nbytes - off
+        if memchr(p, c'-', k) != NULL:
+            has_minus = True
+        i = 0
+        while state != 3 and i < k:
+            ch = p[i]
+            if state == 0 and is_space(ch):
+                pass
+            elif state == 0 and (ch == c'+' or ch == c'-'):
+                neg = ch == c'-'
+                state = 1
+            elif ch >= c'0' and ch <= c'9':
+                d = <uint64_t>(ch - c'0')
+                if v > (0xFFFFFFFFFFFFFFFFULL - d) // 10:
+                    overflow = True
+                else:
+                    v = v * 10 + d
+                state = 2
+            else:
+                if state != 2:
+                    return False        # no digits
+                ended = is_space(ch)
+                state = 3
+            i += 1
+        off += k
+    if state < 2 or overflow or not ended:
+        return False
+    if neg:
+        v = <uint64_t>(0 - v)
+    if <int64_t>v < 0 and has_minus:
+        return False
+    out[0] = v
+    return True
+
+# In-place incr/decr result in a chunked item: the digits, then blanks up to
+# the CRLF, as memcached pads a shorter number.
+cdef void item_chain_pad_number(item_t* it, const char* buf, size_t res) noexcept nogil:
+    cdef size_t off = res
+    cdef size_t k
+    cdef char* p
+    item_data_write(it, 0, buf, res)
+    while off < it.nbytes - 2:
+        p = item_data_span(it, off, &k)
+        if p == NULL or k == 0:
+            return
+        if k > it.nbytes - 2 - off:
+            k = it.nbytes - 2 - off
+        memset(p, c' ', k)
+        off += k
+
 # incr/decr. `buf` receives the new value as text (NUL-terminated), `cas` in:
 # CAS to compare (0 = none), out: the item's new CAS. `it_out` (may be NULL)
 # receives the item, still linked and locked by the caller.
@@ -292,14 +365,21 @@ cdef delta_result_t do_add_delta(shard_t* s, const char* key, size_t nkey, uint3
     cdef item_t* new_it
     if it == NULL:
         return DELTA_NOT_FOUND
-    if it.nbytes <= 2 or item_chunked(it):
-        # a chunked value (over slab_chunk_max bytes) is no number
+    if it.nbytes <= 2 or ITEM_ntotal(it) > g_settings.slab_chunk_size_max:
+        # an item memcached chunks (ITEM_CHUNKED: its ntotal is above
+        # slab_chunk_max) is no number to it, whatever it holds, and this
+        # answer comes before the CAS check, as in memcached's do_add_delta
         return DELTA_NON_NUMERIC
     if cas != NULL and cas[0] != 0 and it.cas != cas[0]:
         return DELTA_CAS_MISMATCH
     # memcached parses the stored value with the same safe_strtoull as a request
-    # token (the CRLF ends the number)
-    if not safe_strtoull(ITEM_data(it), it.nbytes, &value):
+    # token (the CRLF ends the number). With -C our header is 8 bytes larger
+    # than memcached's, so an item within 8 bytes under slab_chunk_max is
+    # chunked here but one chunk there: read such a value through its chain.
+    if item_chunked(it):
+        if not item_chain_strtoull(it, &value):
+            return DELTA_NON_NUMERIC
+    elif not safe_strtoull(ITEM_data(it), it.nbytes, &value):
         return DELTA_NON_NUMERIC
     if incr:
         value += delta
@@ -319,8 +399,11 @@ cdef delta_result_t do_add_delta(shard_t* s, const char* key, size_t nkey, uint3
             it.cas = new_cas
         else:
             it.cas = next_cas_above(it.cas)
-        memcpy(ITEM_data(it), buf, res)
-        memset(ITEM_data(it) + res, c' ', it.nbytes - res - 2)
+        if item_chunked(it):
+            item_chain_pad_number(it, buf, res)
+        else:
+            memcpy(ITEM_data(it), buf, res)
+            memset(ITEM_data(it) + res, c' ', it.nbytes - res - 2)
         lru_update(s, it)
     else:
         it.it_flags |= ITEM_PINNED
