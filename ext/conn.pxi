@@ -36,17 +36,22 @@ from libc.string cimport memmove
 
 # ---- memcached's per-worker buffer budget (-o read_buf_mem_limit)
 # memcached takes read buffers and response objects (in bundles of 13, one
-# 16 KB buffer each) from one per-thread cache capped at read_buf_mem_limit /
-# threads / 16 KB buffers. A command takes one response object before it runs,
-# each further key of a multiget one more, and all are given back once the
-# replies are written out (after a get, when input runs out, on a -R yield).
-# memcachepy writes from its own buffers, but counts the objects memcached
-# would hold so it refuses exactly where memcached does: a multiget that runs
+# 16 KB buffer each) from one per-thread cache (cache.c, thread.c) capped at
+# read_buf_mem_limit / threads / 16 KB buffers; a buffer given back stays on
+# the cache's free list (read_buf_bytes_free) unless the cache is over its cap.
+# A conn takes a read buffer when it has something to read and gives it back
+# once its input is consumed and its output written; one that finds none is
+# closed without a word (read_buf_oom), so conns each holding a partial
+# request use the budget up. A command takes one response object before it
+# runs, each further key of a multiget one more, and all are given back once
+# the replies are written out (after a get, when input runs out, on a -R
+# yield); the last bundle is kept. memcachepy reads and writes through its own
+# buffers (the worker's spares, conn_rbuf_take), but keeps memcached's counts
+# beside them so it refuses exactly where memcached does: a multiget that runs
 # out gets only `SERVER_ERROR out of memory writing get response`, a command
 # that cannot get its object closes the connection without writing anything
-# queued; response_obj_count/_bytes/_oom are these counts. The read buffer of
-# the connection being served counts as one buffer (memcached holds one while
-# parsing). Only the worker's own thread touches these counts; stats reads them.
+# queued, a conn with no read buffer is closed; read_buf_* and response_obj_*
+# are these counts. Only the worker's own thread writes them; stats reads them.
 cdef enum:
     RESP_BUFFER_SIZE = 16384          # memcached's READ_BUFFER_SIZE
     MAX_RESP_PER_BUNDLE = 13          # (16384 - 24) / sizeof(mc_resp) on 64-bit
@@ -60,26 +65,48 @@ cdef uint32_t resp_rbuf_limit(int nthreads) noexcept nogil:
         return 1
     return <uint32_t>(limit // RESP_BUFFER_SIZE)
 
+# memcached's cache_alloc on the worker's buffer cache: the free list first,
+# then a new buffer while under the cap. False when the budget is spent.
+cdef inline bint rbuf_cache_alloc(worker_t* w) noexcept nogil:
+    if w.rbc_free > 0:
+        mc_store_u64(&w.rbc_free, w.rbc_free - 1)
+        return True
+    if w.rbuf_limit == 0 or w.rbc_total < w.rbuf_limit:
+        mc_store_u64(&w.rbc_total, w.rbc_total + 1)
+        return True
+    return False
+
+# memcached's cache_free: onto the free list unless the cache is over its cap.
+cdef inline void rbuf_cache_free(worker_t* w) noexcept nogil:
+    if w.rbuf_limit != 0 and w.rbuf_limit < w.rbc_total:
+        mc_store_u64(&w.rbc_total, w.rbc_total - 1)
+    else:
+        mc_store_u64(&w.rbc_free, w.rbc_free + 1)
+
 # memcached's resp_start: False (and response_obj_oom counted) when the budget is spent.
 cdef inline bint resp_start(conn_t* c) noexcept nogil:
     cdef worker_t* w = <worker_t*>c.worker
     cdef uint64_t n = w.resp_count + 1
-    if MC_UNLIKELY(w.rbuf_limit != 0) and \
-            1 + (n + MAX_RESP_PER_BUNDLE - 1) // MAX_RESP_PER_BUNDLE > w.rbuf_limit:
-        mc_stat_add(&w.stats.response_obj_oom, 1)
-        return False
+    if MC_UNLIKELY(n > w.resp_bundles * MAX_RESP_PER_BUNDLE):
+        # a new bundle, from the same budget as the read buffers
+        if not rbuf_cache_alloc(w):
+            mc_stat_add(&w.stats.response_obj_oom, 1)
+            return False
+        mc_store_u64(&w.resp_bundles, w.resp_bundles + 1)
     mc_store_u64(&w.resp_count, n)
-    if MC_UNLIKELY(w.resp_used == 0):
-        mc_store_u64(&w.resp_used, 1)     # stats reads it from another thread
     c.resp_count += 1
     return True
 
-# The replies were written out: memcached frees this conn's response objects.
+# The replies were written out: memcached frees this conn's response objects,
+# and the bundles left empty but the last.
 cdef inline void resp_release_all(conn_t* c) noexcept nogil:
     cdef worker_t* w = <worker_t*>c.worker
     if c.resp_count:
         mc_store_u64(&w.resp_count, w.resp_count - c.resp_count)
         c.resp_count = 0
+        while w.resp_bundles > 1 and (w.resp_bundles - 1) * MAX_RESP_PER_BUNDLE >= w.resp_count:
+            rbuf_cache_free(w)
+            mc_store_u64(&w.resp_bundles, w.resp_bundles - 1)
     c.resp_wmark = c.wlen
 
 cdef inline void conn_set_events(conn_t* c, uint32_t events) noexcept nogil:
@@ -161,6 +188,9 @@ cdef void conn_detach(conn_t* c) noexcept nogil:
     free(c.spool_buf)
     if c.ssl != NULL:
         tls_conn_free(c)
+    if c.rbuf_cached:
+        rbuf_cache_free(w)
+        c.rbuf_cached = False
     free(c.rbuf)
     free(c.wbuf)
     free(c.umarks)
@@ -246,27 +276,41 @@ cdef inline void conn_count_flush(conn_t* c) noexcept nogil:
                 conn_yield(c)
 
 # Borrow the worker's spare read buffer (or a new one) for a conn that has none.
+# False when the budget has no buffer left (read_buf_oom counted: memcached's
+# rbuf_alloc; the caller closes the conn, as memcached does) or malloc failed.
 cdef inline bint conn_rbuf_take(conn_t* c) noexcept nogil:
     cdef worker_t* w = <worker_t*>c.worker
     if c.rbuf != NULL:
         return True
+    if not rbuf_cache_alloc(w):
+        mc_stat_add(&w.stats.read_buf_oom, 1)
+        return False
+    c.rbuf_cached = True
     if w.spare_rbuf != NULL:
         c.rbuf = w.spare_rbuf
         w.spare_rbuf = NULL
     else:
         c.rbuf = <char*>malloc(RBUF_INITIAL)
         if c.rbuf == NULL:
+            rbuf_cache_free(w)
+            c.rbuf_cached = False
             return False
     c.rsize = RBUF_INITIAL
     c.rstart = 0
     c.rend = 0
     return True
 
-# Give the read buffer back once everything in it has been answered.
+# Give the read buffer back once everything in it has been answered and
+# written out (memcached keeps it until its conn waits for input again).
 cdef inline void conn_rbuf_release(conn_t* c) noexcept nogil:
     cdef worker_t* w = <worker_t*>c.worker
     if c.rbuf == NULL or c.rstart != c.rend or (c.spool != NULL or c.spool_buf != NULL):
         return
+    if c.wsent < c.wlen:
+        return
+    if c.rbuf_cached:
+        rbuf_cache_free(w)
+        c.rbuf_cached = False
     if w.spare_rbuf == NULL and c.rsize == RBUF_INITIAL:
         w.spare_rbuf = c.rbuf
     else:
@@ -448,6 +492,11 @@ cdef int conn_process(conn_t* c) noexcept nogil:
                                     (avail - sp >= 5 and memcmp(p + sp, b"gets ", 5) == 0)):
                     c.close_now = True
                     return 0
+                if c.rbuf_cached:
+                    # memcached moves such a line to a malloc'd buffer of its
+                    # own (rbuf_switch_to_malloc): the budget gets its buffer back
+                    rbuf_cache_free(<worker_t*>c.worker)
+                    c.rbuf_cached = False
                 c.rneed = avail + READ_CHUNK
             conn_count_flush(c)
             break

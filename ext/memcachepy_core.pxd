@@ -387,6 +387,7 @@ cdef struct thread_stats_t:
     uint64_t auth_cmds
     uint64_t auth_errors
     uint64_t response_obj_oom # conn.pxi: memcached's response-object budget refused
+    uint64_t read_buf_oom     # conn.pxi: a conn found no read buffer in the budget (closed)
     slab_thread_stats_t slab[66]
 
 # ---------------------------------------------------------------- connections
@@ -446,6 +447,7 @@ cdef struct conn_t:
     conn_t* next
     conn_t* prev
     uint32_t resp_count   # this conn's share of worker.resp_count
+    bint rbuf_cached      # holds one buffer of the worker's budget (conn.pxi)
     bint resp_started     # the current command took its response object
     size_t resp_wmark     # output queued since memcached's last write-out starts here
     sockaddr_storage peer
@@ -506,7 +508,9 @@ cdef struct worker_t:
     thread_stats_t stats
     hotkeys_t hk
     uint64_t resp_count       # response objects memcached would hold now (conn.pxi)
-    uint64_t resp_used        # 1: a bundle was ever taken (memcached keeps the last one)
+    uint64_t resp_bundles     # 16 KB buffers those objects take (memcached keeps the last one)
+    uint64_t rbc_total        # memcached's rbuf_cache: buffers made (in use or free)
+    uint64_t rbc_free         # ... and of those, on the free list
     uint32_t rbuf_limit       # 16 KB buffers this worker may hold, 0: no limit
     char _pad[64]
 

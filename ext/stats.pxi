@@ -161,14 +161,20 @@ cdef uint64_t resp_obj_count() noexcept nogil:
 
 cdef uint64_t resp_obj_bundles() noexcept nogil:
     cdef uint64_t n = 0
-    cdef uint64_t b
     cdef int w
     for w in range(g_nworkers):
-        b = (mc_load_u64(&g_workers[w].resp_count) + MAX_RESP_PER_BUNDLE - 1) // MAX_RESP_PER_BUNDLE
-        if b == 0 and mc_load_u64(&g_workers[w].resp_used):
-            b = 1
-        n += b
+        n += mc_load_u64(&g_workers[w].resp_bundles)
     return n
+
+# memcached's read_buf_count / read_buf_bytes_free: buffers each worker's cache
+# made (held by conns, by response bundles, or free), and the free ones.
+cdef void rbuf_cache_totals(uint64_t* total, uint64_t* free_) noexcept nogil:
+    cdef int w
+    total[0] = 0
+    free_[0] = 0
+    for w in range(g_nworkers):
+        total[0] += mc_load_u64(&g_workers[w].rbc_total)
+        free_[0] += mc_load_u64(&g_workers[w].rbc_free)
 
 # Sum every worker's counters, minus the reset baseline.
 cdef void threadlocal_stats_aggregate(thread_stats_t* out) noexcept nogil:
@@ -258,6 +264,8 @@ cdef inline void append_rusage(conn_t* c, const char* name, timeval* tv) noexcep
 
 cdef void stats_general(conn_t* c) noexcept nogil:
     cdef thread_stats_t ts
+    cdef uint64_t rb_total
+    cdef uint64_t rb_free
     cdef lru_stats_t lru[MAX_SLAB_CLASSES]
     cdef uint64_t hash_buckets
     cdef uint64_t curr_items
@@ -328,10 +336,11 @@ cdef void stats_general(conn_t* c) noexcept nogil:
     append_stat_u64(c, b"response_obj_oom", ts.response_obj_oom)
     append_stat_u64(c, b"response_obj_count", resp_obj_count())
     append_stat_u64(c, b"response_obj_bytes", resp_obj_bundles() * RESP_BUFFER_SIZE)
-    append_stat_u64(c, b"read_buf_count", mc_load_u64(&g_curr_conns))
-    append_stat_u64(c, b"read_buf_bytes", mc_load_u64(&g_curr_conns) * RBUF_INITIAL)
-    append_stat_u64(c, b"read_buf_bytes_free", 0)
-    append_stat_u64(c, b"read_buf_oom", 0)
+    rbuf_cache_totals(&rb_total, &rb_free)
+    append_stat_u64(c, b"read_buf_count", rb_total)
+    append_stat_u64(c, b"read_buf_bytes", rb_total * RESP_BUFFER_SIZE)
+    append_stat_u64(c, b"read_buf_bytes_free", rb_free * RESP_BUFFER_SIZE)
+    append_stat_u64(c, b"read_buf_oom", ts.read_buf_oom)
     append_stat_u64(c, b"reserved_fds", <uint64_t>(g_nworkers * 2 + g_nlisteners + 4))
     append_stat_u64(c, b"cmd_get", ts.get_cmds)
     append_stat_u64(c, b"cmd_set", set_cmds)
