@@ -41,6 +41,8 @@ cdef uint64_t g_rebal_rescues = 0
 cdef uint64_t g_rebal_evictions = 0
 cdef uint64_t g_rebal_busy = 0
 cdef uint64_t g_rebal_chunk_rescues = 0
+cdef uint64_t g_rebal_inline_reclaim = 0   # slab_reassign_inline_reclaim (rebal_inline_reclaims)
+cdef uint64_t g_rebal_inline_pending = 0   # ... reckoned for the move under way
 cdef char* g_moving_carved_end = NULL   # chunks of the moving page from here on were never used
 cdef int g_automove_next_src = 1
 cdef uint64_t g_automove_last_evicted[MAX_SLAB_CLASSES]
@@ -86,9 +88,87 @@ cdef reassign_result_t slabs_reassign(int src, int dst) noexcept nogil:
     mc_store_int(&g_rebal_signal, 1)
     return REASSIGN_OK
 
+# memcached's slab_reassign_inline_reclaim for the move of `page` (caller holds
+# the slabs lock; the page's free chunks are still on src's list). memcached
+# leaves a moving page's free chunks on the free list and walks the page from
+# its first chunk: a free chunk it reaches is cut from the list; for each live
+# item it rescues it pops the list's head, and every head that lies in the
+# page further on is marked freed and counted (slab_rebalance_alloc) until one
+# outside the page (the rescue) or none (an eviction). memcachepy cuts the
+# page's free chunks at once instead, so this replays memcached's walk over
+# the list as it stands: the free list, then the chunks never carved from the
+# class's newest page. memcached hands a page's chunks out from its last one
+# down and memcachepy from its first one up (slabs.pxi carves upward, and a
+# page moved into a class is listed first chunk first), so memcached's chunk
+# k is our chunk perslab-1-k and its walk goes down our page. Items memcached
+# would not rescue (expired or flushed) pop nothing. An estimate when clients
+# store or delete during the move, as memcached's own count is then timing's.
+cdef uint64_t rebal_inline_reclaims(slabclass_t* p, char* page) noexcept nogil:
+    cdef uint32_t per = p.perslab
+    cdef uint8_t* st            # per chunk: 0 in use, 1 free and listed, 2 off the list
+    cdef void* v
+    cdef char* ep
+    cdef char* ep_cur
+    cdef uint64_t left
+    cdef uint64_t n = 0
+    cdef uint64_t j
+    cdef uint64_t k
+    cdef int64_t i
+    cdef rel_time_t now = current_time()
+    cdef item_chunk_t* ch
+    if per == 0:
+        return 0
+    st = <uint8_t*>calloc(per, 1)
+    if st == NULL:
+        return 0
+    v = p.slots
+    while v != NULL:
+        if in_moving_page(v):
+            st[(<char*>v - page) // p.size] = 1
+        v = (<void**>v)[0]
+    if p.end_page_free and p.end_page_ptr >= page and p.end_page_ptr < page + SLAB_PAGE_SIZE:
+        for j in range(<uint64_t>(p.end_page_ptr - page) // p.size, per):
+            st[j] = 1
+    # the replayed list: v walks the free list, then ep the never carved chunks
+    v = p.slots
+    ep = p.end_page_ptr
+    left = p.end_page_free
+    i = <int64_t>per - 1
+    while i >= 0:
+        j = <uint64_t>i
+        i -= 1
+        if st[j] != 0:
+            st[j] = 2          # reached by the walk: cut (or already popped)
+            continue
+        ch = <item_chunk_t*>(page + j * p.size)
+        if not (ch.magic == CHUNK_MAGIC and ch.zero == 0) and \
+                item_dead(<item_t*>ch, now) != ITEM_LIVE:
+            continue
+        while True:            # the rescue's slab_rebalance_alloc
+            if v != NULL:
+                ep_cur = <char*>v
+                v = (<void**>v)[0]
+            elif left > 0:
+                ep_cur = ep
+                ep += p.size
+                left -= 1
+            else:
+                break          # nothing free: memcached evicts
+            if ep_cur >= page and ep_cur < page + SLAB_PAGE_SIZE:
+                k = <uint64_t>(ep_cur - page) // p.size
+                if st[k] == 2:
+                    continue   # cut by the walk already
+                st[k] = 2
+                n += 1
+                continue
+            break              # a chunk elsewhere: the item is rescued into it
+    free(st)
+    return n
+
 # Step 1, under the slabs lock.
 cdef void rebal_start() noexcept nogil:
     global g_moving_page, g_moving_src, g_moving_reclaimed, g_moving_carved_end
+    global g_rebal_inline_pending
     cdef slabclass_t* p = &g_slabclass[g_rebal_src]
     cdef char* page
     cdef void** pos
@@ -97,6 +177,7 @@ cdef void rebal_start() noexcept nogil:
     page = <char*>p.slab_list[0]
     g_moving_page = page
     g_moving_src = g_rebal_src
+    g_rebal_inline_pending = rebal_inline_reclaims(p, page)
     pos = &p.slots
     while pos[0] != NULL:
         if in_moving_page(pos[0]):
@@ -256,7 +337,8 @@ cdef inline void slabs_page_release(char* page) noexcept nogil:
 
 # Step 3, under the slabs lock: give the emptied page to dst (or free it).
 cdef void rebal_finish() noexcept nogil:
-    global g_moving_page, g_mem_malloced, g_slabs_moved
+    global g_moving_page, g_mem_malloced, g_slabs_moved, g_rebal_inline_reclaim
+    global g_rebal_inline_pending
     cdef slabclass_t* sp = &g_slabclass[g_moving_src]
     cdef slabclass_t* dp
     cdef char* page = g_moving_page
@@ -265,7 +347,9 @@ cdef void rebal_finish() noexcept nogil:
     cdef lock_hold_t t0 = lockstat_lock(&g_slabs_lock)
     for i in range(sp.slabs):
         if sp.slab_list[i] == page:
-            sp.slab_list[i] = sp.slab_list[sp.slabs - 1]
+            # the rest keep their order, as memcached's: the next move takes
+            # the next oldest page
+            memmove(&sp.slab_list[i], &sp.slab_list[i + 1], (sp.slabs - i - 1) * sizeof(void*))
             sp.slabs -= 1
             break
     g_moving_page = NULL
@@ -292,13 +376,19 @@ cdef void rebal_finish() noexcept nogil:
             # -e: no header of src's chunk size may remain at a chunk boundary
             # of dst's (a warm restart walks pages by their class)
             memset(page, 0, SLAB_PAGE_SIZE)
-        for i in range(dp.perslab):
+        i = dp.perslab
+        while i > 0:
+            # listed last chunk first, so the first is handed out first, as
+            # carving does (rebal_inline_reclaims relies on that order)
+            i -= 1
             # no mark of the page's old life may sit at a chunk of its new one
             (<item_chunk_t*>(page + i * dp.size)).magic = 0
             (<void**>(page + i * dp.size))[0] = dp.slots
             dp.slots = page + i * dp.size
             dp.sl_curr += 1
     g_slabs_moved += 1
+    g_rebal_inline_reclaim += g_rebal_inline_pending
+    g_rebal_inline_pending = 0
     lockstat_unlock(&g_slabs_lock, LK_PAGE_MOVE, t0)
 
 # Run a requested move to completion (acceptor thread).

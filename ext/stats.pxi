@@ -383,7 +383,7 @@ cdef void stats_general(conn_t* c) noexcept nogil:
         append_stat_u64(c, b"slab_reassign_rescues", g_rebal_rescues)
         append_stat_u64(c, b"slab_reassign_chunk_rescues", g_rebal_chunk_rescues)
         append_stat_u64(c, b"slab_reassign_evictions_nomem", g_rebal_evictions)
-        append_stat_u64(c, b"slab_reassign_inline_reclaim", 0)
+        append_stat_u64(c, b"slab_reassign_inline_reclaim", g_rebal_inline_reclaim)
         append_stat_u64(c, b"slab_reassign_busy_items", g_rebal_busy)
         append_stat_u64(c, b"slab_reassign_busy_deletes", 0)
         append_stat_u64(c, b"slab_reassign_running", 1 if mc_load_int(&g_rebal_signal) == 2 else 0)

@@ -180,3 +180,56 @@ def test_mover_drops_expired_items_instead_of_rescuing(start_daemon, kind):
     assert stat(s, "slab_reassign_rescues") == 0
     assert stat(s, "slab_reassign_evictions_nomem") == 0
     assert stat(s, "slab_global_page_pool") == 1
+
+
+# slab_reassign_inline_reclaim (issue 13, counters task 3). memcached leaves a
+# moving page's free chunks on the class's free list; rescuing a live item
+# pops the list, and each chunk it pops that lies further on in the page
+# being emptied is counted and dropped (slabs.c slab_rebalance_alloc) until
+# one lies elsewhere. A page hands its chunks out from the top in memcached,
+# so items stored first sit at the end of the page memcached walks last:
+# deleting them puts free chunks of the page at the list's head (counted);
+# deleting the last stored (walked first) does not; nor does deleting in the
+# second page. A second move takes the next oldest page. Same counters on both.
+MOVE_STATS = ("slabs_moved", "slab_reassign_rescues", "slab_reassign_inline_reclaim",
+              "slab_reassign_evictions_nomem", "slab_global_page_pool")
+
+
+def inline_reclaim_run(d, deletes: str, moves: int) -> list:
+    s = d.connect(timeout=20)
+    value = b"v" * 900
+    cmd(s, b"set probe 0 0 900\r\n%s\r\n" % value, b"\r\n")
+    st = cmd(s, b"stats slabs\r\n")
+    cls = int(re.search(rb"STAT (\d+):chunk_size", st).group(1))
+    per = int(re.search(rb"STAT %d:chunks_per_page (\d+)" % cls, st).group(1))
+    fill(s, b"k", 2 * per + 50, 900)     # three pages: two full, one begun
+    dels = {"first": range(0, 30), "last": range(per - 30, per),
+            "every": range(0, 3 * per, 7), "second": range(per + 10, per + 40)}[deletes]
+    s.sendall(b"".join(b"delete k%d noreply\r\n" % i for i in dels))
+    cmd(s, b"version\r\n", b"\r\n")
+    out = []
+    for n in range(1, moves + 1):
+        out.append(cmd(s, b"slabs reassign %d 0\r\n" % cls, b"\r\n"))
+        assert wait_for(lambda: stat(s, "slabs_moved") == n
+                        and stat(s, "slab_reassign_running") == 0, timeout=20)
+        st = cmd(s, b"stats\r\n")
+        out.append({k: int(re.search(rb"STAT %s (\d+)" % k.encode(), st).group(1))
+                    for k in MOVE_STATS})
+    # what the moves left: every key intact or evicted by a move. (Which keys
+    # those are differs: memcached hands a page out from its last chunk,
+    # memcachepy from its first, so the chunks a move evicts hold other keys.)
+    keys = [b"probe"] + [b"k%d" % i for i in range(2 * per + 50) if i not in dels]
+    got = cmd(s, b"get " + b" ".join(keys) + b"\r\n")
+    assert got.count(b"VALUE ") == len(keys) - out[-1]["slab_reassign_evictions_nomem"]
+    assert got.count(value) == got.count(b"VALUE ")
+    return out
+
+
+@pytest.mark.parametrize("deletes,moves", [("first", 1), ("last", 1), ("every", 2),
+                                           ("second", 2)])
+def test_inline_reclaim_matches_memcached(daemon_pair, deletes, moves):
+    ref, sut = daemon_pair("memcachepy", ["-m", "64", "-o", "slab_automove=0"])
+    want = inline_reclaim_run(ref, deletes, moves)
+    if deletes in ("first", "every"):
+        assert want[-1]["slab_reassign_inline_reclaim"] > 0     # memcached counts some
+    assert inline_reclaim_run(sut, deletes, moves) == want
