@@ -278,7 +278,7 @@ cdef enum:
 cdef struct item_t:
     item_t* next          # LRU toward head
     item_t* prev          # LRU toward tail
-    item_t* h_next        # hash-bucket chain
+    item_t* h_next        # hash-bucket chain: a tagged link, read it through assoc_ptr (assoc.pxi)
     uint64_t cas
     uint32_t hv           # upper 32 bits of the key hash: bucket index on rehash
     rel_time_t time       # last access or update

@@ -227,9 +227,9 @@ cdef bint rebal_clear_chunk(item_t* it, int id) noexcept nogil:
                 ch = ch.next
             pthread_mutex_unlock(&g_slabs_lock)
         pos = assoc_head(s, it.hv)
-        while pos[0] != it:
-            pos = &pos[0].h_next
-        pos[0] = nw
+        while assoc_ptr(pos[0]) != it:
+            pos = &assoc_ptr(pos[0]).h_next
+        pos[0] = assoc_relink(pos[0], nw)
         if nw.prev != NULL:
             nw.prev.next = nw
         else:
