@@ -10,6 +10,19 @@
 # bucket is at or above it is still found there (assoc_head). Rehashing a whole
 # shard at once held its lock for up to 3.6 ms with a million keys (bench/stalls).
 #
+# Tags: every link of a chain (a bucket, an item's h_next) is a word holding
+# the next item's address in its low 48 bits and, in its top 16, a filter of
+# the chain from that item on: bit (hv >> 28) of each item in it. A lookup
+# whose bit is not in the word's filter stops there without touching the
+# item: a miss (a get of an absent key, the lookup before storing a new key)
+# usually reads the bucket and nothing else, where it would read every item
+# of the chain. A filter may hold bits of items no longer in the chain (a
+# superset stays correct); delete recomputes the filters of the links it
+# walked, from items it has touched anyway. User-space addresses fit in 47
+# bits on x86-64 and arm64 (malloc and mmap without a high hint never return
+# more), so the top 16 bits of a link are free. Read links through
+# assoc_ptr(); a link is NULL exactly when it points nowhere.
+#
 # Caller holds the shard lock.
 
 from libc.string cimport memcmp
@@ -18,7 +31,31 @@ cdef enum:
     ASSOC_MOVE_PER_INSERT = 4   # done long before the next doubling (0.75 x size inserts)
     ASSOC_MOVE_PER_HOLD = 1024  # buckets moved per maintainer step, about 50-100 us
 
-# The chain a key with bucket hash `hv` lives in.
+cdef extern from "<stdint.h>":
+    ctypedef unsigned long uintptr_t
+
+cdef enum:
+    ASSOC_TAG_SHIFT = 48
+
+# The item a link points at.
+cdef inline item_t* assoc_ptr(item_t* link) noexcept nogil:
+    return <item_t*>(<uintptr_t>link & ((<uintptr_t>1 << ASSOC_TAG_SHIFT) - 1))
+
+# The filter bit of an item with bucket hash `hv`, in link position. The top
+# bits of hv: the bucket index (hv's low hashpower bits) leaves them free.
+cdef inline uintptr_t assoc_tag(uint32_t hv) noexcept nogil:
+    return (<uintptr_t>1) << (ASSOC_TAG_SHIFT + (hv >> 28))
+
+# A link to `it` whose filter covers `it` and the chain after it (`next`, a link).
+cdef inline item_t* assoc_link(item_t* it, item_t* next) noexcept nogil:
+    return <item_t*>(<uintptr_t>it | assoc_tag(it.hv) |
+                     (<uintptr_t>next & ~((<uintptr_t>1 << ASSOC_TAG_SHIFT) - 1)))
+
+# The same link pointing at `nw` instead (the page mover's rescue: same key).
+cdef inline item_t* assoc_relink(item_t* link, item_t* nw) noexcept nogil:
+    return <item_t*>((<uintptr_t>link & ~((<uintptr_t>1 << ASSOC_TAG_SHIFT) - 1)) | <uintptr_t>nw)
+
+# The chain a key with bucket hash `hv` lives in (its first link).
 cdef inline item_t** assoc_head(shard_t* s, uint32_t hv) noexcept nogil:
     cdef uint32_t ob
     if MC_UNLIKELY(s.old_buckets != NULL):
@@ -27,13 +64,23 @@ cdef inline item_t** assoc_head(shard_t* s, uint32_t hv) noexcept nogil:
             return &s.old_buckets[ob]
     return &s.buckets[hv & ((<uint32_t>1 << s.hashpower) - 1)]
 
-cdef inline item_t* assoc_find(shard_t* s, const char* key, size_t nkey, uint32_t hv) noexcept nogil:
-    cdef item_t* it = assoc_head(s, hv)[0]
-    while it != NULL:
+# `touched` (NULL on every path but the test API's) counts the items read.
+cdef inline item_t* assoc_find_counted(shard_t* s, const char* key, size_t nkey, uint32_t hv,
+                                       uint64_t* touched) noexcept nogil:
+    cdef item_t* link = assoc_head(s, hv)[0]
+    cdef uintptr_t tag = assoc_tag(hv)
+    cdef item_t* it
+    while <uintptr_t>link & tag:
+        it = assoc_ptr(link)
+        if touched != NULL:
+            touched[0] += 1
         if it.hv == hv and it.nkey == nkey and memcmp(ITEM_key(it), key, nkey) == 0:
             return it
-        it = it.h_next
+        link = it.h_next
     return NULL
+
+cdef inline item_t* assoc_find(shard_t* s, const char* key, size_t nkey, uint32_t hv) noexcept nogil:
+    return assoc_find_counted(s, key, nkey, hv, NULL)
 
 # Move up to `n` buckets of the old table into the new one; the old table is
 # freed after its last bucket. Returns the buckets still to move.
@@ -49,12 +96,12 @@ cdef uint64_t assoc_expand_step(shard_t* s, uint64_t n) noexcept nogil:
     oldsize = <uint64_t>1 << (s.hashpower - 1)
     newmask = (<uint32_t>1 << s.hashpower) - 1
     while n > 0 and s.expand_bucket < oldsize:
-        it = s.old_buckets[s.expand_bucket]
+        it = assoc_ptr(s.old_buckets[s.expand_bucket])
         while it != NULL:
-            nxt = it.h_next
+            nxt = assoc_ptr(it.h_next)
             b = it.hv & newmask
             it.h_next = s.buckets[b]
-            s.buckets[b] = it
+            s.buckets[b] = assoc_link(it, it.h_next)
             it = nxt
         s.old_buckets[s.expand_bucket] = NULL
         s.expand_bucket += 1
@@ -107,17 +154,36 @@ cdef inline void assoc_insert(shard_t* s, item_t* it) noexcept nogil:
         assoc_expand_step(s, ASSOC_MOVE_PER_INSERT)
     head = assoc_head(s, it.hv)
     it.h_next = head[0]
-    head[0] = it
+    head[0] = assoc_link(it, it.h_next)
     s.hash_items += 1
     if s.hash_items > ((<uint64_t>3 << s.hashpower) >> 1) and s.hashpower < 30:
         assoc_expand(s)
 
+cdef enum:
+    ASSOC_DELETE_PATH = 16      # links whose filters a delete recomputes (longer: left a superset)
+
 cdef inline void assoc_delete(shard_t* s, item_t* it) noexcept nogil:
     cdef item_t** pos = assoc_head(s, it.hv)
+    cdef item_t** path[16]
+    cdef int n = 0
+    cdef item_t* cur
     while pos[0] != NULL:
-        if pos[0] == it:
+        cur = assoc_ptr(pos[0])
+        if cur == it:
             pos[0] = it.h_next
             it.h_next = NULL
             s.hash_items -= 1
+            # the links before it lose its bit, unless another item has it
+            # (their items were just read: no line more is touched)
+            while n > 0:
+                n -= 1
+                path[n][0] = assoc_link(assoc_ptr(path[n][0]), pos[0])
+                pos = path[n]
             return
-        pos = &pos[0].h_next
+        if n < ASSOC_DELETE_PATH:
+            path[n] = pos
+            n += 1
+        else:
+            # a long chain (hash flooding): the first links keep a superset
+            n = 0
+        pos = &cur.h_next

@@ -69,6 +69,15 @@ static __thread int mc_tw_slot = 7;
 #define mc_track_enabled() (0)
 #endif
 
+/* The chunk stash of the worker running this thread (slabs.pxi slab_cache_t);
+ * NULL in every other thread, whose allocations go to the slab classes. */
+static __thread void *mc_slab_cache_self = NULL;
+
+/* The page being emptied by the page mover: written under g_slabs_lock, read
+ * by workers under their stash lock only. */
+#define mc_load_page(p)       __atomic_load_n((p), __ATOMIC_ACQUIRE)
+#define mc_store_page(p, v)   __atomic_store_n((p), (v), __ATOMIC_RELEASE)
+
 /* The socket of the request a worker thread is serving, for log lines
  * (memcached's cfd=) emitted deep inside store functions. */
 static __thread int mc_current_fd = -1;

@@ -133,7 +133,7 @@ cdef void crawler_crawl_shard(int i, bint* todo, bint record) noexcept nogil:
         while b < end:
             pos = &s.buckets[b]
             while pos[0] != NULL:
-                it = pos[0]
+                it = assoc_ptr(pos[0])
                 id = it.slabs_clsid
                 x = lru_idx(id, item_seg(it))
                 if not todo[x]:

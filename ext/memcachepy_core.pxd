@@ -17,6 +17,12 @@
 #                            exactly one; `do_` functions expect it held.
 #   g_slabs_lock (slabs.pxi) slab classes: free lists, pages, requested/used
 #                            counters, the memory limit, the page being moved.
+#   worker.sc.lock           one worker's stash of free chunks per class
+#     (slabs.pxi)            (slab_cache_t): its lists and counts. Taken by
+#                            the worker on each alloc/free, by another worker
+#                            taking a chunk from it when its class is empty
+#                            elsewhere, and by the page mover; uncontended
+#                            in steady state, so a set writes no shared line.
 #   g_crawler_lock           that one crawl walks at a time (manual
 #     (crawler.pxi)          `lru_crawler crawl` or scheduled); the schedule
 #                            itself belongs to the acceptor thread.
@@ -35,6 +41,10 @@
 # Edges (the only ones):
 #   shard -> slabs        item allocation/free under the shard lock
 #                         (slabs_alloc, slabs_alloc_chunk, slabs_free).
+#   shard -> worker.sc -> slabs   the same through a worker's chunk stash
+#                         (refills and drains in batches under slabs). Never
+#                         two stash locks at once: a worker gives up its own
+#                         before taking a chunk from another's.
 #   shard -> other shard  trylock only (eviction from another shard and the
 #                         LRU maintainer pass in lru.pxi), so never a deadlock.
 #   shard -> log          fetchers/evictions are logged under the shard lock.
@@ -48,6 +58,8 @@
 # The page mover (slabs_rebalance.pxi) takes slabs and shard locks one after
 # the other, never nested the other way: a chunk is examined with only its
 # shard lock held, then slabs for the rescue allocation (shard -> slabs).
+# The page mover takes each stash lock in turn (-> slabs) to pull chunks of
+# the page being emptied out of the stashes.
 # Leaf locks (nothing taken under them): slabs, log, prefix, cluster, worker,
 # hotkeys (a hot-key sample is logged after its lock is released), ssl, clock.
 # `stats` and the dumps take shard locks one at a time, then slabs, unnested.
@@ -77,6 +89,9 @@ cdef extern from "compat.h" nogil:
     int mc_track_dump(const char*)
     bint mc_track_enabled()
     int mc_current_fd
+    void* g_tl_slab_cache "mc_slab_cache_self"   # the running worker's slab_cache_t, NULL elsewhere
+    char* mc_load_page(char**)
+    void mc_store_page(char**, char*)
 
 cdef extern from "<pthread.h>" nogil:
     ctypedef struct pthread_mutex_t:
@@ -263,7 +278,7 @@ cdef enum:
 cdef struct item_t:
     item_t* next          # LRU toward head
     item_t* prev          # LRU toward tail
-    item_t* h_next        # hash-bucket chain
+    item_t* h_next        # hash-bucket chain: a tagged link, read it through assoc_ptr (assoc.pxi)
     uint64_t cas
     uint32_t hv           # upper 32 bits of the key hash: bucket index on rehash
     rel_time_t time       # last access or update
@@ -309,6 +324,21 @@ cdef struct slabclass_t:
     uint64_t list_size
     uint64_t requested    # bytes asked for by live items (mem_requested)
     uint64_t used_chunks
+
+# A worker's stash of free chunks for one class (slabs.pxi). Chunks in a
+# stash count as used in g_slabclass (they left its free list) and as free
+# in every number a client sees: stats subtract `count` again.
+cdef struct slab_cache_class_t:
+    void* head            # free chunks, linked through their first word
+    uint32_t count        # chunks on `head` (stores under the stash lock, relaxed reads)
+    uint32_t batch        # chunks a refill takes / a drain gives back (from perslab)
+    uint64_t requested    # this worker's share of mem_requested (only the worker writes it)
+    uint64_t _pad
+
+cdef struct slab_cache_t:
+    pthread_mutex_t lock
+    char _pad0[24]
+    slab_cache_class_t cls[66]
 
 # ---------------------------------------------------------------- per-class LRU stats (kept per shard)
 # The first fields (about one cache line) are the ones every store touches;
@@ -512,6 +542,7 @@ cdef struct worker_t:
     uint64_t rbc_total        # memcached's rbuf_cache: buffers made (in use or free)
     uint64_t rbc_free         # ... and of those, on the free list
     uint32_t rbuf_limit       # 16 KB buffers this worker may hold, 0: no limit
+    slab_cache_t sc           # free chunks per class, so a store skips g_slabs_lock (slabs.pxi)
     char _pad[64]
 
 # ---------------------------------------------------------------- tokens

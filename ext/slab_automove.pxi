@@ -54,7 +54,7 @@ cdef void am_fill(uint64_t* evicted, uint64_t* oom, uint64_t* pages,
         evicted[i] = lru[i].evicted
         oom[i] = lru[i].outofmemory
         pages[i] = g_slabclass[i].slabs
-        free_chunks[i] = g_slabclass[i].sl_curr + g_slabclass[i].end_page_free
+        free_chunks[i] = g_slabclass[i].sl_curr + g_slabclass[i].end_page_free + slabs_stashed(i)
         perslab[i] = g_slabclass[i].perslab
     pthread_mutex_unlock(&g_slabs_lock)
 

@@ -24,7 +24,25 @@
 # g_slabs_lock, so the page mover, holding it, can trust a chunk's magic and
 # head (item_chunk_t in memcachepy_core.pxd).
 #
-# Locking: g_slabs_lock guards everything here. Lock order: shard -> slabs.
+# Worker stashes. Each worker keeps a few free chunks per class of its own
+# (worker_t.sc, slab_cache_t), taken from and given back to the classes in
+# batches (slab_cache_class_t.batch, up to 16 chunks) under g_slabs_lock, so
+# a store that replaces an item (alloc the new chunk, free the old one) takes
+# no global lock and writes no line another worker writes. memcached's
+# numbers stay exact: a stashed chunk counts as used in g_slabclass (it left
+# the free list) and `stats` subtracts the stashes again (slabs_stashed), so
+# used_chunks, free_chunks and mem_requested (each worker's share is summed)
+# are memcached's. Where memcached would take a free chunk, one is taken:
+# before a class gets a new page, or before a store evicts, a worker with an
+# empty stash takes a chunk from another worker's stash (slabs_steal); the
+# page mover pulls the chunks of the page it empties out of every stash
+# (slabs_stash_purge_page) and its rescues may take stashed chunks too.
+# Threads that are not workers (the acceptor's maintainer, crawler and mover,
+# the test API) use the classes directly. Only workers write their own
+# stash's `requested`; counts change under the stash lock.
+#
+# Locking: g_slabs_lock guards everything here but the stashes, each guarded
+# by its own lock. Lock order: shard -> stash -> slabs; never two stashes.
 
 from libc.stdlib cimport malloc, free, calloc, realloc, getenv, strtoll
 from libc.string cimport memset
@@ -191,6 +209,9 @@ cdef inline void* realloc_ptrs(void** old, uint64_t n) noexcept nogil:
 
 # Take one chunk of class `id`; NULL if the class is empty and no page may be added.
 cdef void* slabs_alloc(size_t size, int id) noexcept nogil:
+    cdef slab_cache_t* sc = <slab_cache_t*>g_tl_slab_cache
+    if sc != NULL:
+        return slabs_stash_alloc(sc, size, id)
     return slabs_alloc_chunk(size, id, True)
 
 # Takes g_slabs_lock itself (not a do_ function: the caller holds no slabs
@@ -279,9 +300,253 @@ cdef void slabs_requested_add(int id, size_t size) noexcept nogil:
     pthread_mutex_unlock(&g_slabs_lock)
 
 cdef void slabs_free(void* ptr, size_t size, int id) noexcept nogil:
+    cdef slab_cache_t* sc = <slab_cache_t*>g_tl_slab_cache
+    if sc != NULL:
+        slabs_stash_free(sc, ptr, size, id)
+        return
     pthread_mutex_lock(&g_slabs_lock)
     do_slabs_free(ptr, size, id)
     pthread_mutex_unlock(&g_slabs_lock)
+
+# ---------------------------------------------------------------- worker stashes
+
+# A refill takes up to `batch` chunks; a stash above 2 x batch gives `batch`
+# back. Classes with few chunks per page stash fewer (a 512 KB class: one),
+# so a stash never holds a large share of a page.
+cdef inline uint32_t slabs_stash_batch(uint32_t perslab) noexcept nogil:
+    cdef uint32_t b = perslab // 64
+    if b < 1:
+        return 1
+    if b > 16:
+        return 16
+    return b
+
+# Set a worker's stash up (empty) before its thread runs.
+cdef void slabs_stash_init(slab_cache_t* sc) noexcept nogil:
+    cdef int i
+    memset(sc, 0, sizeof(slab_cache_t))
+    pthread_mutex_init(&sc.lock, NULL)
+    for i in range(MAX_SLAB_CLASSES):
+        sc.cls[i].batch = slabs_stash_batch(g_slabclass[i].perslab)
+
+# Chunks of class `id` in every stash (relaxed reads: exact when no store runs).
+cdef uint64_t slabs_stashed(int id) noexcept nogil:
+    cdef uint64_t n = 0
+    cdef int w
+    for w in range(g_nworkers):
+        n += mc_load_u32(&g_workers[w].sc.cls[id].count)
+    return n
+
+# The workers' shares of class `id`'s mem_requested (each may be "negative").
+cdef uint64_t slabs_stash_requested(int id) noexcept nogil:
+    cdef uint64_t n = 0
+    cdef int w
+    for w in range(g_nworkers):
+        n += mc_load_u64(&g_workers[w].sc.cls[id].requested)
+    return n
+
+# True when a stash other than `self` holds chunks of class `id`.
+cdef inline bint slabs_stash_others(slab_cache_t* self, int id) noexcept nogil:
+    cdef int w
+    for w in range(g_nworkers):
+        if &g_workers[w].sc != self and mc_load_u32(&g_workers[w].sc.cls[id].count) != 0:
+            return True
+    return False
+
+# One chunk of class `id` from a stash other than `self` (the caller holds no
+# stash lock); NULL if none has one. The chunk stays counted as used.
+cdef void* slabs_steal(slab_cache_t* self, int id) noexcept nogil:
+    cdef int w
+    cdef slab_cache_t* o
+    cdef slab_cache_class_t* cc
+    cdef void* ret = NULL
+    for w in range(g_nworkers):
+        o = &g_workers[w].sc
+        if o == self or mc_load_u32(&o.cls[id].count) == 0:
+            continue
+        pthread_mutex_lock(&o.lock)
+        cc = &o.cls[id]
+        ret = cc.head
+        if ret != NULL:
+            cc.head = (<void**>ret)[0]
+            mc_store_u32(&cc.count, cc.count - 1)
+        pthread_mutex_unlock(&o.lock)
+        if ret != NULL:
+            break
+    return ret
+
+# Caller holds sc.lock. Refill an empty stash with up to `batch` chunks of
+# class `id` (the free list first, then never-used chunks of the newest page,
+# then a new page, as memcached's do_slabs_alloc prefers them) and take one.
+# NULL when the class has none: `*steal` then says whether another stash has
+# some (a new page is only added when none does, as memcached adds one only
+# when the class has no free chunk).
+cdef void* slabs_stash_refill(slab_cache_t* sc, slab_cache_class_t* cc, int id,
+                              bint* steal) noexcept nogil:
+    cdef slabclass_t* p = &g_slabclass[id]
+    cdef void* ret = NULL
+    cdef void* last = NULL
+    cdef void* ch
+    cdef uint32_t k = 0
+    cdef uint32_t want = cc.batch
+    steal[0] = False
+    pthread_mutex_lock(&g_slabs_lock)
+    if p.sl_curr == 0 and p.end_page_free == 0:
+        if slabs_stash_others(sc, id):
+            steal[0] = True
+            pthread_mutex_unlock(&g_slabs_lock)
+            return NULL
+        do_slabs_newslab(id)
+    while k < want:
+        if p.sl_curr > 0:
+            ch = p.slots
+            p.slots = (<void**>ch)[0]
+            p.sl_curr -= 1
+        elif p.end_page_free > 0:
+            ch = p.end_page_ptr
+            p.end_page_ptr += p.size
+            p.end_page_free -= 1
+        else:
+            break
+        # kept in the order taken: chunks go out in the order memcached's
+        # allocator would hand them out (a warm restart relinks by address)
+        if ret == NULL:
+            ret = ch
+        else:
+            (<void**>last)[0] = ch
+        last = ch
+        k += 1
+    p.used_chunks += k
+    if ret != NULL:
+        (<void**>last)[0] = NULL
+        # published before the slabs lock goes: a worker that finds the class
+        # empty must see these before it adds a page
+        cc.head = (<void**>ret)[0]
+        mc_store_u32(&cc.count, k - 1)
+    pthread_mutex_unlock(&g_slabs_lock)
+    return ret
+
+# A worker's slabs_alloc: a chunk from its stash, refilled in a batch when
+# empty; else one from another stash; else the classes' own path (which may
+# add a page). NULL when the class is out of memory.
+cdef void* slabs_stash_alloc(slab_cache_t* sc, size_t size, int id) noexcept nogil:
+    cdef slab_cache_class_t* cc = &sc.cls[id]
+    cdef void* ret
+    cdef bint steal = False
+    pthread_mutex_lock(&sc.lock)
+    ret = cc.head
+    if MC_LIKELY(ret != NULL):
+        cc.head = (<void**>ret)[0]
+        mc_store_u32(&cc.count, cc.count - 1)
+    else:
+        ret = slabs_stash_refill(sc, cc, id, &steal)
+    pthread_mutex_unlock(&sc.lock)
+    if ret == NULL:
+        if steal:
+            ret = slabs_steal(sc, id)
+        if ret == NULL:
+            # nothing stashed anywhere, or it was taken meanwhile: the classes
+            # decide (a page if the limit allows), counting `size` themselves
+            return slabs_alloc_chunk(size, id, True)
+    mc_stat_add(&cc.requested, size)
+    # no stale chunk mark may survive into whatever the caller makes of it
+    (<item_chunk_t*>ret).magic = 0
+    return ret
+
+# Caller holds sc.lock. Give `n` chunks of the stash back to their class.
+cdef void slabs_stash_drain(slab_cache_class_t* cc, int id, uint32_t n) noexcept nogil:
+    cdef void* ch
+    cdef uint32_t k = 0
+    pthread_mutex_lock(&g_slabs_lock)
+    while k < n and cc.head != NULL:
+        ch = cc.head
+        cc.head = (<void**>ch)[0]
+        do_slabs_free(ch, 0, id)
+        k += 1
+    pthread_mutex_unlock(&g_slabs_lock)
+    mc_store_u32(&cc.count, cc.count - k)
+
+# A worker's slabs_free: onto its stash, unless the chunk's page is being
+# emptied (then the mover counts it, under the slabs lock). The stash lock
+# orders this against the mover's purge: a chunk pushed before it is purged,
+# one freed after it sees g_moving_page.
+cdef void slabs_stash_free(slab_cache_t* sc, void* ptr, size_t size, int id) noexcept nogil:
+    cdef slab_cache_class_t* cc = &sc.cls[id]
+    cdef char* moving
+    pthread_mutex_lock(&sc.lock)
+    moving = mc_load_page(&g_moving_page)
+    if MC_UNLIKELY(moving != NULL and <char*>ptr >= moving and <char*>ptr < moving + SLAB_PAGE_SIZE):
+        pthread_mutex_lock(&g_slabs_lock)
+        do_slabs_free(ptr, size, id)
+        pthread_mutex_unlock(&g_slabs_lock)
+        pthread_mutex_unlock(&sc.lock)
+        return
+    (<item_chunk_t*>ptr).magic = 0
+    (<void**>ptr)[0] = cc.head
+    cc.head = ptr
+    mc_store_u32(&cc.count, cc.count + 1)
+    mc_stat_add(&cc.requested, <uint64_t>0 - size)
+    if MC_UNLIKELY(cc.count > 2 * cc.batch):
+        slabs_stash_drain(cc, id, cc.batch)
+    pthread_mutex_unlock(&sc.lock)
+
+# The worker stops: every stashed chunk back to its class and its share of
+# mem_requested folded into the class's (its worker_t goes away).
+cdef void slabs_stash_flush(slab_cache_t* sc) noexcept nogil:
+    cdef int i
+    pthread_mutex_lock(&sc.lock)
+    for i in range(MAX_SLAB_CLASSES):
+        if sc.cls[i].count:
+            slabs_stash_drain(&sc.cls[i], i, sc.cls[i].count)
+        pthread_mutex_lock(&g_slabs_lock)
+        g_slabclass[i].requested += sc.cls[i].requested
+        mc_store_u64(&sc.cls[i].requested, 0)
+        pthread_mutex_unlock(&g_slabs_lock)
+    pthread_mutex_unlock(&sc.lock)
+
+# Page mover, step 1 (the caller holds no lock; g_moving_page is set): take
+# every chunk of the moving page out of the stashes, counted as reclaimed.
+cdef void slabs_stash_purge_page(int id) noexcept nogil:
+    global g_moving_reclaimed
+    cdef int w
+    cdef slab_cache_t* sc
+    cdef slab_cache_class_t* cc
+    cdef void** pos
+    cdef uint32_t removed
+    for w in range(g_nworkers):
+        sc = &g_workers[w].sc
+        pthread_mutex_lock(&sc.lock)
+        cc = &sc.cls[id]
+        removed = 0
+        pos = &cc.head
+        while pos[0] != NULL:
+            if in_moving_page(pos[0]):
+                pos[0] = (<void**>pos[0])[0]
+                removed += 1
+            else:
+                pos = <void**>pos[0]
+        if removed:
+            mc_store_u32(&cc.count, cc.count - removed)
+            pthread_mutex_lock(&g_slabs_lock)
+            g_slabclass[id].used_chunks -= removed
+            g_moving_reclaimed += removed
+            pthread_mutex_unlock(&g_slabs_lock)
+        pthread_mutex_unlock(&sc.lock)
+
+# The page mover's rescue allocation: a free chunk of the class, or a stashed
+# one (memcached's free list holds both), never a new page.
+cdef void* slabs_alloc_rescue(size_t size, int id) noexcept nogil:
+    cdef void* ret = slabs_alloc_chunk(size, id, False)
+    if ret != NULL:
+        return ret
+    ret = slabs_steal(NULL, id)
+    if ret != NULL:
+        (<item_chunk_t*>ret).magic = 0
+        if size:
+            pthread_mutex_lock(&g_slabs_lock)
+            g_slabclass[id].requested += size
+            pthread_mutex_unlock(&g_slabs_lock)
+    return ret
 
 cdef void slabs_adjust_mem_limit(uint64_t new_limit) noexcept nogil:
     global g_mem_limit

@@ -8,7 +8,8 @@
 #
 #  1. under the slabs lock, pick src's oldest page, take its free chunks off
 #     src's free list and stop carving it, so no chunk of it is handed out
-#     again; chunks freed from now on are counted instead of reused;
+#     again; chunks freed from now on are counted instead of reused; then
+#     take its chunks out of the workers' stashes (slabs.pxi) the same way;
 #  2. for every chunk still holding a live item: lock the item's shard, check
 #     the hash table still points at this chunk, and copy the item into a free
 #     chunk of the same class elsewhere ("rescue", same place in the LRU, same
@@ -175,7 +176,7 @@ cdef void rebal_start() noexcept nogil:
     cdef uint64_t removed = 0
     cdef lock_hold_t t0 = lockstat_lock(&g_slabs_lock)
     page = <char*>p.slab_list[0]
-    g_moving_page = page
+    mc_store_page(&g_moving_page, page)     # workers read it under their stash locks
     g_moving_src = g_rebal_src
     g_rebal_inline_pending = rebal_inline_reclaims(p, page)
     pos = &p.slots
@@ -193,6 +194,8 @@ cdef void rebal_start() noexcept nogil:
         g_moving_carved_end = p.end_page_ptr
     g_moving_reclaimed = removed
     lockstat_unlock(&g_slabs_lock, LK_PAGE_MOVE, t0)
+    # the page's chunks in workers' stashes are free chunks too
+    slabs_stash_purge_page(g_rebal_src)
 
 # Step 2 for a chunk of a chain (the caller saw its mark under the slabs
 # lock and copied its head's key). Returns True when it is no longer in use.
@@ -225,7 +228,7 @@ cdef bint rebal_clear_data_chunk(item_chunk_t* ch, item_t* head, const char* key
         do_item_unlink(s, head)
         lockstat_unlock(&s.lock, LK_PAGE_MOVE, t0)
         return True
-    nw = <item_chunk_t*>slabs_alloc_chunk(0, id, False)
+    nw = <item_chunk_t*>slabs_alloc_rescue(0, id)
     if nw == NULL:
         s.lru[head.slabs_clsid].evicted += 1
         g_rebal_evictions += 1
@@ -293,7 +296,7 @@ cdef bint rebal_clear_chunk(item_t* it, int id) noexcept nogil:
     chunked = item_chunked(it)
     # a chunked item's header counts nothing in its own class's mem_requested
     ntotal = 0 if chunked else ITEM_ntotal(it)
-    nw = <item_t*>slabs_alloc_chunk(ntotal, id, False)
+    nw = <item_t*>slabs_alloc_rescue(ntotal, id)
     if nw != NULL:
         # rescue: same bytes, same place in the hash chain and the LRU
         memcpy(nw, it, ITEM_footprint(it))
@@ -305,9 +308,9 @@ cdef bint rebal_clear_chunk(item_t* it, int id) noexcept nogil:
                 ch = ch.next
             pthread_mutex_unlock(&g_slabs_lock)
         pos = assoc_head(s, it.hv)
-        while pos[0] != it:
-            pos = &pos[0].h_next
-        pos[0] = nw
+        while assoc_ptr(pos[0]) != it:
+            pos = &assoc_ptr(pos[0]).h_next
+        pos[0] = assoc_relink(pos[0], nw)
         if nw.prev != NULL:
             nw.prev.next = nw
         else:
@@ -352,7 +355,7 @@ cdef void rebal_finish() noexcept nogil:
             memmove(&sp.slab_list[i], &sp.slab_list[i + 1], (sp.slabs - i - 1) * sizeof(void*))
             sp.slabs -= 1
             break
-    g_moving_page = NULL
+    mc_store_page(&g_moving_page, NULL)
     if g_rebal_dst == 0:
         # to the global pool; freed at once if the limit was lowered meanwhile
         if not slabs_page_to_global_pool(page):
@@ -454,7 +457,7 @@ cdef void slabs_automove_tick() noexcept nogil:
     for i in range(1, g_power_largest + 1):
         if i == dst or g_slabclass[i].slabs < 2:
             continue
-        free_chunks = g_slabclass[i].sl_curr + g_slabclass[i].end_page_free
+        free_chunks = g_slabclass[i].sl_curr + g_slabclass[i].end_page_free + slabs_stashed(i)
         if free_chunks > 2 * <uint64_t>g_slabclass[i].perslab and free_chunks > best_free:
             best_free = free_chunks
             src = i

@@ -485,6 +485,7 @@ cdef void stats_items(conn_t* c) noexcept nogil:
         pthread_mutex_lock(&g_slabs_lock)
         requested = g_slabclass[i].requested
         pthread_mutex_unlock(&g_slabs_lock)
+        requested += slabs_stash_requested(i)      # the workers' shares
         append_stat_pfx(c, b"items", i, b"number", lru[i].number)
         # the segment fields only with the LRU maintainer, as memcached
         if g_settings.lru_maintainer:
@@ -528,6 +529,7 @@ cdef void stats_slabs(conn_t* c) noexcept nogil:
     cdef slabclass_t p
     cdef uint64_t total_malloced
     cdef uint64_t total_chunks
+    cdef uint64_t stashed
     threadlocal_stats_aggregate(&ts)
     for i in range(1, MAX_SLAB_CLASSES):
         pthread_mutex_lock(&g_slabs_lock)
@@ -535,6 +537,10 @@ cdef void stats_slabs(conn_t* c) noexcept nogil:
         pthread_mutex_unlock(&g_slabs_lock)
         if p.slabs == 0:
             continue
+        # chunks in workers' stashes are free, as on memcached's free list
+        # (a store running meanwhile may make the two reads disagree)
+        stashed = slabs_stashed(i)
+        p.used_chunks = p.used_chunks - stashed if p.used_chunks > stashed else 0
         active += 1
         total_chunks = p.slabs * p.perslab
         append_stat_pfx(c, b"", i, b"chunk_size", p.size)

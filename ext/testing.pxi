@@ -177,6 +177,9 @@ def check_invariants():
     cdef uint64_t nbytes
     cdef uint64_t used = 0
     cdef item_t* it
+    cdef item_t* link
+    cdef item_t* t
+    cdef uintptr_t tags
     cdef item_t* prev
     cdef char* d
     for i in range(g_nshards):
@@ -194,9 +197,18 @@ def check_invariants():
                     head = &g_shards[i].old_buckets[b - nnew]
                     if b - nnew < g_shards[i].expand_bucket and head[0] != NULL:
                         raise AssertionError(f"shard {i}: a moved old bucket still holds items")
-                it = head[0]
+                it = assoc_ptr(head[0])
+                link = head[0]
                 while it != NULL:
                     nhash += 1
+                    # each link's filter covers every item from there on (assoc.pxi)
+                    tags = 0
+                    t = it
+                    while t != NULL:
+                        tags |= assoc_tag(t.hv)
+                        t = assoc_ptr(t.h_next)
+                    if (<uintptr_t>link & tags) != tags:
+                        raise AssertionError(f"shard {i}: a link's filter misses an item of its chain")
                     if not (it.it_flags & ITEM_LINKED):
                         raise AssertionError(f"shard {i}: unlinked item in hash chain")
                     if assoc_head(&g_shards[i], it.hv) != head:
@@ -218,7 +230,8 @@ def check_invariants():
                     nbytes += ITEM_ntotal(it)
                     if item_chunked(it):
                         nchunks += ITEM_chain(it).nchunks
-                    it = it.h_next
+                    link = it.h_next
+                    it = assoc_ptr(link)
             if nhash != g_shards[i].hash_items or nhash != g_shards[i].curr_items:
                 raise AssertionError(f"shard {i}: {nhash} hashed, hash_items {g_shards[i].hash_items}, "
                                      f"curr_items {g_shards[i].curr_items}")
@@ -263,10 +276,52 @@ def check_invariants():
     for j in range(MAX_SLAB_CLASSES):
         used += g_slabclass[j].used_chunks
     pthread_mutex_unlock(&g_slabs_lock)
+    for j in range(MAX_SLAB_CLASSES):
+        used -= slabs_stashed(j)            # stashed chunks are free
     if used != total_items + nchunks:
         raise AssertionError(f"slabs: {used} chunks in use, {total_items} items linked "
                              f"with {nchunks} chunks in chains")
     return total_items
+
+
+def key_hv(bytes key):
+    """The bucket hash of `key` (its bucket is the low hashpower bits)."""
+    return bucket_hv(hash_key(key, len(key)))
+
+
+def assoc_touches(list keys):
+    """(keys found, items read) by hash-table lookups of `keys` (assoc.pxi):
+    what the bucket filters spare shows as items not read."""
+    cdef uint64_t touched = 0
+    cdef uint64_t found = 0
+    cdef uint64_t h
+    cdef shard_t* s
+    cdef bytes k
+    for k in keys:
+        h = hash_key(k, len(k))
+        s = shard_of(h)
+        pthread_mutex_lock(&s.lock)
+        if assoc_find_counted(s, k, len(k), bucket_hv(h), &touched) != NULL:
+            found += 1
+        pthread_mutex_unlock(&s.lock)
+    return found, touched
+
+
+def slabs_stash_counts():
+    """[{class: chunks}] stashed per worker (slabs.pxi), for tests that must
+    know the stashes hold chunks when they look at stats or move a page."""
+    cdef int w
+    cdef int j
+    cdef uint32_t n
+    out = []
+    for w in range(g_nworkers):
+        d = {}
+        for j in range(MAX_SLAB_CLASSES):
+            n = mc_load_u32(&g_workers[w].sc.cls[j].count)
+            if n:
+                d[j] = n
+        out.append(d)
+    return out
 
 
 def maintainer_run():

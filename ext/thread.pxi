@@ -44,6 +44,7 @@ cdef int workers_init(int n) noexcept nogil:
             return -1
         pthread_mutex_init(&g_workers[i].lock, NULL)
         hotkeys_init(&g_workers[i].hk)
+        slabs_stash_init(&g_workers[i].sc)
         g_workers[i].pending_cap = 64
         g_workers[i].rbuf_limit = resp_rbuf_limit(n)
         g_workers[i].pending = <int*>malloc(64 * sizeof(int))
@@ -65,6 +66,7 @@ cdef void workers_destroy() noexcept nogil:
         free(g_workers[i].pending)
         free(g_workers[i].pending_kind)
         pthread_mutex_destroy(&g_workers[i].lock)
+        pthread_mutex_destroy(&g_workers[i].sc.lock)
         hotkeys_destroy(&g_workers[i].hk)
     free(g_workers)
     g_workers = NULL
@@ -190,7 +192,9 @@ cdef void worker_loop(worker_t* w) noexcept nogil:
     cdef uint32_t ev
     cdef rel_time_t last_sweep = current_time()
     n = 0
+    global g_tl_slab_cache
     mc_track_thread(w.id if w.id < 6 else 7)
+    g_tl_slab_cache = &w.sc         # this thread's stores use the worker's chunk stash
     udp_conns_open(w)
     while not mc_load_int(&g_shutdown):
         # After a busy round, look once more without sleeping: requests of the
@@ -232,6 +236,8 @@ cdef void worker_loop(worker_t* w) noexcept nogil:
     free(w.spare_wbuf)
     w.spare_rbuf = NULL
     w.spare_wbuf = NULL
+    slabs_stash_flush(&w.sc)
+    g_tl_slab_cache = NULL
 
 cdef void acceptor_loop(int nlisteners) noexcept nogil:
     global g_acceptor_epfd

@@ -9,8 +9,8 @@
 # one stored before the flush (while one stored before it, in the same second,
 # is). The last test runs bench/false_sharing, which counts every store the
 # core makes per cache line and per worker thread, and checks that no line is
-# written by both workers on every get, and that on the set path only the slab
-# allocator's (memcached's slabs_lock and class state) is left.
+# written by both workers on every get or set (the slab allocator's lock and
+# class lines left the set path with the workers' chunk stashes, slabs.pxi).
 from __future__ import annotations
 
 import json
@@ -94,10 +94,11 @@ def test_no_line_written_by_every_worker_on_every_request() -> None:
     # many lines are written by both workers now and then (shard locks and
     # LRU heads, 1 request in 64 each): the measurement sees them
     assert len(res["get"]["shared"]) > 10
-    left = [name for _, _, name in res["set"]["per_request_shared"]]
-    assert left, "the slab allocator's lock is expected to remain on the set path"
-    for name in left:
-        # the slab allocator's lock and classes (which lines they share with
-        # neighbouring globals depends on the link layout)
-        assert name.startswith("global ") and ("g_slabclass" in name or "g_slabs_lock" in name), left
-        assert "g_cas_id" not in name and "g_shutdown" not in name, left
+    # sets: each worker's chunk stash (slabs.pxi) took the slab allocator's
+    # lock and class lines off the path (they were written 4 and 2-4 times per
+    # set by both workers): nothing left that both write per request, and the
+    # allocator's lines are written by both at most at a refill or drain
+    assert res["set"]["per_request_shared"] == [], res["set"]["per_request_shared"]
+    slab_lines = [(rates, name) for _, rates, name in res["set"]["shared"]
+                  if "g_slabclass" in name or "g_slabs_lock" in name]
+    assert all(min(rates) < 0.05 for rates, _ in slab_lines), slab_lines

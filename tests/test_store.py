@@ -298,3 +298,71 @@ def test_flat_lru_without_segments(store_factory):
         st.get(b"k%04d" % i)
     n = item_counts(st, cls)
     assert n == {"hot": 0, "warm": 0, "cold": 100}, n
+
+
+# ---------------------------------------------------------------- bucket filters
+# Each hash-table link carries a 16-bit filter of the chain behind it
+# (assoc.pxi): a lookup of an absent key usually stops at the bucket without
+# reading an item. assoc_touches counts the items lookups read.
+
+def test_bucket_filters_spare_the_items_of_a_miss(store_factory):
+    st = store_factory(maxbytes=256 * 1024 * 1024, nshards=1)
+    for i in range(90000):            # 2^16 buckets: 1.37 items per bucket
+        assert st.set(b"k%d" % i, b"v") == "STORED"
+    assert st.counters()["hash_buckets"] == 1 << 16
+    found, touched = core.assoc_touches([b"absent%d" % i for i in range(20000)])
+    assert found == 0
+    # without filters a miss reads every item of its chain (1.37 on average);
+    # with them only chains holding an item with the key's filter bit
+    assert touched / 20000 < 0.2, touched
+    found, touched = core.assoc_touches([b"k%d" % i for i in range(0, 90000, 9)])
+    assert found == 10000
+    # a hit still reads the items before it in the chain (and itself)
+    assert 1.0 <= touched / 10000 < 1.8, touched
+    core.check_invariants()
+
+
+def test_bucket_filters_stay_correct_through_deletes_and_growth(store_factory):
+    import random
+    s = Settings()
+    s.maxbytes = 64 * 1024 * 1024
+    s.nshards = 1
+    cfg = s.to_core()
+    cfg["shard_hashpower"] = 4                    # 16 buckets to start with
+    st = core.Store(cfg)
+    try:
+        # 60 keys of one bucket whatever the table's size here: a chain longer
+        # than the 16 links a delete recomputes, moved as the table doubles
+        same = []
+        i = 0
+        while len(same) < 60:
+            k = b"c%d" % i
+            if core.key_hv(k) & 1023 == 3:     # one bucket up to 1,024 buckets
+                same.append(k)
+            i += 1
+        others = [b"o%d" % j for j in range(200)]
+        for k in same + others:
+            assert st.set(k, k) == "STORED"
+        core.check_invariants()
+        rnd = random.Random(5)
+        live = set(same + others)
+        order = same + others
+        rnd.shuffle(order)
+        for n, k in enumerate(order[:200]):
+            assert st.delete(k)
+            live.discard(k)
+            if n % 10 == 0:
+                core.check_invariants()
+                found, _ = core.assoc_touches(sorted(live))
+                assert found == len(live)
+                found, _ = core.assoc_touches([k] + [b"x%d" % j for j in range(50)])
+                assert found == 0
+            if n % 25 == 0:                        # and new keys meanwhile
+                extra = b"n%d" % n
+                assert st.set(extra, b"v") == "STORED"
+                live.add(extra)
+        core.check_invariants()
+        assert all(st.get(k) is not None for k in live)
+        assert core.assoc_touches(sorted(live))[0] == len(live)
+    finally:
+        st.close()
