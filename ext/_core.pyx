@@ -219,6 +219,7 @@ cdef void _reset_counters():
     memset(g_cold_age, 0, sizeof(g_cold_age))
     memset(g_maint_next, 0, sizeof(g_maint_next))
     memset(g_maint_backoff, 0, sizeof(g_maint_backoff))
+    memset(g_maint_cursor, 0, sizeof(g_maint_cursor))
     g_assoc_expanding = 0
     g_moving_page = NULL
     g_moving_src = 0

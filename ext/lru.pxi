@@ -60,6 +60,14 @@ cdef enum:
 
     MAINT_SLEEP_MIN_US = 1000       # memcached's MIN_LRU_MAINTAINER_SLEEP
     MAINT_SLEEP_MAX_US = 1000000    # memcached's MAX_LRU_MAINTAINER_SLEEP
+    # A class juggled often (backoff under MAINT_SWEEP_ALL_US) is juggled in at most
+    # MAINT_SHARDS_PER_WAKE of its shards per wake-up, the next ones the next time:
+    # memcached juggles one list per class and wake-up, here a class has one per shard,
+    # and all 64 at ~1,000 wake-ups a second cost ~26 us each (perf: the tails' cache
+    # misses, the locks' lines, two clock reads per hold). Each list is then still
+    # looked at every few milliseconds, and a store juggles its own list inline.
+    MAINT_SHARDS_PER_WAKE = 8
+    MAINT_SWEEP_ALL_US = 64000
 
 # Age of the oldest COLD item of each class over all shards, refreshed by
 # each juggle of the class: HOT's and WARM's age limits follow it, as in memcached
@@ -70,6 +78,7 @@ cdef uint64_t g_lru_maintainer_juggles = 0     # maintainer wake-ups (stats)
 # The maintainer's schedule, per class, in microseconds (acceptor thread only).
 cdef uint32_t g_maint_next[LRU_CLASSES]       # until the class's next juggle
 cdef uint32_t g_maint_backoff[LRU_CLASSES]    # its current backoff
+cdef int g_maint_cursor[LRU_CLASSES]          # the shard its next juggle starts at
 
 # [class * g_nshards + shard]: age key of the shard's oldest HOT/COLD tail of
 # the class, LRU_KEY_NONE when both are empty (allocated by store_init).
@@ -401,9 +410,13 @@ cdef int lru_juggle(shard_t* s, int id, int rounds=JUGGLE_ROUNDS, uint64_t* gbyt
 # each under its own trylock: a worker waiting for the shard gets it between two
 # steps (memcached's maintainer likewise takes its LRU lock per pull), and a
 # shard busy serving is skipped until the class's next juggle.
-cdef int lru_maintainer_juggle(int id) noexcept nogil:
+# At most `max_shards` shards holding items of the class are juggled, from where
+# the last juggle of the class stopped.
+cdef int lru_maintainer_juggle(int id, int max_shards) noexcept nogil:
     cdef int i
+    cdef int j
     cdef int k
+    cdef int juggled = 0
     cdef int done
     cdef int ran
     cdef int moves = 0
@@ -436,9 +449,16 @@ cdef int lru_maintainer_juggle(int id) noexcept nogil:
             age = now - ct
     mc_store_u32(&g_cold_age[id], age)
     gtotal = gbytes[0] + gbytes[1] + gbytes[2]
-    for i in range(nshards):
+    if g_maint_cursor[id] >= nshards:
+        g_maint_cursor[id] = 0
+    for j in range(nshards):
+        i = (g_maint_cursor[id] + j) % nshards
         if (have[i >> 6] >> (i & 63)) & 1 == 0:
             continue
+        if juggled == max_shards:
+            g_maint_cursor[id] = i
+            break
+        juggled += 1
         s = &g_shards[i]
         done = 0
         while done < MAINTAINER_ROUNDS:
@@ -474,8 +494,9 @@ cdef uint32_t lru_maintainer_tick(uint64_t slept_us) noexcept nogil:
             if g_maint_next[id] < to_sleep:
                 to_sleep = g_maint_next[id]
             continue
-        did = lru_maintainer_juggle(id)
         b = g_maint_backoff[id]
+        did = lru_maintainer_juggle(id, MAINT_SHARDS_PER_WAKE if b < MAINT_SWEEP_ALL_US
+                                    else g_nshards)
         if did == 0:
             b = b + b // 8 if b != 0 else MAINT_SLEEP_MIN_US
             if b > MAINT_SLEEP_MAX_US:
@@ -500,7 +521,7 @@ cdef void lru_maintainer_run() noexcept nogil:
     assoc_expand_run()
     mc_fetch_add_u64(&g_lru_maintainer_juggles, 1)
     for id in range(1, MAX_SLAB_CLASSES):
-        lru_maintainer_juggle(id)
+        lru_maintainer_juggle(id, g_nshards)
 
 # Free room in class `id` of this shard: evict from COLD; if COLD had nothing
 # to give, push HOT's (then WARM's) tail down to COLD and try again.

@@ -292,6 +292,14 @@ def maintainer_schedule(int clsid):
     return (g_maint_next[clsid], g_maint_backoff[clsid])
 
 
+def maintainer_cursor(int clsid):
+    """The shard the class's next juggle starts at (it juggles a few shards per wake-up
+    while its backoff is short)."""
+    if clsid < 1 or clsid >= MAX_SLAB_CLASSES:
+        raise ValueError("no such slab class")
+    return g_maint_cursor[clsid]
+
+
 def maintainer_juggles():
     """The `lru_maintainer_juggles` counter: maintainer wake-ups."""
     return mc_load_u64(&g_lru_maintainer_juggles)

@@ -137,6 +137,31 @@ def test_a_juggle_locks_only_shards_holding_items_of_the_class(store) -> None:
     assert core.lock_stats()["maintainer"][0] - before == 2
 
 
+def test_a_busy_class_is_juggled_a_few_shards_per_wake_up(store) -> None:
+    # a class juggled every few ms takes 8 of its shards per wake-up, the next 8 the next
+    # time; once it backs off to 64 ms or more, all of them (ext/lru.pxi)
+    st = store(maxbytes=64 << 20, nshards=64)
+    value = b"v" * 100
+    cls = st.clsid_for(len(b"k0000"), len(value))
+    for i in range(3000):
+        st.set(b"k%04d" % i, value)
+    assert core.maintainer_cursor(cls) == 0
+    core.maintainer_tick(0)                 # backoff 0 or 1 ms: 8 shards
+    assert core.maintainer_cursor(cls) == 8
+    core.maintainer_tick(MAX_US)
+    assert core.maintainer_cursor(cls) == 16
+    b = core.maintainer_schedule(cls)[1]
+    while b < 64_000:
+        core.maintainer_tick(MAX_US)
+        b = core.maintainer_schedule(cls)[1]
+    cur = core.maintainer_cursor(cls)
+    holds = core.lock_stats()["maintainer"][0]
+    core.maintainer_tick(MAX_US)            # a full sweep: every shard, the cursor stays
+    assert core.maintainer_cursor(cls) == cur
+    assert core.lock_stats()["maintainer"][0] - holds >= 64
+    core.check_invariants()
+
+
 # ------------------------------------------------------------------------ live daemons
 
 def juggles(d: Daemon) -> int:
