@@ -203,10 +203,12 @@ cdef void worker_loop(worker_t* w) noexcept nogil:
     mc_track_thread(w.id if w.id < 6 else 7)
     udp_conns_open(w)
     while not mc_load_int(&g_shutdown):
-        # After a busy round, look once more without sleeping: requests of the
-        # same burst are often arriving still, and a sleep + wake-up costs more
-        # than this poll. Only an empty poll lets the thread block.
-        if n > 0 or w.yielded != NULL:
+        # Conns that yielded (-R) still have input: look without sleeping, then
+        # give them their turn. Otherwise block at once, even after a busy round:
+        # epoll_wait returns at once when something is ready, so a poll first was
+        # one more system call per round (1.33 epoll_wait per request against
+        # memcached's 0.92 at 10k req/s, depth 1, strace -c).
+        if w.yielded != NULL:
             n = epoll_wait(w.epfd, events, 256, 0)
         else:
             n = worker_wait(w, events, 256)
