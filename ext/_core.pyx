@@ -213,10 +213,14 @@ cdef void _reset_counters():
     global g_rebal_rescues, g_rebal_evictions, g_rebal_busy, g_automove_next_src, g_rebal_chunk_rescues
     global g_log_gid, g_log_watcher_sent, g_log_watcher_skipped, g_log_worker_written
     global g_listen_disabled, g_next_worker, g_lru_crawler_starts, g_total_items_baseline
-    global g_conn_structures, g_acceptor_epfd, g_acceptor_wake
+    global g_conn_structures, g_acceptor_epfd, g_acceptor_wake, g_assoc_expanding
     g_malloc_fails = 0
     g_lru_maintainer_juggles = 0
     memset(g_cold_age, 0, sizeof(g_cold_age))
+    memset(g_maint_next, 0, sizeof(g_maint_next))
+    memset(g_maint_backoff, 0, sizeof(g_maint_backoff))
+    memset(g_maint_cursor, 0, sizeof(g_maint_cursor))
+    g_assoc_expanding = 0
     g_moving_page = NULL
     g_moving_src = 0
     g_moving_reclaimed = 0

@@ -27,6 +27,10 @@
 
 from libc.string cimport memcmp
 
+# Shards whose table is doubling right now: the maintainer's share looks at no
+# shard while it is 0 (changed under the shard's lock, read without it).
+cdef uint64_t g_assoc_expanding = 0
+
 cdef enum:
     ASSOC_MOVE_PER_INSERT = 4   # done long before the next doubling (0.75 x size inserts)
     ASSOC_MOVE_PER_HOLD = 1024  # buckets moved per maintainer step, about 50-100 us
@@ -110,6 +114,7 @@ cdef uint64_t assoc_expand_step(shard_t* s, uint64_t n) noexcept nogil:
         t0 = lockstat_begin()
         free(s.old_buckets)
         s.old_buckets = NULL
+        mc_fetch_add_u64(&g_assoc_expanding, <uint64_t>-1)
         s.expand_bucket = 0
         lockstat_note(LK_EXPAND, t0)
     return oldsize - s.expand_bucket if s.old_buckets != NULL else 0
@@ -124,6 +129,7 @@ cdef void assoc_expand(shard_t* s) noexcept nogil:
     if nb == NULL:
         return
     s.old_buckets = s.buckets
+    mc_fetch_add_u64(&g_assoc_expanding, 1)
     s.expand_bucket = 0
     s.buckets = nb
     s.hashpower += 1
@@ -137,6 +143,8 @@ cdef void assoc_expand_run() noexcept nogil:
     cdef shard_t* s
     cdef uint64_t left
     cdef lock_hold_t t0
+    if mc_load_u64(&g_assoc_expanding) == 0:
+        return
     for i in range(g_nshards):
         s = &g_shards[i]
         while True:

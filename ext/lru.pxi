@@ -20,9 +20,14 @@
 # memcached does the juggling in a background "LRU maintainer" thread; here
 # it runs inline, a few moves per item linked, under the shard lock the store
 # already holds, so the lists never drift far from their limits; and the
-# acceptor thread makes a pass over all shards a few times a second so that
-# HOT and WARM also age out while idle (lru_maintainer_run). The limits are
-# per shard and class.
+# acceptor thread runs memcached's maintainer schedule (lru_maintainer_tick):
+# each class has its own next juggle and backoff (1 ms .. 1 s, longer by an
+# eighth after a juggle that moved nothing, halved after one that moved, 0
+# below 1 ms), a wake-up juggles only the classes due, and the acceptor sleeps
+# until the earliest one. So under load it wakes about as often as memcached's
+# mc-lrumaint thread (hundreds of times a second) and once a second when idle.
+# A juggle of a class reads the class-wide sizes and COLD ages that the shards
+# publish (lock-free, below) and locks only the shards holding items of it.
 #
 # Eviction order is the class's, not the shard's. memcached keeps one LRU per
 # class and evicts its tail; here each shard publishes, per class, the age key
@@ -53,15 +58,34 @@ cdef enum:
                                      # between them (a whole pass held it for up to 4 ms)
     SHARD_LIMIT_MIN_ITEMS = 32  # items of a class a shard needs to apply size limits alone
 
+    MAINT_SLEEP_MIN_US = 1000       # memcached's MIN_LRU_MAINTAINER_SLEEP
+    MAINT_SLEEP_MAX_US = 1000000    # memcached's MAX_LRU_MAINTAINER_SLEEP
+    # A class juggled often (backoff under MAINT_SWEEP_ALL_US) is juggled in at most
+    # MAINT_SHARDS_PER_WAKE of its shards per wake-up, the next ones the next time:
+    # memcached juggles one list per class and wake-up, here a class has one per shard,
+    # and all 64 at ~1,000 wake-ups a second cost ~26 us each (perf: the tails' cache
+    # misses, the locks' lines, two clock reads per hold). Each list is then still
+    # looked at every few milliseconds, and a store juggles its own list inline.
+    MAINT_SHARDS_PER_WAKE = 8
+    MAINT_SWEEP_ALL_US = 64000
+
 # Age of the oldest COLD item of each class over all shards, refreshed by
-# lru_maintainer_run: HOT's and WARM's age limits follow it, as in memcached
+# each juggle of the class: HOT's and WARM's age limits follow it, as in memcached
 # (a shard's own COLD tail says little when a shard holds a few items of a class).
 cdef rel_time_t g_cold_age[LRU_CLASSES]
-cdef uint64_t g_lru_maintainer_juggles = 0     # maintainer passes (stats)
+cdef uint64_t g_lru_maintainer_juggles = 0     # maintainer wake-ups (stats)
+
+# The maintainer's schedule, per class, in microseconds (acceptor thread only).
+cdef uint32_t g_maint_next[LRU_CLASSES]       # until the class's next juggle
+cdef uint32_t g_maint_backoff[LRU_CLASSES]    # its current backoff
+cdef int g_maint_cursor[LRU_CLASSES]          # the shard its next juggle starts at
 
 # [class * g_nshards + shard]: age key of the shard's oldest HOT/COLD tail of
 # the class, LRU_KEY_NONE when both are empty (allocated by store_init).
 cdef uint64_t* g_lru_tailkey = NULL
+# [class * g_nshards + shard]: time of the shard's COLD tail of the class, 0
+# when COLD is empty; written with the tail key (only when a tail changes).
+cdef uint32_t* g_lru_coldtime = NULL
 
 from libc.stdint cimport UINT64_MAX as LRU_KEY_NONE
 
@@ -84,10 +108,23 @@ cdef inline uint64_t lru_tail_key_of(shard_t* s, int id) noexcept nogil:
 # Out of line: called only when a tail changes, it keeps link/unlink small.
 cdef void lru_publish(shard_t* s, int id) noexcept nogil:
     cdef uint64_t key = lru_tail_key_of(s, id)
-    cdef uint64_t* slot
-    slot = &g_lru_tailkey[<size_t>id * <size_t>g_nshards + <size_t>(s - g_shards)]
+    cdef size_t x = <size_t>id * <size_t>g_nshards + <size_t>(s - g_shards)
+    cdef uint64_t* slot = &g_lru_tailkey[x]
+    cdef item_t* c = s.tails[lru_idx(id, SEG_COLD)]
+    cdef uint32_t ct = c.time if c != NULL else 0
     if mc_load_u64(slot) != key:
         mc_store_u64(slot, key)
+    if mc_load_u32(&g_lru_coldtime[x]) != ct:
+        mc_store_u32(&g_lru_coldtime[x], ct)
+
+# The item counters of a shard's class are read by the maintainer without the
+# shard lock (lru_maintainer_juggle): their writers (under the lock) store them
+# atomically, which costs nothing over a plain store (a relaxed mov).
+cdef inline void lru_count(shard_t* s, int id, int seg, int64_t n, int64_t nbytes) noexcept nogil:
+    cdef lru_stats_t* st = &s.lru[id]
+    mc_store_u64(&st.number, st.number + <uint64_t>n)
+    st.seg_number[seg] += <uint64_t>n
+    mc_store_u64(&st.seg_bytes[seg], st.seg_bytes[seg] + <uint64_t>nbytes)
 
 # How many segments the crawler and dumps walk: TEMP only with temp_lru.
 cdef inline int lru_nsegs() noexcept nogil:
@@ -112,9 +149,7 @@ cdef inline void lru_link_seg(shard_t* s, item_t* it, int seg) noexcept nogil:
     if it.next != NULL:
         it.next.prev = it
     s.heads[x] = it
-    s.lru[id].number += 1
-    s.lru[id].seg_number[seg] += 1
-    s.lru[id].seg_bytes[seg] += ITEM_ntotal(it)
+    lru_count(s, id, seg, 1, <int64_t>ITEM_ntotal(it))
     if s.tails[x] == NULL:
         s.tails[x] = it
         if seg == SEG_HOT or seg == SEG_COLD:
@@ -132,9 +167,7 @@ cdef inline void lru_link_seg_tail(shard_t* s, item_t* it, int seg) noexcept nog
     it.prev = s.tails[x]
     it.prev.next = it
     s.tails[x] = it
-    s.lru[id].number += 1
-    s.lru[id].seg_number[seg] += 1
-    s.lru[id].seg_bytes[seg] += ITEM_ntotal(it)
+    lru_count(s, id, seg, 1, <int64_t>ITEM_ntotal(it))
     if seg == SEG_HOT or seg == SEG_COLD:
         lru_publish(s, id)
 
@@ -153,9 +186,7 @@ cdef inline void lru_unlink(shard_t* s, item_t* it) noexcept nogil:
         it.prev.next = it.next
     it.next = NULL
     it.prev = NULL
-    s.lru[id].number -= 1
-    s.lru[id].seg_number[seg] -= 1
-    s.lru[id].seg_bytes[seg] -= ITEM_ntotal(it)
+    lru_count(s, id, seg, -1, -<int64_t>ITEM_ntotal(it))
     if was_tail and (seg == SEG_HOT or seg == SEG_COLD):
         lru_publish(s, id)
 
@@ -325,8 +356,9 @@ cdef int lru_pull_tail_seg(shard_t* s, int id, int seg, uint64_t total_bytes,
 # applies them to its shard alone only once the shard holds enough items of the
 # class for its own shares to mean the same (below that, only the age limits).
 # Returns the rounds run: fewer than `rounds` when the lists were within their limits.
+# `temp_reclaims`, when given, gets the TEMP items reclaimed added to it.
 cdef int lru_juggle(shard_t* s, int id, int rounds=JUGGLE_ROUNDS, uint64_t* gbytes=NULL,
-                    uint64_t gtotal=0) noexcept nogil:
+                    uint64_t gtotal=0, int* temp_reclaims=NULL) noexcept nogil:
     cdef lru_stats_t* st = &s.lru[id]
     cdef uint64_t total = st.seg_bytes[SEG_HOT] + st.seg_bytes[SEG_WARM] + st.seg_bytes[SEG_COLD]
     cdef bint use_limit = gbytes != NULL or st.number >= SHARD_LIMIT_MIN_ITEMS
@@ -348,6 +380,8 @@ cdef int lru_juggle(shard_t* s, int id, int rounds=JUGGLE_ROUNDS, uint64_t* gbyt
         for i in range(rounds):
             if lru_pull_tail_seg(s, id, SEG_TEMP, 0, 0) == 0:
                 break
+            if temp_reclaims != NULL:
+                temp_reclaims[0] += 1
     if gbytes != NULL:
         total = gtotal
     cdef int moved
@@ -364,67 +398,130 @@ cdef int lru_juggle(shard_t* s, int id, int rounds=JUGGLE_ROUNDS, uint64_t* gbyt
             return i
     return rounds
 
-# memcached's LRU maintainer, run by the acceptor thread a few times a second:
-# HOT and WARM also age out while no new items arrive (their limits follow the
-# age of COLD's tail). A shard busy serving is skipped until the next pass.
-# The juggling of one class goes in steps of MAINTAINER_ROUNDS_PER_HOLD rounds,
+# memcached's lru_maintainer_juggle for class `id`: HOT and WARM within their
+# limits, ACTIVE tails rescued, expired tails reclaimed, in every shard holding
+# items of the class. Returns the rounds that moved something (with TEMP
+# reclaims), which drives the class's backoff (lru_maintainer_tick).
+# No lock held by the caller. The class-wide sizes and the COLD age come from
+# what the shards publish (lru_count, lru_publish), read without their locks:
+# memcached too reads them under a lock it lets go before juggling, so they are
+# a snapshot either way; a shard with no item of the class is not locked at all.
+# The juggling of one shard goes in steps of MAINTAINER_ROUNDS_PER_HOLD rounds,
 # each under its own trylock: a worker waiting for the shard gets it between two
-# steps (memcached's maintainer likewise takes its LRU lock per pull) and the
-# rest of that class waits for the next pass.
-cdef void lru_maintainer_run() noexcept nogil:
+# steps (memcached's maintainer likewise takes its LRU lock per pull), and a
+# shard busy serving is skipped until the class's next juggle.
+# At most `max_shards` shards holding items of the class are juggled, from where
+# the last juggle of the class stopped.
+cdef int lru_maintainer_juggle(int id, int max_shards) noexcept nogil:
     cdef int i
-    cdef int id
-    cdef shard_t* s
-    cdef item_t* t
-    cdef rel_time_t now = current_time()
-    cdef rel_time_t ages[LRU_CLASSES]
-    cdef uint64_t gbytes[LRU_CLASSES][3]
-    cdef uint64_t gtotal[LRU_CLASSES]
+    cdef int j
     cdef int k
+    cdef int juggled = 0
     cdef int done
     cdef int ran
+    cdef int moves = 0
+    cdef int nshards = g_nshards
+    cdef shard_t* s
+    cdef lru_stats_t* st
+    cdef rel_time_t now = current_time()
+    cdef rel_time_t age = 0
+    cdef uint32_t ct
+    cdef uint64_t gbytes[3]
+    cdef uint64_t gtotal
+    cdef uint64_t have[4]          # shards with items of the class (at most 256)
+    cdef uint32_t* coldtime = &g_lru_coldtime[<size_t>id * <size_t>nshards]
     cdef lock_hold_t t0
-    # hash tables still doubling move their buckets here too, in short holds
-    # (memcached's assoc maintenance thread)
-    assoc_expand_run()
     if not g_settings.lru_segmented:
-        return
+        return 0                # flat: everything is in COLD already, as memcached's
+    gbytes[0] = 0
+    gbytes[1] = 0
+    gbytes[2] = 0
+    memset(have, 0, sizeof(have))
+    for i in range(nshards):
+        st = &g_shards[i].lru[id]
+        if mc_load_u64(&st.number) == 0:
+            continue
+        have[i >> 6] |= <uint64_t>1 << (i & 63)
+        for k in range(3):
+            gbytes[k] += mc_load_u64(&st.seg_bytes[k])
+        ct = mc_load_u32(&coldtime[i])
+        if ct != 0 and now - ct > age:
+            age = now - ct
+    mc_store_u32(&g_cold_age[id], age)
+    gtotal = gbytes[0] + gbytes[1] + gbytes[2]
+    if g_maint_cursor[id] >= nshards:
+        g_maint_cursor[id] = 0
+    for j in range(nshards):
+        i = (g_maint_cursor[id] + j) % nshards
+        if (have[i >> 6] >> (i & 63)) & 1 == 0:
+            continue
+        if juggled == max_shards:
+            g_maint_cursor[id] = i
+            break
+        juggled += 1
+        s = &g_shards[i]
+        done = 0
+        while done < MAINTAINER_ROUNDS:
+            if pthread_mutex_trylock(&s.lock) != 0:
+                break
+            t0 = lockstat_begin_sampled()
+            ran = 0
+            if s.lru[id].number != 0:
+                ran = lru_juggle(s, id, MAINTAINER_ROUNDS_PER_HOLD, gbytes, gtotal, &moves)
+            lockstat_unlock(&s.lock, LK_MAINTAINER, t0)
+            moves += ran
+            if ran < MAINTAINER_ROUNDS_PER_HOLD:
+                break
+            done += ran
+    return moves
+
+# One wake-up of memcached's lru_maintainer_thread, `slept_us` after the last:
+# every class whose next juggle is due is juggled and gets its new backoff.
+# Returns how long to sleep before the next wake-up, in microseconds (0: run
+# again at once, as memcached does while a class keeps moving items).
+# Acceptor thread only (the schedule is its own).
+cdef uint32_t lru_maintainer_tick(uint64_t slept_us) noexcept nogil:
+    cdef int id
+    cdef int did
+    cdef uint32_t to_sleep = MAINT_SLEEP_MAX_US
+    cdef uint32_t b
+    # a sleep of zero counts as a minimum of 1 ms, as memcached's
+    cdef uint64_t last = slept_us if slept_us > MAINT_SLEEP_MIN_US else MAINT_SLEEP_MIN_US
     mc_fetch_add_u64(&g_lru_maintainer_juggles, 1)
-    memset(ages, 0, sizeof(ages))
-    memset(gbytes, 0, sizeof(gbytes))
-    memset(gtotal, 0, sizeof(gtotal))
-    for i in range(g_nshards):
-        s = &g_shards[i]
-        t0 = lockstat_lock(&s.lock)
-        for id in range(1, MAX_SLAB_CLASSES):
-            if s.lru[id].number == 0:
-                continue
-            t = s.tails[lru_idx(id, SEG_COLD)]
-            if t != NULL and now - t.time > ages[id]:
-                ages[id] = now - t.time
-            for k in range(3):
-                gbytes[id][k] += s.lru[id].seg_bytes[k]
-                gtotal[id] += s.lru[id].seg_bytes[k]
-        lockstat_unlock(&s.lock, LK_MAINTAINER, t0)
-    for id in range(LRU_CLASSES):
-        mc_store_u32(&g_cold_age[id], ages[id])
-    for i in range(g_nshards):
-        s = &g_shards[i]
-        for id in range(1, MAX_SLAB_CLASSES):
-            if gtotal[id] == 0:
-                continue        # no items of this class anywhere at the scan above
-            done = 0
-            while done < MAINTAINER_ROUNDS:
-                if pthread_mutex_trylock(&s.lock) != 0:
-                    break
-                t0 = lockstat_begin()
-                ran = 0
-                if s.lru[id].number != 0:
-                    ran = lru_juggle(s, id, MAINTAINER_ROUNDS_PER_HOLD, gbytes[id], gtotal[id])
-                lockstat_unlock(&s.lock, LK_MAINTAINER, t0)
-                if ran < MAINTAINER_ROUNDS_PER_HOLD:
-                    break
-                done += ran
+    for id in range(1, MAX_SLAB_CLASSES):
+        g_maint_next[id] = <uint32_t>(g_maint_next[id] - last) if g_maint_next[id] > last else 0
+        if g_maint_next[id] > 0:
+            if g_maint_next[id] < to_sleep:
+                to_sleep = g_maint_next[id]
+            continue
+        b = g_maint_backoff[id]
+        did = lru_maintainer_juggle(id, MAINT_SHARDS_PER_WAKE if b < MAINT_SWEEP_ALL_US
+                                    else g_nshards)
+        if did == 0:
+            b = b + b // 8 if b != 0 else MAINT_SLEEP_MIN_US
+            if b > MAINT_SLEEP_MAX_US:
+                b = MAINT_SLEEP_MAX_US
+        elif b > 0:
+            b //= 2
+            if b < MAINT_SLEEP_MIN_US:
+                b = 0
+        g_maint_backoff[id] = b
+        g_maint_next[id] = b
+        if b < to_sleep:
+            to_sleep = b
+    # memcached also sleeps at most 1 ms while its async bumps of COLD hits
+    # wait; here a COLD hit moves to WARM inline (lru_bump), so none ever waits.
+    return to_sleep
+
+# Every class juggled at once, off the schedule (the test API's maintainer_run,
+# and `lru_maintainer_run` kept for it): the hash tables still doubling move
+# their buckets too.
+cdef void lru_maintainer_run() noexcept nogil:
+    cdef int id
+    assoc_expand_run()
+    mc_fetch_add_u64(&g_lru_maintainer_juggles, 1)
+    for id in range(1, MAX_SLAB_CLASSES):
+        lru_maintainer_juggle(id, g_nshards)
 
 # Free room in class `id` of this shard: evict from COLD; if COLD had nothing
 # to give, push HOT's (then WARM's) tail down to COLD and try again.

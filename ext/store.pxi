@@ -55,7 +55,7 @@ cdef inline void sinc(uint64_t* p) noexcept nogil:
     mc_stat_add(p, 1)
 
 cdef int store_init(int nshards, int hashpower) noexcept nogil:
-    global g_shards, g_nshards, g_lru_tailkey
+    global g_shards, g_nshards, g_lru_tailkey, g_lru_coldtime
     cdef int i
     g_shards = <shard_t*>calloc(nshards, sizeof(shard_t))
     if g_shards == NULL:
@@ -65,6 +65,9 @@ cdef int store_init(int nshards, int hashpower) noexcept nogil:
     if g_lru_tailkey == NULL:
         return -1
     memset(g_lru_tailkey, 0xFF, <size_t>nshards * LRU_CLASSES * sizeof(uint64_t))
+    g_lru_coldtime = <uint32_t*>calloc(<size_t>nshards * LRU_CLASSES, sizeof(uint32_t))
+    if g_lru_coldtime == NULL:
+        return -1
     for i in range(nshards):
         pthread_mutex_init(&g_shards[i].lock, NULL)
         g_shards[i].hashpower = <uint32_t>hashpower
@@ -74,7 +77,7 @@ cdef int store_init(int nshards, int hashpower) noexcept nogil:
     return 0
 
 cdef void store_destroy() noexcept nogil:
-    global g_shards, g_nshards, g_lru_tailkey
+    global g_shards, g_nshards, g_lru_tailkey, g_lru_coldtime
     cdef int i
     if g_shards == NULL:
         return
@@ -87,6 +90,8 @@ cdef void store_destroy() noexcept nogil:
     g_nshards = 0
     free(g_lru_tailkey)
     g_lru_tailkey = NULL
+    free(g_lru_coldtime)
+    g_lru_coldtime = NULL
 
 cdef inline shard_t* shard_of(uint64_t h) noexcept nogil:
     return &g_shards[h & <uint64_t>(g_nshards - 1)]

@@ -325,10 +325,39 @@ def slabs_stash_counts():
 
 
 def maintainer_run():
-    """One LRU maintainer pass, as the acceptor runs it a few times a second (it also moves
-    buckets of hash tables that are doubling)."""
+    """Every class juggled once, off the maintainer's schedule (it also moves buckets of
+    hash tables that are doubling)."""
     with nogil:
         lru_maintainer_run()
+
+
+def maintainer_tick(uint64_t slept_us):
+    """One wake-up of the LRU maintainer `slept_us` after the last, as the acceptor runs it
+    (lru_maintainer_tick): returns the microseconds it would sleep next."""
+    cdef uint32_t r
+    with nogil:
+        r = lru_maintainer_tick(slept_us)
+    return r
+
+
+def maintainer_schedule(int clsid):
+    """(microseconds until the class's next juggle, its backoff)."""
+    if clsid < 1 or clsid >= MAX_SLAB_CLASSES:
+        raise ValueError("no such slab class")
+    return (g_maint_next[clsid], g_maint_backoff[clsid])
+
+
+def maintainer_cursor(int clsid):
+    """The shard the class's next juggle starts at (it juggles a few shards per wake-up
+    while its backoff is short)."""
+    if clsid < 1 or clsid >= MAX_SLAB_CLASSES:
+        raise ValueError("no such slab class")
+    return g_maint_cursor[clsid]
+
+
+def maintainer_juggles():
+    """The `lru_maintainer_juggles` counter: maintainer wake-ups."""
+    return mc_load_u64(&g_lru_maintainer_juggles)
 
 
 def hash_tables():

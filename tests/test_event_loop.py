@@ -33,9 +33,12 @@ SPIN = ("-o", "busy_poll_us=1000000")
 
 
 def voluntary_switches(pid: int) -> int:
+    """The worker threads' (the acceptor wakes on the LRU maintainer's schedule)."""
     total = 0
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
+            if (task / "comm").read_text().strip() != "mc-worker":
+                continue
             for line in (task / "status").read_text().splitlines():
                 if line.startswith("voluntary_ctxt_switches"):
                     total += int(line.split()[1])
