@@ -255,7 +255,7 @@ cdef int lru_pull_tail_seg(shard_t* s, int id, int seg, uint64_t total_bytes,
     while it != NULL and tries > 0:
         tries -= 1
         prev = it.prev
-        if it.it_flags & ITEM_PINNED:
+        if item_busy(it):
             it = prev
             continue
         if reclaim and item_dead(it, now):
@@ -452,7 +452,7 @@ cdef inline bint lru_has_items(shard_t* s, int id) noexcept nogil:
 cdef bint lru_pull_oldest(shard_t* s, int id) noexcept nogil:
     cdef item_t* h = s.tails[lru_idx(id, SEG_HOT)]
     cdef item_t* c = s.tails[lru_idx(id, SEG_COLD)]
-    if h != NULL and (h.it_flags & ITEM_PINNED) == 0 and (c == NULL or lru_key(h) < lru_key(c)) \
+    if h != NULL and not item_busy(h) and (c == NULL or lru_key(h) < lru_key(c)) \
             and not item_dead(h, current_time()):
         lru_unlink(s, h)
         if h.it_flags & ITEM_ACTIVE:

@@ -278,6 +278,11 @@ cdef void slabs_requested_add(int id, size_t size) noexcept nogil:
     g_slabclass[id].requested += size
     pthread_mutex_unlock(&g_slabs_lock)
 
+cdef void slabs_requested_sub(int id, size_t size) noexcept nogil:
+    pthread_mutex_lock(&g_slabs_lock)
+    g_slabclass[id].requested -= size
+    pthread_mutex_unlock(&g_slabs_lock)
+
 cdef void slabs_free(void* ptr, size_t size, int id) noexcept nogil:
     pthread_mutex_lock(&g_slabs_lock)
     do_slabs_free(ptr, size, id)

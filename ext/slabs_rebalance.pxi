@@ -136,7 +136,7 @@ cdef bint rebal_clear_data_chunk(item_chunk_t* ch, item_t* head, const char* key
     if cur == NULL:
         lockstat_unlock(&s.lock, LK_PAGE_MOVE, t0)
         return False
-    if head.it_flags & ITEM_PINNED:
+    if item_busy(head):
         g_rebal_busy += 1
         lockstat_unlock(&s.lock, LK_PAGE_MOVE, t0)
         return False
@@ -200,7 +200,7 @@ cdef bint rebal_clear_chunk(item_t* it, int id) noexcept nogil:
     if cur != it:
         lockstat_unlock(&s.lock, LK_PAGE_MOVE, t0)
         return True
-    if it.it_flags & ITEM_PINNED:
+    if item_busy(it):
         g_rebal_busy += 1               # memcached counts every busy item it meets
         lockstat_unlock(&s.lock, LK_PAGE_MOVE, t0)
         return False
