@@ -20,11 +20,13 @@
 # shard lock (no atomics: every other reader of it holds that lock too).
 # Unlinking (delete, overwrite, eviction, expiry, flush, crawler) takes the
 # item out of the hash table and the LRU at once, but a referenced item's
-# memory is freed only when the last reference drops (item_unref). Eviction,
-# the crawler and the page mover leave a referenced item alone (item_busy),
-# as memcached's skip an item whose refcount they cannot take alone. Items no
-# larger than slab_chunk_max are copied into the reply under the lock and
-# never referenced.
+# memory is freed only when the last reference drops (item_unref). As in
+# memcached, the crawler and the page mover leave a referenced item alone
+# (item_busy; the mover counts slab_reassign_busy_items and retries), while
+# the LRU tail counts it (lrutail_reflocked) and evicts it all the same: it
+# is unlinked at once, and the store goes on evicting since that memory is
+# not free yet. Items no larger than slab_chunk_max are copied into the reply
+# under the lock and never referenced.
 #
 # Caller holds the lock of `shard` for everything in this file.
 

@@ -255,9 +255,14 @@ cdef int lru_pull_tail_seg(shard_t* s, int id, int seg, uint64_t total_bytes,
     while it != NULL and tries > 0:
         tries -= 1
         prev = it.prev
-        if item_busy(it):
+        if it.it_flags & ITEM_PINNED:
             it = prev
             continue
+        if item_chunked(it) and ITEM_chain(it).refcount != 0:
+            # memcached's lru_pull_tail counts a referenced tail item and
+            # goes on as usual: evicting unlinks it, its memory comes back
+            # when the reply holding it is out (store.pxi do_item_unlink)
+            s.lru[id].lrutail_reflocked += 1
         if reclaim and item_dead(it, now):
             s.lru[id].reclaimed += 1
             if (it.it_flags & ITEM_FETCHED) == 0:
@@ -452,7 +457,7 @@ cdef inline bint lru_has_items(shard_t* s, int id) noexcept nogil:
 cdef bint lru_pull_oldest(shard_t* s, int id) noexcept nogil:
     cdef item_t* h = s.tails[lru_idx(id, SEG_HOT)]
     cdef item_t* c = s.tails[lru_idx(id, SEG_COLD)]
-    if h != NULL and not item_busy(h) and (c == NULL or lru_key(h) < lru_key(c)) \
+    if h != NULL and (h.it_flags & ITEM_PINNED) == 0 and (c == NULL or lru_key(h) < lru_key(c)) \
             and not item_dead(h, current_time()):
         lru_unlink(s, h)
         if h.it_flags & ITEM_ACTIVE:

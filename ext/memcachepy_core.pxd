@@ -353,6 +353,7 @@ cdef struct lru_stats_t:
     uint64_t crawler_reclaimed      # crawler.pxi
     uint64_t crawler_items_checked
     uint64_t direct_reclaims        # items.pxi: LRU pulls by a storing thread
+    uint64_t lrutail_reflocked      # tail items met while a reply held a reference
 
 # ---------------------------------------------------------------- shards
 # A shard owns a slice of the key space: its hash table, its LRU lists (HOT,
