@@ -137,7 +137,7 @@ cdef bint rebal_clear_data_chunk(item_chunk_t* ch, item_t* head, const char* key
         lockstat_unlock(&s.lock, LK_PAGE_MOVE, t0)
         return False
     if item_busy(head):
-        g_rebal_busy += 1
+        mc_stat_add(&g_rebal_busy, 1)
         lockstat_unlock(&s.lock, LK_PAGE_MOVE, t0)
         return False
     if item_dead(head, current_time()):
@@ -147,7 +147,7 @@ cdef bint rebal_clear_data_chunk(item_chunk_t* ch, item_t* head, const char* key
     nw = <item_chunk_t*>slabs_alloc_chunk(0, id, False)
     if nw == NULL:
         s.lru[head.slabs_clsid].evicted += 1
-        g_rebal_evictions += 1
+        mc_stat_add(&g_rebal_evictions, 1)
         do_item_unlink(s, head)
         lockstat_unlock(&s.lock, LK_PAGE_MOVE, t0)
         return True
@@ -163,7 +163,7 @@ cdef bint rebal_clear_data_chunk(item_chunk_t* ch, item_t* head, const char* key
         nw.next.prev = nw
     do_slabs_free(ch, 0, id)
     pthread_mutex_unlock(&g_slabs_lock)
-    g_rebal_chunk_rescues += 1
+    mc_stat_add(&g_rebal_chunk_rescues, 1)
     lockstat_unlock(&s.lock, LK_PAGE_MOVE, t0)
     return True
 
@@ -201,7 +201,7 @@ cdef bint rebal_clear_chunk(item_t* it, int id) noexcept nogil:
         lockstat_unlock(&s.lock, LK_PAGE_MOVE, t0)
         return True
     if item_busy(it):
-        g_rebal_busy += 1               # memcached counts every busy item it meets
+        mc_stat_add(&g_rebal_busy, 1)               # memcached counts every busy item it meets
         lockstat_unlock(&s.lock, LK_PAGE_MOVE, t0)
         return False
     if item_dead(it, current_time()):
@@ -240,10 +240,10 @@ cdef bint rebal_clear_chunk(item_t* it, int id) noexcept nogil:
         # take the stale copy for a live item
         it.it_flags &= ~ITEM_LINKED
         slabs_free(it, ntotal, id)
-        g_rebal_rescues += 1
+        mc_stat_add(&g_rebal_rescues, 1)
     else:
         s.lru[it.slabs_clsid].evicted += 1
-        g_rebal_evictions += 1
+        mc_stat_add(&g_rebal_evictions, 1)
         do_item_unlink(s, it)
     lockstat_unlock(&s.lock, LK_PAGE_MOVE, t0)
     return True
@@ -298,7 +298,7 @@ cdef void rebal_finish() noexcept nogil:
             (<void**>(page + i * dp.size))[0] = dp.slots
             dp.slots = page + i * dp.size
             dp.sl_curr += 1
-    g_slabs_moved += 1
+    mc_stat_add(&g_slabs_moved, 1)
     lockstat_unlock(&g_slabs_lock, LK_PAGE_MOVE, t0)
 
 # Run a requested move to completion (acceptor thread).
