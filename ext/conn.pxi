@@ -108,6 +108,7 @@ cdef inline void resp_release_all(conn_t* c) noexcept nogil:
             rbuf_cache_free(w)
             mc_store_u64(&w.resp_bundles, w.resp_bundles - 1)
     c.resp_wmark = c.wlen
+    c.resp_wmark_segs = c.nsegs
 
 cdef inline void conn_set_events(conn_t* c, uint32_t events) noexcept nogil:
     cdef epoll_event ev
@@ -135,6 +136,8 @@ cdef conn_t* conn_new(worker_t* w, int fd, int kind) noexcept nogil:
     getsockname(fd, <sockaddr*>&c.local, &sl)
     if kind & 3 == 0:
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(int))
+    # TLS copies values into wbuf (one SSL_write per batch, as before)
+    c.sg_send = (kind & LISTEN_TLS) == 0 and (kind & 3) != 2
     if kind & LISTEN_TLS and not tls_conn_init(c):
         free(c)
         close(fd)
@@ -180,6 +183,7 @@ cdef void conn_detach(conn_t* c) noexcept nogil:
     if c.yielded:
         conn_unyield(c)
     resp_release_all(c)
+    out_segs_free(c)          # a client gone mid-reply: its references drop here
     epoll_ctl(w.epfd, EPOLL_CTL_DEL, c.fd, NULL)
     if c.spool != NULL:
         item_free(c.spool)
@@ -351,6 +355,9 @@ cdef bint conn_rbuf_room(conn_t* c) noexcept nogil:
 cdef bint conn_flush(conn_t* c) noexcept nogil:
     cdef ssize_t n
     cdef worker_t* w = <worker_t*>c.worker
+    if c.sseg < c.nsegs:
+        if not conn_sg_send(c, c.wlen, c.nsegs):
+            return False
     while c.wsent < c.wlen:
         if c.ssl != NULL:
             n = tls_send(c, c.wbuf + c.wsent, c.wlen - c.wsent)
@@ -383,6 +390,14 @@ cdef bint conn_flush(conn_t* c) noexcept nogil:
     c.wsent = 0
     c.wmark = 0
     c.resp_wmark = 0
+    c.nsegs = 0
+    c.sseg = 0
+    c.wmark_segs = 0
+    c.resp_wmark_segs = 0
+    if c.segs_cap > 64:       # a huge multiget's array is not kept
+        free(c.segs)
+        c.segs = NULL
+        c.segs_cap = 0
     # all sent: the buffer goes back to the worker (a big one is freed instead)
     if w.spare_wbuf == NULL and c.wsize <= SPARE_WBUF_MAX:
         w.spare_wbuf = c.wbuf
@@ -396,12 +411,121 @@ cdef bint conn_flush(conn_t* c) noexcept nogil:
         conn_set_events(c, EPOLLIN)
     return True
 
+# ---- scatter/gather send
+# The output stream is wbuf with the segments spliced in: segs[i] goes out
+# right before wbuf[segs[i].woff]. While a segment is pending it is sent with
+# sendmsg() over an iovec batch (wbuf pieces and one entry per chunk of the
+# chain), as memcached's transmit does; a short send is resumed from
+# (wsent, sseg, sseg_sent). A segment fully sent drops its item reference at
+# once. Only plaintext TCP/unix conns queue segments (c.sg_send).
+
+cdef enum:
+    SG_IOV_BATCH = 64       # iovecs per sendmsg (fewer if the system's IOV_MAX is lower)
+
+# Send wbuf up to `limit` and segments before index `nseg_limit`, stopping at
+# the first segment at or beyond it. True when all of that left; False when
+# the socket is full (EPOLLOUT armed) or the conn failed (close_now).
+cdef bint conn_sg_send(conn_t* c, size_t limit, uint32_t nseg_limit) noexcept nogil:
+    cdef iovec iov[SG_IOV_BATCH]
+    cdef msghdr msg
+    cdef int niov
+    cdef uint32_t k
+    cdef size_t pos
+    cdef size_t end
+    cdef size_t sent
+    cdef size_t left
+    cdef size_t inner
+    cdef size_t take
+    cdef size_t un
+    cdef item_chunk_t* ch
+    cdef conn_seg_t* seg
+    cdef ssize_t n
+    cdef worker_t* w = <worker_t*>c.worker
+    cdef int batch = SG_IOV_BATCH if SG_IOV_BATCH <= IOV_MAX else IOV_MAX
+    while c.sseg < nseg_limit:
+        # build one batch from the current position
+        niov = 0
+        k = c.sseg
+        pos = c.wsent
+        sent = c.sseg_sent
+        while niov < batch:
+            end = c.segs[k].woff if k < nseg_limit else limit
+            if pos < end:
+                iov[niov].iov_base = c.wbuf + pos
+                iov[niov].iov_len = end - pos
+                niov += 1
+                pos = end
+                if niov == batch:
+                    break
+            if k >= nseg_limit:
+                break
+            seg = &c.segs[k]
+            left = seg.len - sent
+            if item_chunked(seg.it):
+                ch = chunk_at(seg.it, seg.off + sent, &inner)
+                while left > 0 and ch != NULL and niov < batch:
+                    take = ch.used - inner
+                    if take > left:
+                        take = left
+                    iov[niov].iov_base = CHUNK_data(ch) + inner
+                    iov[niov].iov_len = take
+                    niov += 1
+                    left -= take
+                    inner = 0
+                    ch = ch.next
+            if left > 0:
+                break             # the batch is full mid-segment
+            k += 1
+            sent = 0
+        memset(&msg, 0, sizeof(msghdr))
+        msg.msg_iov = iov
+        msg.msg_iovlen = <size_t>niov
+        n = sendmsg(c.fd, &msg, MSG_NOSIGNAL)
+        if n < 0 and errno == EINTR:
+            continue
+        if n < 0 and errno == EAGAIN:
+            if not c.want_write:
+                c.want_write = True
+                conn_set_events(c, EPOLLOUT)
+            return False
+        if n <= 0:
+            c.close_now = True
+            return False
+        mc_stat_add(&w.stats.bytes_written, <uint64_t>n)
+        # advance over what left, releasing finished segments
+        un = <size_t>n
+        while un > 0:
+            if c.sseg < nseg_limit and c.wsent == c.segs[c.sseg].woff:
+                seg = &c.segs[c.sseg]
+                take = seg.len - c.sseg_sent
+                if take > un:
+                    take = un
+                c.sseg_sent += take
+                c.seg_left -= take
+                un -= take
+                if c.sseg_sent == seg.len:
+                    out_seg_release(seg)
+                    c.sseg += 1
+                    c.sseg_sent = 0
+            else:
+                end = c.segs[c.sseg].woff if c.sseg < nseg_limit else limit
+                take = end - c.wsent
+                if take > un:
+                    take = un
+                c.wsent += take
+                un -= take
+    # segments done; the wbuf rest up to `limit` is sent by the caller
+    return True
+
 # Send the queued output up to wbuf[limit] and keep the rest queued. True when
 # that much left; False when the socket is full (EPOLLOUT armed: the writable
 # handler then sends everything) or the connection failed (close_now set).
 cdef bint conn_flush_upto(conn_t* c, size_t limit) noexcept nogil:
     cdef ssize_t n
     cdef worker_t* w = <worker_t*>c.worker
+    if c.sseg < c.wmark_segs:
+        if not conn_sg_send(c, limit, c.wmark_segs):
+            return False
     while c.wsent < limit:
         n = send(c.fd, c.wbuf + c.wsent, limit - c.wsent, MSG_NOSIGNAL)
         if n > 0:
@@ -435,7 +559,7 @@ cdef int conn_process(conn_t* c) noexcept nogil:
             return 0
         if c.nreqs == 0:
             return 0          # yielded (a spooled command may have used the budget)
-        if c.wlen - c.wsent > WBUF_HIGH:
+        if out_pending(c) > WBUF_HIGH:
             return 1
         avail = c.rend - c.rstart
         if avail == 0:
@@ -458,6 +582,7 @@ cdef int conn_process(conn_t* c) noexcept nogil:
                     # everything it held before going on (binary: wmark)
                     c.swallow_carried = False
                     c.wmark = c.wlen
+                    c.wmark_segs = c.nsegs
             continue
         p = c.rbuf + c.rstart
         if c.protocol != PROT_ASCII:
@@ -477,8 +602,10 @@ cdef int conn_process(conn_t* c) noexcept nogil:
                 c.rstart += <size_t>r
                 if c.cmd_flushed:
                     c.wmark = c.wlen
+                    c.wmark_segs = c.nsegs
                 if conn_count_command(c):
                     c.wmark = c.wlen
+                    c.wmark_segs = c.nsegs
                     return 0
                 continue
         el = <char*>memchr(p, c'\n', avail)

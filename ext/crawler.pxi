@@ -75,7 +75,7 @@ cdef void crawler_crawl_lru(int id, int seg, uint32_t tocrawl, crawler_class_t* 
             # the crawler takes an item once its exptime has passed (a lookup
             # already at the exptime second, as memcached)
             if (flushed or (it.exptime != 0 and it.exptime < now)) and \
-                    not (it.it_flags & ITEM_PINNED):
+                    not item_busy(it):
                 s.lru[id].crawler_reclaimed += 1
                 if not flushed and (it.it_flags & ITEM_FETCHED) == 0:
                     s.lru[id].expired_unfetched += 1
@@ -143,7 +143,7 @@ cdef void crawler_crawl_shard(int i, bint* todo, bint record) noexcept nogil:
                 s.lru[id].crawler_items_checked += 1
                 flushed = item_dead(it, now) == ITEM_FLUSHED
                 if (flushed or (it.exptime != 0 and it.exptime < now)) and \
-                        not (it.it_flags & ITEM_PINNED):
+                        not item_busy(it):
                     s.lru[id].crawler_reclaimed += 1
                     if not flushed and (it.it_flags & ITEM_FETCHED) == 0:
                         s.lru[id].expired_unfetched += 1

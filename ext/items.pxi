@@ -14,6 +14,20 @@
 # the tail and tries again. Liveness (expiry and flush_all) is decided lazily,
 # when an item is looked up, exactly as memcached's do_item_get does.
 #
+# Reference counts (memcached's refcount_incr/decr, item_remove): a reply
+# sending a chunked item's value straight from its chain (conn.pxi segments)
+# holds a reference, item_chain_t.refcount, taken and dropped under the item's
+# shard lock (no atomics: every other reader of it holds that lock too).
+# Unlinking (delete, overwrite, eviction, expiry, flush, crawler) takes the
+# item out of the hash table and the LRU at once, but a referenced item's
+# memory is freed only when the last reference drops (item_unref). As in
+# memcached, the crawler and the page mover leave a referenced item alone
+# (item_busy; the mover counts slab_reassign_busy_items and retries), while
+# the LRU tail counts it (lrutail_reflocked) and evicts it all the same: it
+# is unlinked at once, and the store goes on evicting since that memory is
+# not free yet. Items no larger than slab_chunk_max are copied into the reply
+# under the lock and never referenced.
+#
 # Caller holds the lock of `shard` for everything in this file.
 
 cdef enum:
@@ -344,12 +358,33 @@ cdef item_t* item_alloc(shard_t* shard, const char* key, size_t nkey, uint32_t f
         chain.first = NULL
         chain.hdr_clsid = <uint32_t>hdr_id
         chain.nchunks = 0
+        chain.refcount = 0
         slabs_requested_add(id, ntotal)
         if not lazy_chain and not item_alloc_chain(shard, it, nbytes):
             item_free(it)
             shard.lru[id].outofmemory += 1
             return NULL
     return it
+
+# True when the item must not be evicted, moved or reclaimed now: pinned
+# (being copied from) or referenced by a reply in flight.
+cdef inline bint item_busy(item_t* it) noexcept nogil:
+    if it.it_flags & ITEM_PINNED:
+        return True
+    return item_chunked(it) and ITEM_chain(it).refcount != 0
+
+# Take a reference on chunked item `it` (its shard lock held).
+cdef inline void item_ref(item_t* it) noexcept nogil:
+    ITEM_chain(it).refcount += 1
+
+# Drop a reference (its shard lock held); the last one frees an item that was
+# unlinked meanwhile.
+cdef inline void item_unref(item_t* it) noexcept nogil:
+    cdef item_chain_t* chain = ITEM_chain(it)
+    chain.refcount -= 1
+    if chain.refcount == 0 and (it.it_flags & ITEM_LINKED) == 0:
+        # unlinked while referenced: its mem_requested went then (store.pxi)
+        slabs_free_chain(it, chain, 0)
 
 # Return an unlinked item's memory (all its chunks) to the slab classes.
 cdef inline void item_free(item_t* it) noexcept nogil:

@@ -289,6 +289,11 @@ cdef int lru_pull_tail_seg(shard_t* s, int id, int seg, uint64_t total_bytes,
         if it.it_flags & ITEM_PINNED:
             it = prev
             continue
+        if item_chunked(it) and ITEM_chain(it).refcount != 0:
+            # memcached's lru_pull_tail counts a referenced tail item and
+            # goes on as usual: evicting unlinks it, its memory comes back
+            # when the reply holding it is out (store.pxi do_item_unlink)
+            s.lru[id].lrutail_reflocked += 1
         if reclaim and item_dead(it, now):
             s.lru[id].reclaimed += 1
             if (it.it_flags & ITEM_FETCHED) == 0:

@@ -157,6 +157,25 @@ cdef extern from "<sys/socket.h>" nogil:
         SHUT_RDWR
         SHUT_WR
         IPPROTO_TCP
+    cdef struct iovec "iovec":
+        void* iov_base
+        size_t iov_len
+    cdef struct msghdr "msghdr":
+        void* msg_name
+        socklen_t msg_namelen
+        iovec* msg_iov
+        size_t msg_iovlen
+        void* msg_control
+        size_t msg_controllen
+        int msg_flags
+    ssize_t sendmsg(int, const msghdr*, int)
+
+cdef extern from "<sys/uio.h>" nogil:
+    pass
+
+cdef extern from "<limits.h>" nogil:
+    enum:
+        IOV_MAX
 
 cdef extern from "<netinet/tcp.h>" nogil:
     enum:
@@ -310,6 +329,9 @@ cdef struct item_chain_t:
     item_chunk_t* first
     uint32_t hdr_clsid    # the header chunk's own class (slabs_clsid is the LRU's)
     uint32_t nchunks
+    uint32_t refcount     # replies in flight sending from the chain (conn.pxi);
+                          # read and written only under the item's shard lock
+    uint32_t pad
 
 # ---------------------------------------------------------------- slabs
 cdef struct slabclass_t:
@@ -361,6 +383,7 @@ cdef struct lru_stats_t:
     uint64_t crawler_reclaimed      # crawler.pxi
     uint64_t crawler_items_checked
     uint64_t direct_reclaims        # items.pxi: LRU pulls by a storing thread
+    uint64_t lrutail_reflocked      # tail items met while a reply held a reference
 
 # ---------------------------------------------------------------- shards
 # A shard owns a slice of the key space: its hash table, its LRU lists (HOT,
@@ -427,6 +450,17 @@ cdef enum conn_state_t:
     CONN_CLOSING = 2    # close as soon as the output is flushed (or now)
     CONN_WATCH = 3      # hand the socket to the logger once the output is flushed
 
+# A piece of a reply sent straight from a chunked item's chain: `len` value
+# bytes from value offset `off`. The conn holds a reference on the item
+# (item_chain_t.refcount, under `shard`'s lock) until the piece has been sent
+# or the conn drops it.
+cdef struct conn_seg_t:
+    size_t woff
+    item_t* it
+    shard_t* shard
+    size_t off
+    size_t len
+
 cdef struct conn_t:
     int fd
     int state
@@ -489,6 +523,17 @@ cdef struct conn_t:
     bint tls_failed      # fatal TLS error: no close_notify
     bint tls_io_wants_write  # the last SSL call waits for writability
     bint tls_read_blocked    # a read waits for EPOLLOUT (handshake or key update)
+    # scatter/gather output (conn.pxi): values of chunked items are sent from
+    # their chains; segs[i] goes out just before wbuf[segs[i].woff]
+    bint sg_send         # this conn may queue segments (plain TCP/unix, not TLS/UDP)
+    conn_seg_t* segs
+    uint32_t nsegs       # segments queued
+    uint32_t segs_cap
+    uint32_t sseg        # first segment not fully sent (the ones before are released)
+    size_t sseg_sent     # bytes of segs[sseg] already sent
+    size_t seg_left      # bytes of queued segments not sent yet
+    uint32_t wmark_segs  # segments queued before wmark
+    uint32_t resp_wmark_segs  # segments queued before resp_wmark
 
 # ---------------------------------------------------------------- hot keys
 # A worker's sampled heavy hitters (hotkeys.pxi): Space-Saving over the keys of

@@ -185,6 +185,92 @@ cdef inline char* out_reserve(conn_t* c, size_t n) noexcept nogil:
             return NULL
     return c.wbuf + c.wlen
 
+# ---- segments: a chunked item's value sent from its chain (conn.pxi sends)
+
+# Queue `n` value bytes of `it` from value offset `off` as the next output:
+# from the chain, holding a reference, when the conn sends segments and the
+# item is chunked; else copied into wbuf. Caller holds `s`'s lock (the item's
+# shard). False when memory ran out (nothing queued).
+cdef bint out_value(conn_t* c, shard_t* s, item_t* it, size_t off, size_t n) noexcept nogil:
+    cdef char* p
+    cdef conn_seg_t* seg
+    cdef uint32_t cap
+    if n == 0:
+        return True
+    if c.sg_send and item_chunked(it):
+        if c.nsegs == c.segs_cap:
+            cap = c.segs_cap * 2 if c.segs_cap else 8
+            seg = <conn_seg_t*>realloc(c.segs, cap * sizeof(conn_seg_t))
+            if seg == NULL:
+                return False
+            c.segs = seg
+            c.segs_cap = cap
+        seg = &c.segs[c.nsegs]
+        seg.woff = c.wlen
+        seg.it = it
+        seg.shard = s
+        seg.off = off
+        seg.len = n
+        item_ref(it)
+        c.nsegs += 1
+        c.seg_left += n
+        return True
+    p = out_reserve(c, n)
+    if p == NULL:
+        return False
+    item_data_read(it, off, p, n)
+    c.wlen += n
+    return True
+
+# Drop a segment's reference (takes its shard lock: never call holding one).
+cdef inline void out_seg_release(conn_seg_t* seg) noexcept nogil:
+    pthread_mutex_lock(&seg.shard.lock)
+    item_unref(seg.it)
+    pthread_mutex_unlock(&seg.shard.lock)
+
+# Output bytes queued and not sent yet (wbuf and segments).
+cdef inline size_t out_pending(conn_t* c) noexcept nogil:
+    return c.wlen - c.wsent + c.seg_left
+
+# Forget queued output beyond wbuf offset `wlen` and segment `nsegs` (a mark
+# taken earlier); what has already started to leave is kept. Segments are
+# only ever queued under a shard lock, so callers here may hold one only when
+# no segment was queued since the mark (nothing is released then).
+cdef void out_truncate(conn_t* c, size_t wlen, uint32_t nsegs) noexcept nogil:
+    cdef uint32_t keep = c.sseg + (1 if c.sseg_sent else 0)
+    cdef uint32_t i
+    if wlen < c.wsent:
+        wlen = c.wsent
+    if wlen < c.wlen:
+        c.wlen = wlen
+    if nsegs < keep:
+        nsegs = keep
+    i = nsegs
+    while i < c.nsegs:
+        c.seg_left -= c.segs[i].len
+        out_seg_release(&c.segs[i])
+        i += 1
+    if nsegs < c.nsegs:
+        c.nsegs = nsegs
+    if c.wmark_segs > c.nsegs:
+        c.wmark_segs = c.nsegs
+    if c.resp_wmark_segs > c.nsegs:
+        c.resp_wmark_segs = c.nsegs
+
+# Release every segment (the conn is closing).
+cdef void out_segs_free(conn_t* c) noexcept nogil:
+    cdef uint32_t i = c.sseg
+    while i < c.nsegs:
+        out_seg_release(&c.segs[i])
+        i += 1
+    free(c.segs)
+    c.segs = NULL
+    c.nsegs = 0
+    c.sseg = 0
+    c.segs_cap = 0
+    c.seg_left = 0
+    c.sseg_sent = 0
+
 cdef inline void out_raw(conn_t* c, const char* s, size_t n) noexcept nogil:
     cdef char* p = out_reserve(c, n)
     if p == NULL:

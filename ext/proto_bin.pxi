@@ -154,9 +154,12 @@ cdef inline void bin_put64(char* p, uint64_t v) noexcept nogil:
 
 # Reserve a whole reply (header + body), fill the header and return where the
 # body goes; NULL when memory ran out (the conn is dropped).
+# `external`: the last bytes of the body that are not written here (a value
+# sent from an item's chain, proto.pxi out_value).
 cdef char* bin_header(conn_t* c, bin_req_t* r, uint16_t status, uint8_t extlen,
-                      uint16_t keylen, uint32_t bodylen, uint64_t cas) noexcept nogil:
-    cdef char* p = out_reserve(c, BIN_HDR_LEN + <size_t>bodylen)
+                      uint16_t keylen, uint32_t bodylen, uint64_t cas,
+                      size_t external=0) noexcept nogil:
+    cdef char* p = out_reserve(c, BIN_HDR_LEN + <size_t>bodylen - external)
     if p == NULL:
         c.close_now = True
         return NULL
@@ -171,7 +174,7 @@ cdef char* bin_header(conn_t* c, bin_req_t* r, uint16_t status, uint8_t extlen,
     bin_put32(p + 8, bodylen)
     memcpy(p + 12, r.hdr + 12, 4) # opaque, as sent
     bin_put64(p + 16, cas)
-    c.wlen += BIN_HDR_LEN + <size_t>bodylen
+    c.wlen += BIN_HDR_LEN + <size_t>bodylen - external
     return p + BIN_HDR_LEN
 
 # memcached's write_bin_error: errors are sent even by quiet opcodes; `swallow`
@@ -243,6 +246,7 @@ cdef int bin_get_or_touch(conn_t* c, bin_req_t* r) noexcept nogil:
     cdef item_t* it
     cdef uint32_t bodylen
     cdef size_t vlen
+    cdef bint sg = False
     cdef char* p
     if g_settings.verbose > 1:
         fprintf(stderr, "<%d %s %.*s\n", c.fd, b"TOUCH" if should_touch else b"GET", <int>nkey, r.key)
@@ -262,14 +266,19 @@ cdef int bin_get_or_touch(conn_t* c, bin_req_t* r) noexcept nogil:
             sinc(&st.slab[it.slabs_clsid].get_hits)
         vlen = it.nbytes - 2 if return_value else 0
         bodylen = <uint32_t>(4 + vlen + (nkey if return_key else 0))
-        p = bin_header(c, r, BIN_ST_SUCCESS, 4, <uint16_t>(nkey if return_key else 0), bodylen, it.cas)
+        sg = c.sg_send and vlen > 0 and item_chunked(it)
+        p = bin_header(c, r, BIN_ST_SUCCESS, 4, <uint16_t>(nkey if return_key else 0), bodylen, it.cas,
+                       vlen if sg else 0)
         if p != NULL:
             bin_put32(p, it.flags)
             p += 4
             if return_key:
                 memcpy(p, ITEM_key(it), nkey)
                 p += nkey
-            item_data_read(it, 0, p, vlen)
+            if not sg:
+                item_data_read(it, 0, p, vlen)
+            elif not out_value(c, s, it, 0, vlen):
+                c.close_now = True
         pthread_mutex_unlock(&s.lock)
         return 0
     pthread_mutex_unlock(&s.lock)
@@ -687,7 +696,7 @@ cdef int process_bin_packet(conn_t* c, const char* p, size_t avail) noexcept nog
         # leave, the ones it still held (get hits, stores) are lost
         if c.wmark > c.wlen:
             c.wmark = c.wlen
-        c.wlen = c.wmark if c.wmark > c.wsent else c.wsent
+        out_truncate(c, c.wmark, c.wmark_segs)
         c.state = CONN_CLOSING
         return 0
     r.hdr = p

@@ -327,6 +327,7 @@ cdef int process_mget(conn_t* c, token_t* tokens, size_t ntokens) noexcept nogil
     cdef uint64_t h
     cdef uint32_t hv
     cdef shard_t* s
+    cdef bint sg = False
     cdef item_t* it
     cdef size_t i
     cdef char f
@@ -439,15 +440,18 @@ cdef int process_mget(conn_t* c, token_t* tokens, size_t ntokens) noexcept nogil
     p[1] = c'\n'
     p += 2
     n = <size_t>(p - hdr)
-    out = out_reserve(c, n + (it.nbytes if value else 0))
+    sg = value and c.sg_send and item_chunked(it)
+    out = out_reserve(c, n + (it.nbytes if value and not sg else 0))
     if out == NULL:
         c.close_now = True
     else:
         memcpy(out, hdr, n)
-        if value:
+        if value and not sg:
             item_data_read(it, 0, out + n, it.nbytes)
             n += it.nbytes
         c.wlen += n
+        if sg and not out_value(c, s, it, 0, it.nbytes):
+            c.close_now = True
     if ttl_set:
         sinc(&st.touch_cmds)
         sinc(&st.slab[it.slabs_clsid].touch_hits)

@@ -31,9 +31,12 @@ cdef inline bint want_tokens_or(conn_t* c, size_t ntokens, size_t a, size_t b) n
         return False
     return True
 
-# Append "VALUE <key> <flags> <bytes>[ <cas>]\r\n<data>\r\n" for a hit.
-cdef inline bint write_value(conn_t* c, item_t* it, bint return_cas) noexcept nogil:
-    cdef size_t need = 6 + it.nkey + 1 + 10 + 1 + 10 + 21 + 2 + it.nbytes
+# Append "VALUE <key> <flags> <bytes>[ <cas>]\r\n<data>\r\n" for a hit
+# (the data from the chain of a chunked item: proto.pxi out_value). Caller
+# holds `s`'s lock, the item's shard.
+cdef inline bint write_value(conn_t* c, shard_t* s, item_t* it, bint return_cas) noexcept nogil:
+    cdef bint sg = c.sg_send and item_chunked(it)
+    cdef size_t need = 6 + it.nkey + 1 + 10 + 1 + 10 + 21 + 2 + (0 if sg else it.nbytes)
     cdef char* p = out_reserve(c, need)
     cdef char* start = p
     if p == NULL:
@@ -52,9 +55,12 @@ cdef inline bint write_value(conn_t* c, item_t* it, bint return_cas) noexcept no
     p[0] = c'\r'
     p[1] = c'\n'
     p += 2
-    item_data_read(it, 0, p, it.nbytes)
-    p += it.nbytes
+    if not sg:
+        item_data_read(it, 0, p, it.nbytes)
+        p += it.nbytes
     c.wlen += <size_t>(p - start)
+    if sg:
+        return out_value(c, s, it, 0, it.nbytes)
     return True
 
 # Next key of a multiget starting at line[pos]: returns its start, sets klen;
@@ -78,6 +84,7 @@ cdef int process_get(conn_t* c, const char* line, size_t length, token_t* tokens
     cdef size_t klen
     cdef size_t ks
     cdef size_t wstart = c.wlen
+    cdef uint32_t sstart = c.nsegs
     cdef size_t p2
     cdef size_t k2
     cdef uint64_t h
@@ -118,7 +125,7 @@ cdef int process_get(conn_t* c, const char* line, size_t length, token_t* tokens
         if MC_UNLIKELY(mc_load_int(&g_detail_enabled)):
             stats_prefix_record(line + ks, klen, 0, it != NULL)
         if it != NULL:
-            ok = write_value(c, it, return_cas)
+            ok = write_value(c, s, it, return_cas)
             if should_touch:
                 sinc(&st.touch_cmds)
                 sinc(&st.slab[it.slabs_clsid].touch_hits)
@@ -129,7 +136,7 @@ cdef int process_get(conn_t* c, const char* line, size_t length, token_t* tokens
                 fprintf(stderr, ">%d sending key %.*s\n", c.fd, <int>klen, line + ks)
             pthread_mutex_unlock(&s.lock)
             if not ok:
-                c.wlen = wstart
+                out_truncate(c, wstart, sstart)
                 c.get_resume = 0
                 c.numarks = marks0
                 out_string(c, b"SERVER_ERROR out of memory writing get response")
@@ -148,9 +155,9 @@ cdef int process_get(conn_t* c, const char* line, size_t length, token_t* tokens
         if k2 != 0 and not resp_start(c):
             # out of them: drop every reply memcached had not written out yet
             if c.resp_wmark > c.wsent and c.resp_wmark <= c.wlen:
-                c.wlen = c.resp_wmark
+                out_truncate(c, c.resp_wmark, c.resp_wmark_segs)
             elif c.wsent <= c.wlen:
-                c.wlen = c.wsent
+                out_truncate(c, 0, 0)
             c.get_resume = 0
             resp_release_all(c)
             if not resp_start(c):
@@ -160,7 +167,9 @@ cdef int process_get(conn_t* c, const char* line, size_t length, token_t* tokens
             return 0
         if c.wlen > WBUF_HIGH:
             # Pause between keys so a huge multiget cannot grow the output
-            # without bound. memcached answers a bad key anywhere in the line
+            # without bound. (Values sent from chains do not count: they cost
+            # a reference each, no copy, and memcached answers every key of
+            # the line before it writes.) memcached answers a bad key anywhere in the line
             # with only an error, so check the rest before any hit leaves.
             if c.get_resume == 0:
                 p2 = pos
@@ -169,7 +178,7 @@ cdef int process_get(conn_t* c, const char* line, size_t length, token_t* tokens
                     if k2 == 0:
                         break
                     if k2 > KEY_MAX_LENGTH:
-                        c.wlen = wstart
+                        out_truncate(c, wstart, sstart)
                         c.numarks = marks0
                         out_string(c, b"CLIENT_ERROR bad command line format")
                         return 0

@@ -307,6 +307,8 @@ cdef int restart_page(uint64_t slot, int id, int64_t delta, int64_t old_oldest_l
             restart_chunk_free(p, it)
             continue
         it.it_flags &= ~ITEM_PINNED
+        if item_chunked(it):
+            ITEM_chain(it).refcount = 0     # replies in flight died with the old process
         it.next = NULL
         it.prev = NULL
         it.h_next = NULL

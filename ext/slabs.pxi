@@ -299,6 +299,11 @@ cdef void slabs_requested_add(int id, size_t size) noexcept nogil:
     g_slabclass[id].requested += size
     pthread_mutex_unlock(&g_slabs_lock)
 
+cdef void slabs_requested_sub(int id, size_t size) noexcept nogil:
+    pthread_mutex_lock(&g_slabs_lock)
+    g_slabclass[id].requested -= size
+    pthread_mutex_unlock(&g_slabs_lock)
+
 cdef void slabs_free(void* ptr, size_t size, int id) noexcept nogil:
     cdef slab_cache_t* sc = <slab_cache_t*>g_tl_slab_cache
     if sc != NULL:

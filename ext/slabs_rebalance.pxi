@@ -220,8 +220,8 @@ cdef bint rebal_clear_data_chunk(item_chunk_t* ch, item_t* head, const char* key
     if cur == NULL:
         lockstat_unlock(&s.lock, LK_PAGE_MOVE, t0)
         return False
-    if head.it_flags & ITEM_PINNED:
-        g_rebal_busy += 1
+    if item_busy(head):
+        mc_stat_add(&g_rebal_busy, 1)
         lockstat_unlock(&s.lock, LK_PAGE_MOVE, t0)
         return False
     if item_dead(head, current_time()):
@@ -231,7 +231,7 @@ cdef bint rebal_clear_data_chunk(item_chunk_t* ch, item_t* head, const char* key
     nw = <item_chunk_t*>slabs_alloc_rescue(0, id)
     if nw == NULL:
         s.lru[head.slabs_clsid].evicted += 1
-        g_rebal_evictions += 1
+        mc_stat_add(&g_rebal_evictions, 1)
         do_item_unlink(s, head)
         lockstat_unlock(&s.lock, LK_PAGE_MOVE, t0)
         return True
@@ -247,7 +247,7 @@ cdef bint rebal_clear_data_chunk(item_chunk_t* ch, item_t* head, const char* key
         nw.next.prev = nw
     do_slabs_free(ch, 0, id)
     pthread_mutex_unlock(&g_slabs_lock)
-    g_rebal_chunk_rescues += 1
+    mc_stat_add(&g_rebal_chunk_rescues, 1)
     lockstat_unlock(&s.lock, LK_PAGE_MOVE, t0)
     return True
 
@@ -284,8 +284,8 @@ cdef bint rebal_clear_chunk(item_t* it, int id) noexcept nogil:
     if cur != it:
         lockstat_unlock(&s.lock, LK_PAGE_MOVE, t0)
         return True
-    if it.it_flags & ITEM_PINNED:
-        g_rebal_busy += 1               # memcached counts every busy item it meets
+    if item_busy(it):
+        mc_stat_add(&g_rebal_busy, 1)               # memcached counts every busy item it meets
         lockstat_unlock(&s.lock, LK_PAGE_MOVE, t0)
         return False
     if item_dead(it, current_time()):
@@ -324,10 +324,10 @@ cdef bint rebal_clear_chunk(item_t* it, int id) noexcept nogil:
         # take the stale copy for a live item
         it.it_flags &= ~ITEM_LINKED
         slabs_free(it, ntotal, id)
-        g_rebal_rescues += 1
+        mc_stat_add(&g_rebal_rescues, 1)
     else:
         s.lru[it.slabs_clsid].evicted += 1
-        g_rebal_evictions += 1
+        mc_stat_add(&g_rebal_evictions, 1)
         do_item_unlink(s, it)
     lockstat_unlock(&s.lock, LK_PAGE_MOVE, t0)
     return True
@@ -389,8 +389,8 @@ cdef void rebal_finish() noexcept nogil:
             (<void**>(page + i * dp.size))[0] = dp.slots
             dp.slots = page + i * dp.size
             dp.sl_curr += 1
-    g_slabs_moved += 1
-    g_rebal_inline_reclaim += g_rebal_inline_pending
+    mc_stat_add(&g_slabs_moved, 1)
+    mc_stat_add(&g_rebal_inline_reclaim, g_rebal_inline_pending)
     g_rebal_inline_pending = 0
     lockstat_unlock(&g_slabs_lock, LK_PAGE_MOVE, t0)
 

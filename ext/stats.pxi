@@ -218,6 +218,7 @@ cdef void stats_reset() noexcept nogil:
             g_shards[i].lru[j].crawler_reclaimed = 0
             g_shards[i].lru[j].crawler_items_checked = 0
             g_shards[i].lru[j].direct_reclaims = 0
+            g_shards[i].lru[j].lrutail_reflocked = 0
         pthread_mutex_unlock(&g_shards[i].lock)
     mc_store_u64(&g_total_conns, 0)
     mc_store_u64(&g_rejected_conns, 0)
@@ -252,6 +253,7 @@ cdef void lru_stats_aggregate(lru_stats_t* out, uint64_t* hash_buckets) noexcept
             out[j].crawler_reclaimed += g_shards[i].lru[j].crawler_reclaimed
             out[j].crawler_items_checked += g_shards[i].lru[j].crawler_items_checked
             out[j].direct_reclaims += g_shards[i].lru[j].direct_reclaims
+            out[j].lrutail_reflocked += g_shards[i].lru[j].lrutail_reflocked
             for k in range(4):
                 out[j].seg_number[k] += g_shards[i].lru[j].seg_number[k]
                 out[j].seg_bytes[k] += g_shards[i].lru[j].seg_bytes[k]
@@ -290,6 +292,7 @@ cdef void stats_general(conn_t* c) noexcept nogil:
     cdef uint64_t moves_to_warm = 0
     cdef uint64_t crawler_reclaimed = 0
     cdef uint64_t crawler_items_checked = 0
+    cdef uint64_t lrutail_reflocked = 0
     cdef uint64_t direct_reclaims = 0
     cdef uint64_t hp = 0
     cdef int i
@@ -317,6 +320,7 @@ cdef void stats_general(conn_t* c) noexcept nogil:
         moves_to_warm += lru[i].moves_to_warm
         crawler_reclaimed += lru[i].crawler_reclaimed
         crawler_items_checked += lru[i].crawler_items_checked
+        lrutail_reflocked += lru[i].lrutail_reflocked
         direct_reclaims += lru[i].direct_reclaims
     while (<uint64_t>1 << (hp + 1)) <= hash_buckets:
         hp += 1
@@ -380,14 +384,14 @@ cdef void stats_general(conn_t* c) noexcept nogil:
     append_stat_u64(c, b"hash_bytes", hash_buckets * sizeof(void*))
     append_stat_u64(c, b"hash_is_expanding", 0)
     if g_settings.slab_reassign:
-        append_stat_u64(c, b"slab_reassign_rescues", g_rebal_rescues)
-        append_stat_u64(c, b"slab_reassign_chunk_rescues", g_rebal_chunk_rescues)
-        append_stat_u64(c, b"slab_reassign_evictions_nomem", g_rebal_evictions)
-        append_stat_u64(c, b"slab_reassign_inline_reclaim", g_rebal_inline_reclaim)
-        append_stat_u64(c, b"slab_reassign_busy_items", g_rebal_busy)
+        append_stat_u64(c, b"slab_reassign_rescues", mc_load_u64(&g_rebal_rescues))
+        append_stat_u64(c, b"slab_reassign_chunk_rescues", mc_load_u64(&g_rebal_chunk_rescues))
+        append_stat_u64(c, b"slab_reassign_evictions_nomem", mc_load_u64(&g_rebal_evictions))
+        append_stat_u64(c, b"slab_reassign_inline_reclaim", mc_load_u64(&g_rebal_inline_reclaim))
+        append_stat_u64(c, b"slab_reassign_busy_items", mc_load_u64(&g_rebal_busy))
         append_stat_u64(c, b"slab_reassign_busy_deletes", 0)
         append_stat_u64(c, b"slab_reassign_running", 1 if mc_load_int(&g_rebal_signal) == 2 else 0)
-        append_stat_u64(c, b"slabs_moved", g_slabs_moved)
+        append_stat_u64(c, b"slabs_moved", mc_load_u64(&g_slabs_moved))
     if g_settings.lru_crawler:
         append_stat_u64(c, b"lru_crawler_running", 0)
         append_stat_u64(c, b"lru_crawler_starts", mc_load_u64(&g_lru_crawler_starts))
@@ -415,7 +419,7 @@ cdef void stats_general(conn_t* c) noexcept nogil:
     append_stat_u64(c, b"reclaimed", reclaimed)
     append_stat_u64(c, b"crawler_reclaimed", crawler_reclaimed)
     append_stat_u64(c, b"crawler_items_checked", crawler_items_checked)
-    append_stat_u64(c, b"lrutail_reflocked", 0)
+    append_stat_u64(c, b"lrutail_reflocked", lrutail_reflocked)
     if g_settings.lru_maintainer:
         append_stat_u64(c, b"moves_to_cold", moves_to_cold)
         append_stat_u64(c, b"moves_to_warm", moves_to_warm)
@@ -510,7 +514,7 @@ cdef void stats_items(conn_t* c) noexcept nogil:
             append_stat_pfx(c, b"items", i, b"evicted_active", lru[i].evicted_active)
         append_stat_pfx(c, b"items", i, b"crawler_reclaimed", lru[i].crawler_reclaimed)
         append_stat_pfx(c, b"items", i, b"crawler_items_checked", lru[i].crawler_items_checked)
-        append_stat_pfx(c, b"items", i, b"lrutail_reflocked", 0)
+        append_stat_pfx(c, b"items", i, b"lrutail_reflocked", lru[i].lrutail_reflocked)
         if not g_settings.lru_maintainer:
             continue
         append_stat_pfx(c, b"items", i, b"moves_to_cold", lru[i].moves_to_cold)

@@ -114,7 +114,9 @@ cdef void do_item_link(shard_t* s, item_t* it, uint64_t new_cas) noexcept nogil:
     s.bytes += ITEM_ntotal(it)
     sizes_track(it, 1)
 
-# Unlink and free.
+# Unlink and free; a referenced (chunked) item is freed when its last
+# reference drops instead (items.pxi item_unref), as memcached's item_unlink
+# then do_item_remove.
 cdef void do_item_unlink(shard_t* s, item_t* it) noexcept nogil:
     it.it_flags &= ~ITEM_LINKED
     assoc_delete(s, it)
@@ -122,6 +124,11 @@ cdef void do_item_unlink(shard_t* s, item_t* it) noexcept nogil:
     s.curr_items -= 1
     s.bytes -= ITEM_ntotal(it)
     sizes_track(it, -1)
+    if item_chunked(it) and ITEM_chain(it).refcount != 0:
+        # stats items' mem_requested counts linked items, as memcached's
+        # sizes_bytes: the rest goes when the memory does (item_unref)
+        slabs_requested_sub(it.slabs_clsid, ITEM_ntotal(it))
+        return
     item_free(it)
 
 cdef inline void do_item_replace(shard_t* s, item_t* old, item_t* it, uint64_t new_cas) noexcept nogil:

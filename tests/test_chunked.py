@@ -104,7 +104,7 @@ def transcript(d) -> list:
 # are clock reads, free_chunks_end is a dead stat memcached prints as 0, the
 # crawler checks items on its own schedule, and lrutail_reflocked counts LRU
 # tail items a reader held a reference to at that moment (the slow client's
-# item, in memcached; memcachepy copies replies and holds no references).
+# item, in both daemons: a count of LRU passes, which run on their own clocks).
 SEG_STATS = re.compile(rb"STAT items:(\d+):(number_hot|number_warm|number_cold|age_hot|age_warm|age|evicted_time|crawler_items_checked|lrutail_reflocked|"
                        rb"moves_to_cold|moves_to_warm|moves_within_lru|direct_reclaims|"
                        rb"hits_to_hot|hits_to_warm|hits_to_cold) \d+\r\n")
