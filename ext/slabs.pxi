@@ -538,6 +538,48 @@ cdef void slabs_stash_purge_page(int id) noexcept nogil:
             pthread_mutex_unlock(&g_slabs_lock)
         pthread_mutex_unlock(&sc.lock)
 
+# The page mover is about to empty a page of class `id`: every worker's
+# stashed chunks of the class go back to the class's free list first, in the
+# order they were freed (the stash's head, its newest, ends on top), so the
+# free list is the one memcached would have: its count of inline reclaims
+# (slabs_rebalance.pxi) replays that list.
+cdef void slabs_stash_return_class(int id) noexcept nogil:
+    cdef int w
+    cdef slab_cache_t* sc
+    cdef slab_cache_class_t* cc
+    cdef void** arr
+    cdef void* ch
+    cdef uint32_t n
+    cdef uint32_t k
+    for w in range(g_nworkers):
+        sc = &g_workers[w].sc
+        pthread_mutex_lock(&sc.lock)
+        cc = &sc.cls[id]
+        n = cc.count
+        if n == 0:
+            pthread_mutex_unlock(&sc.lock)
+            continue
+        arr = <void**>malloc(n * sizeof(void*))
+        if arr == NULL:
+            slabs_stash_drain(cc, id, n)
+            pthread_mutex_unlock(&sc.lock)
+            continue
+        k = 0
+        ch = cc.head
+        while ch != NULL and k < n:
+            arr[k] = ch
+            k += 1
+            ch = (<void**>ch)[0]
+        pthread_mutex_lock(&g_slabs_lock)
+        while k > 0:
+            k -= 1
+            do_slabs_free(arr[k], 0, id)
+        pthread_mutex_unlock(&g_slabs_lock)
+        cc.head = ch
+        mc_store_u32(&cc.count, 0 if ch == NULL else cc.count - n)
+        pthread_mutex_unlock(&sc.lock)
+        free(arr)
+
 # The page mover's rescue allocation: a free chunk of the class, or a stashed
 # one (memcached's free list holds both), never a new page.
 cdef void* slabs_alloc_rescue(size_t size, int id) noexcept nogil:

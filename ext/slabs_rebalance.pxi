@@ -174,7 +174,9 @@ cdef void rebal_start() noexcept nogil:
     cdef char* page
     cdef void** pos
     cdef uint64_t removed = 0
-    cdef lock_hold_t t0 = lockstat_lock(&g_slabs_lock)
+    cdef lock_hold_t t0
+    slabs_stash_return_class(g_rebal_src)
+    t0 = lockstat_lock(&g_slabs_lock)
     page = <char*>p.slab_list[0]
     mc_store_page(&g_moving_page, page)     # workers read it under their stash locks
     g_moving_src = g_rebal_src
