@@ -132,10 +132,15 @@ def test_automove_reclaims_to_global_pool(start_daemon, kind):
     # with dst=0); another class then takes them without new malloc, so
     # total_malloced stays put. Same outcome asked of both daemons.
     d = start_daemon(kind, "-m", "8", "-o", "slab_automove=1,slab_automove_window=3")
+    s = d.connect()
+    # memcached's LRU maintainer (which logs the moves) takes the watchers' flags
+    # when it creates its logger, on starting, and never again; under load it
+    # started after `watch` and no sysevent ever came (log_worker_written 0 with
+    # 5 pages moved). A juggle counted means it has started.
+    assert wait_for(lambda: stat(s, "lru_maintainer_juggles") > 0)
     w = d.connect()
     w.sendall(b"watch sysevents\r\n")
     cmd(w, b"", b"OK\r\n")
-    s = d.connect()
     fill(s, b"big", 6000, 900)        # fill memory with ~1 KB items
     for i in range(6000):             # then free them all
         s.sendall(b"delete big%d noreply\r\n" % i)
