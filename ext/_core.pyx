@@ -210,7 +210,7 @@ def _core_destroy():
 cdef void _reset_counters():
     global g_malloc_fails, g_lru_maintainer_juggles, g_moving_page, g_moving_src
     global g_moving_reclaimed, g_rebal_src, g_rebal_dst, g_rebal_signal, g_slabs_moved
-    global g_rebal_rescues, g_rebal_evictions, g_rebal_busy, g_automove_next_src, g_rebal_chunk_rescues
+    global g_rebal_rescues, g_rebal_evictions, g_rebal_busy, g_automove_next_src, g_automove2_dst, g_rebal_chunk_rescues
     global g_log_gid, g_log_watcher_sent, g_log_watcher_skipped, g_log_worker_written
     global g_listen_disabled, g_next_worker, g_lru_crawler_starts, g_total_items_baseline
     global g_conn_structures, g_acceptor_epfd, g_acceptor_wake, g_assoc_expanding
@@ -233,7 +233,7 @@ cdef void _reset_counters():
     g_rebal_busy = 0
     g_rebal_chunk_rescues = 0
     g_automove_next_src = 1
-    memset(g_automove_last_evicted, 0, sizeof(g_automove_last_evicted))
+    g_automove2_dst = 0
     g_log_gid = 0
     g_log_watcher_sent = 0
     g_log_watcher_skipped = 0

@@ -263,6 +263,7 @@ cdef inline void lru_count_eviction(shard_t* s, item_t* it, rel_time_t now) noex
         s.lru[id].evicted_active += 1
     if logger_wants(LOG_EVICTIONS):
         log_eviction(it)
+    slabs_automove_on_eviction(id)
 
 # memcached's lru_pull_tail for one segment of class `id` in this shard.
 # HOT/WARM: an ACTIVE tail item is rescued (HOT -> WARM, WARM -> WARM's head);

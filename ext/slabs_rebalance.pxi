@@ -46,7 +46,6 @@ cdef uint64_t g_rebal_inline_reclaim = 0   # slab_reassign_inline_reclaim (rebal
 cdef uint64_t g_rebal_inline_pending = 0   # ... reckoned for the move under way
 cdef char* g_moving_carved_end = NULL   # chunks of the moving page from here on were never used
 cdef int g_automove_next_src = 1
-cdef uint64_t g_automove_last_evicted[MAX_SLAB_CLASSES]
 
 cdef inline bint in_moving_page(void* p) noexcept nogil:
     return g_moving_page != NULL and <char*>p >= g_moving_page and \
@@ -431,42 +430,28 @@ cdef void slabs_rebalance_run() noexcept nogil:
         rebal_finish()
     mc_store_int(&g_rebal_signal, 0)
 
-# `slabs automove 2` (memcached moves a page on every eviction there; this is
-# an approximation): once a second, if a class evicted since the last look
-# while another class holds more than two pages of free chunks, move one page.
-# `slabs automove 1` is memcached's windowed policy, slab_automove.pxi.
-cdef void slabs_automove_tick() noexcept nogil:
-    cdef lru_stats_t lru[MAX_SLAB_CLASSES]
-    cdef uint64_t hb
-    cdef int i
-    cdef int dst = 0
-    cdef int src = 0
-    cdef uint64_t best_free = 0
-    cdef uint64_t free_chunks
-    cdef char body[96]
-    cdef int n
-    if not g_settings.slab_reassign or g_settings.slab_automove != 2 or \
-            mc_load_int(&g_rebal_signal) != 0:
+# `slabs automove 2`, as memcached's: every eviction asks for a page to be
+# moved into the evicting class from the next class (round robin) that has
+# more than one, unless a move is already under way. memcached calls
+# slabs_reassign(-1, class) from the evicting thread; here the worker (which
+# holds its shard lock, maybe more) only leaves the class in g_automove2_dst
+# and pokes the acceptor once, and the acceptor asks for the move. memcached
+# logs no sysevent for these moves, nor does this.
+cdef int g_automove2_dst = 0
+
+cdef inline void slabs_automove_on_eviction(int id) noexcept nogil:
+    if g_settings.slab_automove != 2 or not g_settings.slab_reassign:
         return
-    lru_stats_aggregate(lru, &hb)
-    for i in range(1, g_power_largest + 1):
-        if lru[i].evicted > g_automove_last_evicted[i] and dst == 0:
-            dst = i
-        g_automove_last_evicted[i] = lru[i].evicted
+    if mc_load_int(&g_rebal_signal) != 0 or mc_load_int(&g_automove2_dst) != 0:
+        return
+    mc_store_int(&g_automove2_dst, id)
+    eventfd_poke(g_acceptor_wake)
+
+# The acceptor's half: the move asked for since its last look.
+cdef void slabs_automove_tick() noexcept nogil:
+    cdef int dst = mc_load_int(&g_automove2_dst)
     if dst == 0:
         return
-    pthread_mutex_lock(&g_slabs_lock)
-    for i in range(1, g_power_largest + 1):
-        if i == dst or g_slabclass[i].slabs < 2:
-            continue
-        free_chunks = g_slabclass[i].sl_curr + g_slabclass[i].end_page_free + slabs_stashed(i)
-        if free_chunks > 2 * <uint64_t>g_slabclass[i].perslab and free_chunks > best_free:
-            best_free = free_chunks
-            src = i
-    pthread_mutex_unlock(&g_slabs_lock)
-    if src:
-        slabs_reassign(src, dst)
-        # memcached logs the automover's decisions (not manual reassigns)
-        if logger_wants(LOG_SYSEVENTS):
-            n = snprintf(body, sizeof(body), b"type=slab_move src=%d dst=%d", src, dst)
-            logger_emit(LOG_SYSEVENTS, body, <size_t>n)
+    if g_settings.slab_automove == 2 and g_settings.slab_reassign:
+        slabs_reassign(-1, dst)
+    mc_store_int(&g_automove2_dst, 0)

@@ -310,11 +310,11 @@ cdef void acceptor_loop(int nlisteners) noexcept nogil:
         if current_time() != last_crawler_check:
             last_crawler_check = current_time()
             crawler_check()
+        slabs_automove_tick()
         if mc_load_int(&g_rebal_signal) == 1:
             slabs_rebalance_run()
         if current_time() != last_automove or g_automove_hurry:
             last_automove = current_time()
-            slabs_automove_tick()
             slab_automove_tick()
             if mc_load_int(&g_rebal_signal) == 1:
                 slabs_rebalance_run()
