@@ -7,7 +7,10 @@
 # to the new one, or the new phase misses nearly everything. Asked of both
 # daemons alike: pages move in both directions (slabs_moved, per-class pages),
 # no value is ever corrupted by a move, and each phase's hit ratio, taken once
-# the movers had time to act, is within 2 points of memcached's.
+# the movers had time to act, is within 2 points of memcached's. (The movers
+# act once a second: measured while pages still move, a phase's ratio varied by
+# 4 points from run to run on either daemon. Here both have finished moving
+# about 8 s into a phase.)
 from __future__ import annotations
 
 import hashlib
@@ -20,14 +23,13 @@ import pytest
 
 from tests.support.daemons import KIND_MEMCACHED, KIND_MEMCACHEPY
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = pytest.mark.timeout(300)
 
 MEMORY_MB = 8
-PHASE_S = 9.0            # each phase runs this long ...
-MEASURE_FROM = 0.55      # ... and its hit ratio counts from this share of it on
+MEASURE_FROM = 0.65      # a phase's hit ratio counts from this share of it on
 BATCH = 50
-# (value bytes, key space): about 2x what fits in MEMORY_MB at that size
-PHASES = [(4096, 3_500), (100, 90_000), (4096, 3_500)]
+# (value bytes, key space about 2x what fits in MEMORY_MB at that size, seconds)
+PHASES = [(4096, 3_500, 4.0), (100, 90_000, 12.0), (4096, 3_500, 12.0)]
 
 
 def expected(key: bytes, size: int) -> bytes:
@@ -75,13 +77,13 @@ def multiget(sock: socket.socket, keys: list[bytes]) -> dict[bytes, bytes]:
 
 
 def run_phase(sock: socket.socket, rng: random.Random, phase: int, size: int,
-              keyspace: int) -> tuple[int, int, int]:
+              keyspace: int, seconds: float) -> tuple[int, int, int]:
     """One phase: returns (gets measured, hits measured, corrupt values seen)."""
     gets = hits = corrupt = 0
     start = time.monotonic()
     while True:
         elapsed = time.monotonic() - start
-        if elapsed >= PHASE_S:
+        if elapsed >= seconds:
             break
         keys = [b"p%d_%d" % (phase, rng.randrange(keyspace)) for _ in range(BATCH)]
         keys = list(dict.fromkeys(keys))
@@ -89,7 +91,7 @@ def run_phase(sock: socket.socket, rng: random.Random, phase: int, size: int,
         for k, v in got.items():
             if v != expected(k, size):
                 corrupt += 1
-        if elapsed >= PHASE_S * MEASURE_FROM:
+        if elapsed >= seconds * MEASURE_FROM:
             gets += len(keys)
             hits += len(got)
         misses = [k for k in keys if k not in got]
@@ -106,8 +108,8 @@ def run_workload(start_daemon, kind: str, automove: int) -> dict:
     sock.settimeout(30)
     rng = random.Random(1234)
     out: dict = {"ratios": [], "corrupt": 0, "pages": [], "moved": []}
-    for phase, (size, keyspace) in enumerate(PHASES):
-        gets, hits, corrupt = run_phase(sock, rng, phase, size, keyspace)
+    for phase, (size, keyspace, seconds) in enumerate(PHASES):
+        gets, hits, corrupt = run_phase(sock, rng, phase, size, keyspace, seconds)
         out["ratios"].append(hits / gets)
         out["corrupt"] += corrupt
         out["pages"].append(class_pages(sock))
