@@ -248,11 +248,14 @@ class MemcacheServer:
     def init_tls(self) -> Optional[str]:
         """Under -Z, build the core's SSL context from the ssl_* settings
         (tls.pxi). None, or memcached's error message."""
-        if not self.settings.ssl_enabled:
-            return None
+        # The compiled core is loaded here, before -u switches users: installed
+        # where only root can read (a venv under /root), it could not be
+        # imported after the switch (memcached is one binary, loaded at exec).
         if self.core_module is None:
             from . import _core
             self.core_module = _core
+        if not self.settings.ssl_enabled:
+            return None
         err = self.core_module.tls_init(self.settings.tls_config())
         self.tls_loaded = err is None
         return err
@@ -472,6 +475,16 @@ class StartError(Exception):
     def __init__(self, message: str, exit_code: int = EX_OSERR) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+
+def _load_modules_before_user_switch() -> None:
+    """Import now every module the running daemon may load later (SIGHUP's
+    cluster and config reload, warm restart, metrics, the compiled core): after
+    -u switches users, a package installed where only root can read (a venv
+    under /root, as the README's install command makes for root) cannot be
+    imported any more. memcached is one binary, loaded before it switches."""
+    import base64  # noqa: F401  (metrics' basic auth)
+    from . import _core, config, discovery, metrics, restart, systemd  # noqa: F401
 
 
 def _drop_privileges(user: str, chown_paths: Sequence[str] = ()) -> Optional[Tuple[int, int]]:
@@ -716,6 +729,7 @@ class _Lifecycle:
                 log.error("%s; logging to stderr", msg)
                 self.log_file = None
         if s.user:
+            _load_modules_before_user_switch()
             owned = list(server.unix_paths)
             if self.log_file is not None and self.log_file.created:
                 owned.append(self.log_file.path)
