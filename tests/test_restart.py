@@ -160,6 +160,12 @@ def test_warm_restart_100k_items(start_daemon, memdir) -> None:
     assert "[restart] warm restart from" in log, log
     assert not os.path.exists(path + ".meta")         # read once, as memcached
     with AdminClient(d2.server_string, 30) as c:
+        # the crawler reclaims the expired items (expired_unfetched); a lookup that
+        # got to one first would unlink it uncounted, as memcached's does (seen:
+        # 9,996 of 10,000 under load): let the crawl finish before reading them
+        deadline = time.monotonic() + 20
+        while int(c.stats()["expired_unfetched"]) < len(short) and time.monotonic() < deadline:
+            time.sleep(0.05)
         t_after0 = time.time()
         after = mg_all(c, keep)
         t_after1 = time.time()
@@ -441,8 +447,10 @@ def test_differential_with_memcached(start_daemon, memdir) -> None:
         for i in (0, 2):
             a, b = r[0][i].split(b" "), r[1][i].split(b" ")
             assert a[:3] == b[:3], kind
-            # both counted the downtime (at least the 3.2 s slept between stop and start)
-            assert 3 <= int(a[3][1:]) - int(b[3][1:]) <= r[5] + 2, (kind, a, b, r[5])
+            # both counted the downtime (the 3.2 s slept between stop and start, read
+            # on clocks of whole seconds that may lag the wall clock by up to one:
+            # at least 2; seen once at 2 under ASan and load)
+            assert 2 <= int(a[3][1:]) - int(b[3][1:]) <= r[5] + 2, (kind, a, b, r[5])
     for i in (0, 2):
         assert mp[1][i].split(b" ")[:3] == mc[1][i].split(b" ")[:3]
     for name in ("curr_items", "total_items", "bytes", "cmd_get", "get_hits", "get_misses",
