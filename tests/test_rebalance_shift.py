@@ -21,7 +21,7 @@ import time
 
 import pytest
 
-from tests.support.daemons import KIND_MEMCACHED, KIND_MEMCACHEPY
+from support.daemons import KIND_MEMCACHED, KIND_MEMCACHEPY
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -18,19 +18,11 @@ import time
 
 import pytest
 
+from support.rawclient import cmd
+
 pytestmark = pytest.mark.timeout(180)
 
 THREADS = 4
-
-
-def cmd(sock: socket.socket, data: bytes, end: bytes = b"END\r\n") -> bytes:
-    sock.sendall(data)
-    buf = b""
-    while not buf.endswith(end):
-        chunk = sock.recv(1 << 20)
-        assert chunk, "connection closed"
-        buf += chunk
-    return buf
 
 
 def stats(sock: socket.socket, group: bytes = b"") -> dict:

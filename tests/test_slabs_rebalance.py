@@ -12,17 +12,9 @@ import time
 
 import pytest
 
+from support.rawclient import cmd
+
 pytestmark = pytest.mark.timeout(90)
-
-
-def cmd(sock: socket.socket, data: bytes, end: bytes = b"END\r\n") -> bytes:
-    sock.sendall(data)
-    buf = b""
-    while not buf.endswith(end):
-        chunk = sock.recv(1 << 20)
-        assert chunk, "connection closed"
-        buf += chunk
-    return buf
 
 
 def slab_pages(sock: socket.socket) -> dict:

@@ -55,6 +55,17 @@ _CAS_REF = re.compile(rb"\{cas:([^}]*)\}")
 _VALUE_LINE = re.compile(rb"VALUE ([^ ]+) (\d+) (\d+)(?: (\d+))?")
 
 
+def cmd(sock: socket.socket, data: bytes, end: bytes = b"END\r\n") -> bytes:
+    """Send `data` and read until the reply ends with `end`."""
+    sock.sendall(data)
+    buf = b""
+    while not buf.endswith(end):
+        chunk = sock.recv(1 << 20)
+        assert chunk, "connection closed"
+        buf += chunk
+    return buf
+
+
 def count_version_lines(buf: bytes, mark: bytes = b"VERSION ") -> int:
     """How many reply lines start with `mark` (the sentinel's reply)."""
     n = buf.count(b"\n" + mark)
