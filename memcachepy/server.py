@@ -501,6 +501,10 @@ def _drop_privileges(user: str, chown_paths: Sequence[str] = ()) -> Optional[Tup
         pw = pwd.getpwnam(user)
     except KeyError:
         raise StartError(f"can't find the user {user} to switch to", EX_NOUSER) from None
+    if pw.pw_uid != os.getuid() or pw.pw_gid != os.getgid():
+        # Only a real switch can lose read access to the package (-u root as
+        # root keeps it, and skips the 5 MB these imports cost).
+        _load_modules_before_user_switch()
     for path in chown_paths:
         try:
             os.chown(path, pw.pw_uid, pw.pw_gid)
@@ -729,7 +733,6 @@ class _Lifecycle:
                 log.error("%s; logging to stderr", msg)
                 self.log_file = None
         if s.user:
-            _load_modules_before_user_switch()
             owned = list(server.unix_paths)
             if self.log_file is not None and self.log_file.created:
                 owned.append(self.log_file.path)
