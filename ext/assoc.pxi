@@ -131,8 +131,9 @@ cdef void assoc_expand(shard_t* s) noexcept nogil:
     s.old_buckets = s.buckets
     mc_fetch_add_u64(&g_assoc_expanding, 1)
     s.expand_bucket = 0
-    s.buckets = nb
-    s.hashpower += 1
+    # atomic stores: a worker's multiget prefetches through them without the lock
+    mc_store_ptr(&s.buckets, nb)
+    mc_store_u32(&s.hashpower, s.hashpower + 1)
     s.expand_count += 1
     lockstat_note(LK_EXPAND, t0)
 

@@ -69,6 +69,16 @@ static __thread int mc_tw_slot = 7;
 #define mc_track_enabled() (0)
 #endif
 
+/* Prefetch the hash-table bucket a key with bucket hash `hv` will be looked up
+ * in, before its shard's lock is taken (a multiget's next key while this one
+ * is served). The table's address and size are read without the lock: a
+ * doubling may swap them meanwhile, and then a wrong line is fetched, which
+ * costs nothing but the fetch; assoc_expand stores them atomically. */
+#define mc_prefetch_bucket(bucketsp, hashpowerp, hv) \
+    __builtin_prefetch((char *)__atomic_load_n((void **)(bucketsp), __ATOMIC_RELAXED) + \
+        sizeof(void *) * ((hv) & ((1u << __atomic_load_n((hashpowerp), __ATOMIC_RELAXED)) - 1)), 0, 3)
+#define mc_store_ptr(p, v)    __atomic_store_n((void **)(p), (void *)(v), __ATOMIC_RELAXED)
+
 /* The chunk stash of the worker running this thread (slabs.pxi slab_cache_t);
  * NULL in every other thread, whose allocations go to the slab classes. */
 static __thread void *mc_slab_cache_self = NULL;

@@ -91,6 +91,8 @@ cdef extern from "compat.h" nogil:
     int mc_current_fd
     void* g_tl_slab_cache "mc_slab_cache_self"   # the running worker's slab_cache_t, NULL elsewhere
     char* mc_load_page(char**)
+    void mc_prefetch_bucket(void*, uint32_t*, uint32_t)
+    void mc_store_ptr(void*, void*)
     void mc_store_page(char**, char*)
 
 cdef extern from "<pthread.h>" nogil:

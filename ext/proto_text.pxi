@@ -88,6 +88,8 @@ cdef int process_get(conn_t* c, const char* line, size_t length, token_t* tokens
     cdef size_t p2
     cdef size_t k2
     cdef uint64_t h
+    cdef uint64_t h_next = 0
+    cdef bint have_next = False
     cdef shard_t* s
     cdef item_t* it
     cdef bint ok
@@ -115,7 +117,18 @@ cdef int process_get(conn_t* c, const char* line, size_t length, token_t* tokens
             return 0
         if MC_UNLIKELY(c.listen_kind == 2):
             udp_mark(c, 0)        # memcached's reply object per key (udp.pxi)
-        h = hash_key(line + ks, klen)
+        if have_next:
+            h = h_next
+        else:
+            h = hash_key(line + ks, klen)
+        # the next key's bucket is fetched while this one is served: a
+        # multiget's lookups then wait for their bucket's line once, not each
+        p2 = next_key(line, length, pos, &k2)
+        have_next = k2 != 0 and k2 <= KEY_MAX_LENGTH
+        if have_next:
+            h_next = hash_key(line + p2, k2)
+            s = shard_of(h_next)
+            mc_prefetch_bucket(&s.buckets, &s.hashpower, bucket_hv(h_next))
         s = shard_of(h)
         pthread_mutex_lock(&s.lock)
         if should_touch:
