@@ -639,6 +639,8 @@ cdef int conn_process(conn_t* c) noexcept nogil:
                 c.close_now = True
                 return 0
             c.resp_started = True
+        if avail > cont:
+            prefetch_next_key(p + cont, avail - cont)
         r = process_command(c, p, linelen, p + cont, avail - cont)
         if r == PROC_NEED_MORE:
             if not c.in_nread:

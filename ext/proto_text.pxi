@@ -75,6 +75,36 @@ cdef inline size_t next_key(const char* line, size_t length, size_t pos, size_t*
     klen[0] = pos - s
     return s
 
+# A pipelined batch: while one command is served, fetch the bucket of the key
+# the next one (`get`/`gets`/`mg`, already whole in the read buffer at `q`)
+# will look up. Only a prefetch (mc_prefetch_bucket): nothing is read under no
+# lock but the table's address and size, and a wrong guess costs one line.
+cdef inline void prefetch_next_key(const char* q, size_t n) noexcept nogil:
+    cdef size_t ks
+    cdef size_t e
+    cdef size_t lim
+    cdef uint64_t h
+    cdef shard_t* s
+    if n < 5 or q[0] == c'm' and q[1] != c'g':
+        return
+    if q[0] == c'g' and q[1] == c'e' and q[2] == c't':
+        ks = 4 if q[3] == c' ' else (5 if q[3] == c's' and q[4] == c' ' else 0)
+    elif q[0] == c'm' and q[2] == c' ':
+        ks = 3
+    else:
+        return
+    if ks == 0:
+        return
+    lim = n if n < ks + KEY_MAX_LENGTH + 1 else ks + KEY_MAX_LENGTH + 1
+    e = ks
+    while e < lim and q[e] != c' ' and q[e] != c'\r' and q[e] != c'\n':
+        e += 1
+    if e == ks or e == lim:
+        return
+    h = hash_key(q + ks, e - ks)
+    s = shard_of(h)
+    mc_prefetch_bucket(&s.buckets, &s.hashpower, bucket_hv(h))
+
 cdef int process_get(conn_t* c, const char* line, size_t length, token_t* tokens,
                      size_t ntokens, bint return_cas, bint should_touch) noexcept nogil:
     cdef thread_stats_t* st = conn_stats(c)
