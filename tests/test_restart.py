@@ -454,8 +454,13 @@ def test_differential_with_memcached(start_daemon, memdir) -> None:
     for i in (0, 2):
         assert mp[1][i].split(b" ")[:3] == mc[1][i].split(b" ")[:3]
     for name in ("curr_items", "total_items", "bytes", "cmd_get", "get_hits", "get_misses",
-                 "cmd_set", "expired_unfetched"):
+                 "cmd_set"):
         assert mp[2][name] == mc[2][name], name
+    # "gone" is counted once either way: expired_unfetched when the LRU maintainer or the
+    # crawler reclaims it first (seen once, memcachepy under ASan: 1 against 0), get_expired
+    # when `mg gone` meets it first
+    counted = ("expired_unfetched", "get_expired")
+    assert sum(int(mp[2][n]) for n in counted) == sum(int(mc[2][n]) for n in counted) == 1
     assert mp[4]["memory_file"].endswith("memcachepy") and mc[4]["memory_file"].endswith("memcached")
     for cls, fields in mc[3].items():
         # (the split over HOT/WARM/COLD follows each maintainer's timing; the
