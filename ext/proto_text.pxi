@@ -85,15 +85,15 @@ cdef inline void prefetch_next_key(const char* q, size_t n) noexcept nogil:
     cdef size_t lim
     cdef uint64_t h
     cdef shard_t* s
-    if n < 5 or q[0] == c'm' and q[1] != c'g':
+    if n < 5:
         return
-    if q[0] == c'g' and q[1] == c'e' and q[2] == c't':
-        ks = 4 if q[3] == c' ' else (5 if q[3] == c's' and q[4] == c' ' else 0)
-    elif q[0] == c'm' and q[2] == c' ':
+    if q[0] == c'g' and q[1] == c'e' and q[2] == c't' and q[3] == c' ':
+        ks = 4
+    elif q[0] == c'g' and q[1] == c'e' and q[2] == c't' and q[3] == c's' and q[4] == c' ':
+        ks = 5
+    elif q[0] == c'm' and q[1] == c'g' and q[2] == c' ':
         ks = 3
     else:
-        return
-    if ks == 0:
         return
     lim = n if n < ks + KEY_MAX_LENGTH + 1 else ks + KEY_MAX_LENGTH + 1
     e = ks
@@ -193,8 +193,8 @@ cdef int process_get(conn_t* c, const char* line, size_t length, token_t* tokens
                 sinc(&st.get_misses)
                 sinc(&st.get_cmds)
         hotkeys_note(c, line + ks, klen, h, HK_GET, it != NULL)
-        # memcached takes a response object for every further key
-        next_key(line, length, pos, &k2)
+        # memcached takes a response object for every further key (k2: the
+        # next key's length, found above for the prefetch)
         if k2 != 0 and not resp_start(c):
             # out of them: drop every reply memcached had not written out yet
             if c.resp_wmark > c.wsent and c.resp_wmark <= c.wlen:
